@@ -1,0 +1,18 @@
+# Thin front for scripts/: `make run` serves the default model, `make test` runs every check.
+.PHONY: run test setup build lint fmt
+
+run:            ## set up, build and serve models/aft-mini on :8080
+	scripts/run
+
+test:           ## set up, build and run every test and lint (what CI runs)
+	scripts/test
+
+setup:          ## Python environment + release build only
+	scripts/setup
+
+fmt:            ## format Rust and Python sources
+	cargo fmt --all
+	.venv/bin/ruff format .
+
+lint:           ## formatting checks and linters, without tests
+	. scripts/env.sh && cargo fmt --all -- --check && cargo clippy --release --locked --all-targets -- -D warnings && ruff format --check . && ruff check .

@@ -1,0 +1,188 @@
+"""Forward time and peak extra memory of the AFT variants against softmax attention, on CPU.
+
+    nice .venv/bin/python bench/attention/run.py --out docs/
+
+writes docs/attention-benchmark.{md,json,png}. Each (variant, T) case runs in its own subprocess
+(2 threads): peak extra memory is the growth of the process's peak RSS (ru_maxrss) over its value
+once the inputs exist, so it counts every temporary and the output; time is the median of up to
+5 runs after that first one. B = 1, d = 256; softmax attention uses 8 heads of 32.
+"""
+
+import argparse
+import json
+import math
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+D, HEADS, WINDOW, KERNEL = 256, 8, 32, 31
+TS = [128, 512, 1024, 2048, 4096, 8192, 16384]
+VARIANTS = ["aft_full", "aft_local", "aft_simple", "aft_conv", "sdpa", "softmax"]
+# Cases that do not fit: the materialised softmax at T = 16384 needs two 8 x T x T float32
+# tensors (scores and probabilities), 17 GiB, on a 24 GiB machine shared with others.
+SKIP = {("softmax", 16384): "needs 2 x 8 GiB for the 8 x T x T scores and probabilities"}
+
+
+def case(variant: str, T: int) -> dict:
+    """Run in the subprocess: one variant at one length."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "models"))
+    from aft import functional as A
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, T, D) for _ in range(3))
+    if variant in ("aft_full", "aft_local"):
+        w = torch.randn(T, T) * 0.1
+    if variant == "aft_conv":
+        k, w = torch.randn(1, T, HEADS), torch.randn(HEADS, KERNEL) * 0.1
+    if variant in ("sdpa", "softmax"):
+        q, k, v = (x.view(1, T, HEADS, D // HEADS).transpose(1, 2) for x in (q, k, v))
+
+    def run():
+        if variant == "aft_full":
+            return A.aft_full(q, k, v, w)
+        if variant == "aft_local":
+            return A.aft_local(q, k, v, w, WINDOW)
+        if variant == "aft_simple":
+            return A.aft_simple(q, k, v)
+        if variant == "aft_conv":
+            return A.aft_conv(q, k, v, w)
+        if variant == "sdpa":
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(D // HEADS)
+        return scores.softmax(-1) @ v
+
+    with torch.no_grad():
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t0 = time.perf_counter()
+        out = run()
+        first = time.perf_counter() - t0
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        assert torch.isfinite(out).all()
+        del out
+        times = [first]
+        reps = 1 if first > 3 else 5
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t0)
+    return {
+        "variant": variant,
+        "T": T,
+        "ms": 1e3 * statistics.median(times[1:]),
+        "peak_extra_mb": (peak - base) / 1024,  # ru_maxrss is in KiB on Linux
+        "runs": len(times) - 1,
+    }
+
+
+def fit_exponent(rows, key, min_t=1024):
+    """Least-squares slope of log(metric) against log(T), over T >= min_t."""
+    pts = [(math.log(r["T"]), math.log(r[key])) for r in rows if r["T"] >= min_t and r[key] > 0]
+    if len(pts) < 2:
+        return float("nan")
+    mx = sum(x for x, _ in pts) / len(pts)
+    my = sum(y for _, y in pts) / len(pts)
+    return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+
+
+def write_report(results, out: Path, command: str):
+    by = {v: [r for r in results if r["variant"] == v] for v in VARIANTS}
+    lines = [
+        "# Attention benchmark: AFT variants against softmax attention (CPU)",
+        "",
+        f"Made by `{command}` (bench/attention/run.py). Forward pass only, no autograd,",
+        f"B = 1, d = {D}, float32, 2 threads (`torch.set_num_threads(2)`), torch "
+        f"{results[0]['torch']}. AFT-local: window {WINDOW}; AFT-conv: {HEADS} heads, kernel "
+        f"{KERNEL}; softmax attention: {HEADS} heads of {D // HEADS}. `sdpa` is "
+        "`torch.nn.functional.scaled_dot_product_attention` (its CPU flash kernel); `softmax` "
+        "materialises the (heads, T, T) scores.",
+        "",
+        "Peak extra memory: growth of the peak resident set of a fresh process per case, over its "
+        "value once q, k, v (and w) exist: every temporary plus the output. Small values are "
+        "noisy (allocator caches, page granularity). Time: median of up to 5 runs after a first "
+        "one (1 run when a run takes over 3 s). The machine is shared, so times are indicative.",
+        "",
+        "| variant | " + " | ".join(f"T={t}" for t in TS) + " |",
+        "| --- | " + " | ".join("---" for _ in TS) + " |",
+    ]
+    for v in VARIANTS:
+        cells = []
+        for t in TS:
+            r = next((r for r in by[v] if r["T"] == t), None)
+            cells.append(
+                "skipped" if r is None else f"{r['ms']:.1f} ms / {r['peak_extra_mb']:.0f} MB"
+            )
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Fitted exponent p of T (metric ~ T^p, least squares on log-log over T >= 1024):",
+        "",
+        "| variant | memory p | time p |",
+        "| --- | --- | --- |",
+    ]
+    for v in VARIANTS:
+        mem, tim = fit_exponent(by[v], "peak_extra_mb"), fit_exponent(by[v], "ms")
+        lines.append(f"| {v} | {mem:.2f} | {tim:.2f} |")
+    lines += ["", "Skipped:", ""]
+    lines += [f"- {v} at T={t}: {why}" for (v, t), why in SKIP.items()]
+    lines += ["", "![time and memory against T](attention-benchmark.png)", ""]
+    (out / "attention-benchmark.md").write_text("\n".join(lines))
+    (out / "attention-benchmark.json").write_text(json.dumps(results, indent=1) + "\n")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for v in VARIANTS:
+        rows = by[v]
+        ts = [r["T"] for r in rows]
+        axes[0].plot(ts, [r["ms"] for r in rows], "o-", label=v)
+        axes[1].plot(ts, [max(r["peak_extra_mb"], 0.1) for r in rows], "o-", label=v)
+    for ax, title in zip(axes, ["forward time (ms)", "peak extra memory (MB)"], strict=True):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("T")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f"d={D}, B=1, CPU, 2 threads")
+    fig.tight_layout()
+    fig.savefig(out / "attention-benchmark.png", dpi=110)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--out", default=str(ROOT / "docs"))
+    p.add_argument("--max-t", type=int, default=max(TS))
+    p.add_argument("--case", nargs=2, metavar=("VARIANT", "T"), help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.case:
+        print(json.dumps(case(a.case[0], int(a.case[1]))))
+        return
+    import torch
+
+    results = []
+    for t in [t for t in TS if t <= a.max_t]:
+        for v in VARIANTS:
+            if (v, t) in SKIP:
+                continue
+            cmd = [sys.executable, __file__, "--case", v, str(t)]
+            r = json.loads(subprocess.run(cmd, check=True, capture_output=True).stdout)
+            r["torch"] = torch.__version__
+            print(f"{v:10s} T={t:6d} {r['ms']:10.1f} ms {r['peak_extra_mb']:9.1f} MB", flush=True)
+            results.append(r)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_report(results, out, "nice .venv/bin/python bench/attention/run.py --out docs/")
+
+
+if __name__ == "__main__":
+    main()

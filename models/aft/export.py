@@ -1,0 +1,136 @@
+"""Write a model bundle (docs/bundle-format.md): model.pt (TorchScript), tokenizer.json and
+manifest.json.
+
+    python -m aft.export --checkpoint CKPT --tokenizer tokenizer.json --out DIR --name NAME \
+        [--dtype float16] [--description TEXT]
+
+CKPT is torch.save({"config": asdict(cfg), "state_dict": model.state_dict(), "labels": [...]}).
+With --dtype float16 the floating-point parameters are stored as half; loaders (the Rust service,
+aft.bundle) cast them back to float32 before running.
+"""
+
+import argparse
+import copy
+import hashlib
+import json
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+
+from aft.encoder import AFTEncoder, EncoderConfig
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def file_entry(path: Path) -> dict:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return {"sha256": h.hexdigest(), "size": path.stat().st_size}
+
+
+def sample_inputs(cfg: EncoderConfig, seed: int = 0):
+    """A right-padded batch with unequal lengths, for checking TorchScript against eager."""
+    g = torch.Generator().manual_seed(seed)
+    T = min(cfg.max_len, 24)
+    lengths = [T, max(1, T // 2), 1]
+    ids = torch.randint(0, cfg.vocab_size, (len(lengths), T), generator=g)
+    mask = torch.zeros(len(lengths), T, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = 1
+    return ids.masked_fill(mask == 0, cfg.pad_token_id), mask
+
+
+def check_scripted(eager: AFTEncoder, path: Path, atol: float = 1e-5) -> None:
+    """Reload model.pt as the service would (cast to float32) and compare with eager."""
+    loaded = torch.jit.load(str(path), map_location="cpu").float().eval()
+    ids, mask = sample_inputs(eager.config)
+    with torch.no_grad():
+        for a, b, what in zip(
+            eager(ids, mask), loaded(ids, mask), ("embeddings", "logits"), strict=True
+        ):
+            if a.shape != b.shape:
+                raise RuntimeError(f"TorchScript {what} shape {tuple(b.shape)} != {tuple(a.shape)}")
+            if a.numel() == 0:
+                continue
+            err = (a - b).abs().max().item()
+            if err > atol * (1.0 + a.abs().max().item()):
+                raise RuntimeError(f"TorchScript {what} differ from eager by {err:.3g}")
+
+
+def export_bundle(
+    model: AFTEncoder,
+    tokenizer_path,
+    out_dir,
+    name: str,
+    labels: list[str] | None = None,
+    dtype: str = "float32",
+    description: str = "",
+) -> Path:
+    cfg = model.config
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}")
+    if labels is not None and len(labels) != cfg.num_labels:
+        raise ValueError(f"{len(labels)} labels for a head of {cfg.num_labels} outputs")
+    if labels is None and cfg.num_labels > 0:
+        labels = [str(i) for i in range(cfg.num_labels)]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    stored = copy.deepcopy(model).cpu().eval().to(DTYPES[dtype])
+    torch.jit.script(stored).save(str(out / "model.pt"))
+    # The reference is the eager model with the parameters as stored, back in float32.
+    check_scripted(copy.deepcopy(stored).float(), out / "model.pt")
+
+    # The service tokenizes one text at a time: no padding, truncation at max_seq_len.
+    tok = Tokenizer.from_file(str(tokenizer_path))
+    tok.no_padding()
+    tok.enable_truncation(cfg.max_len)
+    tok.save(str(out / "tokenizer.json"))
+    files = {f: file_entry(out / f) for f in ("model.pt", "tokenizer.json")}
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "description": description,
+        "model": asdict(cfg),
+        "embedding_dim": cfg.out_dim,
+        "max_seq_len": cfg.max_len,
+        "pooling": cfg.pooling,
+        "normalize": cfg.normalize,
+        "pad_token_id": cfg.pad_token_id,
+        "dtype": dtype,
+        "labels": labels,
+        "files": files,
+        "torch_version": torch.__version__.split("+")[0],
+        "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--tokenizer", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    p.add_argument("--description", default="")
+    a = p.parse_args(argv)
+    ckpt = torch.load(a.checkpoint, map_location="cpu", weights_only=True)
+    model = AFTEncoder(EncoderConfig(**ckpt["config"]))
+    model.load_state_dict(ckpt["state_dict"])
+    out = export_bundle(
+        model, a.tokenizer, a.out, a.name, ckpt.get("labels"), a.dtype, a.description
+    )
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,312 @@
+"""Attention Free Transformer operations (Zhai et al., 2021), one function per variant.
+
+Every variant computes, for each position t and channel c,
+
+    Y_t = sigmoid(Q_t) * sum_t' exp(K_t' + w[t,t']) V_t' / sum_t' exp(K_t' + w[t,t'])
+
+with the sums over the allowed keys t': real tokens (`key_padding_mask` True) and, when `causal`,
+t' <= t. Rows with no allowed key give 0.
+
+Numerics: exponentials are taken of keys minus their maximum and of biases minus the row's
+maximum; the maxima cancel in the ratio (so they are detached). Where the fast form still
+underflows (keys and biases both extreme and peaking at different t') or cancels (local/conv add
+exp(w) - 1 < 0 to a global sum), the affected rows are recomputed exactly by a streaming
+log-sum-exp over blocks of keys (`_exact`). Pass `fallback=False` to see the fast form alone.
+
+Everything here is TorchScript-compatible: the encoder scripts these functions into model.pt.
+"""
+
+import torch
+from torch import Tensor
+
+
+def _consts(x: Tensor) -> tuple[float, float, float]:
+    """(cancel, tiny, neg) for x's dtype. A sum whose terms cancel down to `cancel` times the sum
+    of their magnitudes keeps a relative error of about 2e-8 (float64) or 2e-6 (float32): eps /
+    cancel. `tiny` is the square root of the smallest normal: a sum of positive terms above it
+    lost nothing to underflow that matters. `neg` is a huge negative stand-in for -inf."""
+    if x.dtype == torch.float64:
+        return 1e-8, 1.4916681462400413e-154, -1e300
+    return 0.06, 1.0842021724855044e-19, -1e37
+
+
+def _key_mask(k: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+    """(B, T, 1) float mask of real keys."""
+    if key_padding_mask is None:
+        return torch.ones(k.shape[0], k.shape[1], 1, dtype=k.dtype, device=k.device)
+    return key_padding_mask[:, : k.shape[1], None].to(k.dtype)
+
+
+def _has_key(mask: Tensor, causal: bool) -> Tensor:
+    """(B, T or 1, 1) bool: does the row see at least one real key?"""
+    if causal:
+        return mask.cumsum(1) > 0
+    return mask.sum(1, keepdim=True) > 0
+
+
+def _global_sums(
+    km: Tensor, v: Tensor, mask: Tensor, causal: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """m, sum_t' exp(K_t' - m_t) V_t' and sum_t' exp(K_t' - m_t) over allowed t'.
+
+    m_t is the largest allowed key (global, or running when causal), so the denominator is >= 1
+    wherever a key is allowed. km is K with padded keys set to a huge negative number.
+    """
+    cancel, tiny, neg = _consts(km)
+    if not causal:
+        m = km.amax(1, keepdim=True).detach()
+        e = torch.exp(km - m) * mask
+        return m, (e * v).sum(1, keepdim=True), e.sum(1, keepdim=True)
+    # Causal: a prefix log-sum-exp keeps every prefix exact. V's sign is split off first.
+    m = torch.cummax(km, 1)[0].detach()
+    lv = torch.log(v.abs().clamp_min(tiny * tiny))
+    pos = torch.logcumsumexp(km + torch.where(v > 0, lv, neg), 1)
+    negs = torch.logcumsumexp(km + torch.where(v < 0, lv, neg), 1)
+    num = torch.exp(pos - m) - torch.exp(negs - m)
+    den = torch.exp(torch.logcumsumexp(km, 1) - m)
+    has = _has_key(mask, True)
+    return m, num * has, den * has
+
+
+def _rows(x: Tensor, r0: int, r1: int) -> Tensor:
+    """Rows r0:r1 of a (B, T or 1, C) tensor (a size-1 row dim broadcasts)."""
+    return x if x.shape[1] == 1 else x[:, r0:r1]
+
+
+def _bias(w: Tensor, kind: str, window: int, t: Tensor, j0: int, j1: int) -> Tensor:
+    """Bias w[t, j0:j1] of rows t, shaped (R, j1 - j0, 1 or d), for the exact path."""
+    tk = torch.arange(j0, j1, device=t.device)
+    if kind == "full":
+        return w[t][:, j0:j1, None]
+    if kind == "local":
+        near = (tk[None, :] - t[:, None]).abs() < window
+        return torch.where(near, w[t][:, j0:j1], 0.0)[:, :, None]
+    if kind == "conv":  # w: (d, S) per-channel kernel, tap j = t' - t + S // 2
+        s = w.shape[1]
+        off = tk[None, :] - t[:, None] + s // 2
+        taps = w[:, off.clamp(0, s - 1)].permute(1, 2, 0)
+        return torch.where(((off >= 0) & (off < s))[:, :, None], taps, 0.0)
+    return torch.zeros(t.shape[0], j1 - j0, 1, dtype=w.dtype, device=w.device)
+
+
+def _exact(
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor,
+    causal: bool,
+    w: Tensor,
+    kind: str,
+    window: int,
+    b_idx: Tensor,
+    t_idx: Tensor,
+    block: int = 64,
+) -> Tensor:
+    """Exact rows (b_idx, t_idx) of the weighted average, by an online log-sum-exp.
+
+    Works on `block` rows x `block` keys x d at a time, so memory stays bounded (never T x T x d).
+    """
+    cancel, tiny, neg = _consts(k)
+    T, d = k.shape[1], v.shape[2]
+    outs = []
+    for i in range(0, b_idx.shape[0], block):
+        b, t = b_idx[i : i + block], t_idx[i : i + block]
+        mx = torch.full((b.shape[0], d), neg, dtype=k.dtype, device=k.device)
+        num = torch.zeros(b.shape[0], d, dtype=v.dtype, device=v.device)
+        den = torch.zeros_like(num)
+        for j0 in range(0, T, block):
+            j1 = min(T, j0 + block)
+            ok = mask[:, j0:j1, 0][b] > 0
+            if causal:
+                ok = ok & (torch.arange(j0, j1, device=k.device)[None, :] <= t[:, None])
+            ok = ok[:, :, None]
+            logit = (k[:, j0:j1][b] + _bias(w, kind, window, t, j0, j1)).masked_fill(~ok, neg)
+            new = torch.maximum(mx, logit.amax(1).detach())
+            p = torch.exp(logit - new[:, None]) * ok
+            scale = torch.exp(mx - new)
+            num = num * scale + (p * v[:, j0:j1][b]).sum(1)
+            den = den * scale + p.sum(1)
+            mx = new
+        outs.append(num / torch.where(den > 0, den, 1.0))
+    return torch.cat(outs) if len(outs) > 0 else v.new_zeros(0, d)
+
+
+def _finish(
+    num: Tensor,
+    den: Tensor,
+    bad: Tensor,
+    has: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor,
+    causal: bool,
+    w: Tensor,
+    kind: str,
+    window: int,
+    fallback: bool,
+) -> Tensor:
+    """num / den, 0 on rows without keys, and the exact path on `bad` rows (B, T)."""
+    ok = has.expand_as(den)
+    if fallback:
+        ok = ok & ~bad[:, :, None]
+    y = torch.where(ok, num / torch.where(ok, den, 1.0), 0.0)
+    if fallback and bool(bad.any()):
+        rows = bad.nonzero()
+        b_idx, t_idx = rows[:, 0], rows[:, 1]
+        y[b_idx, t_idx] = _exact(k, v, mask, causal, w, kind, window, b_idx, t_idx)
+    elif not fallback:
+        y = torch.where(has, num / den, 0.0)  # what the fast form gives, NaN and all
+    return y
+
+
+def aft_full(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    w: Tensor,
+    key_padding_mask: Tensor | None = None,
+    causal: bool = False,
+    fallback: bool = True,
+) -> Tensor:
+    """AFT-full. q, k, v: (B, T, d); w: (T, T) or larger (sliced). O(T^2 d) time, O(T^2 + T d)
+    memory: exp(w) (T x T) times exp(K) V (T x d)."""
+    B, T, d = q.shape
+    cancel, tiny, neg = _consts(k)
+    w = w[:T, :T]
+    mask = _key_mask(k, key_padding_mask)
+    km = k.masked_fill(mask == 0, neg)
+    ek = torch.exp(km - km.amax(1, keepdim=True).detach()) * mask
+    allowed = mask[:, None, :, 0] > 0  # (B, 1, T'): real keys
+    if causal:
+        idx = torch.arange(T, device=k.device)
+        allowed = allowed & (idx[None, :] <= idx[:, None])
+    ww = torch.where(allowed, w, neg)
+    ew = torch.exp(ww - ww.amax(-1, keepdim=True).detach()) * allowed  # (B, T, T')
+    num, den = ew @ (ek * v), ew @ ek
+    has = _has_key(mask, causal)
+    # Every term is positive, so only underflow loses accuracy: a tiny denominator flags it.
+    bad = (den < tiny).any(-1) & has[:, :, 0]
+    y = _finish(num, den, bad, has, k, v, mask, causal, w, "full", 0, fallback)
+    return torch.sigmoid(q) * y
+
+
+def _aft_band(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    w: Tensor,
+    kind: str,
+    window: int,
+    key_padding_mask: Tensor | None,
+    causal: bool,
+    fallback: bool,
+) -> Tensor:
+    """AFT with a bias that is zero beyond a band of offsets t' - t (local and conv).
+
+    The paper's rewriting: exp(w) = 1 + (exp(w) - 1), so the answer is the global (simple) sum plus
+    a correction over the band only. O(T * band * d) time, O(T d) memory.
+    local: w (T, T), band |t' - t| < window; conv: w (d, S), bias of t' is w[:, t' - t + S // 2].
+    """
+    B, T, d = v.shape
+    cancel, tiny, neg = _consts(k)
+    mask = _key_mask(k, key_padding_mask)
+    km = k.masked_fill(mask == 0, neg)
+    m, g_num, g_den = _global_sums(km, v, mask, causal)
+    half = window - 1 if kind == "local" else w.shape[1] // 2
+    offsets: list[int] = []
+    for o in range(-half, half + 1):
+        if abs(o) < T and not (causal and o > 0):
+            offsets.append(o)
+
+    # Per-row bias maximum (at least 0, the bias outside the band), over taps on real keys.
+    wm = torch.zeros(B, T, 1 if kind == "local" else d, dtype=v.dtype, device=v.device)
+    wd = w.detach()
+    for o in offsets:
+        r0, r1 = max(0, -o), T - max(0, o)  # rows t whose key t + o exists
+        wo = wd.diagonal(o)[:, None] if kind == "local" else wd[:, o + half]
+        cand = torch.where(mask[:, r0 + o : r1 + o] > 0, wo, neg)
+        wm[:, r0:r1] = torch.maximum(wm[:, r0:r1], cand)
+    wm = wm.detach()
+
+    outside = torch.exp(-wm)  # weight of keys outside the band, relative to the row maximum
+    num = outside * g_num
+    den = outside * g_den
+    den_abs = den.detach().clone()  # sum of |terms|: measures cancellation
+    for o in offsets:
+        r0, r1 = max(0, -o), T - max(0, o)
+        wo = w.diagonal(o)[:, None] if kind == "local" else w[:, o + half]
+        c = torch.exp(wo - wm[:, r0:r1]) - outside[:, r0:r1]  # (exp(w) - 1), scaled
+        e = torch.exp(km[:, r0 + o : r1 + o] - _rows(m, r0, r1)) * mask[:, r0 + o : r1 + o]
+        ce = c * e
+        num[:, r0:r1] += ce * v[:, r0 + o : r1 + o]
+        den[:, r0:r1] += ce
+        den_abs[:, r0:r1] += (c.abs() * e).detach()
+
+    has = _has_key(mask, causal)
+    # Flag underflow (tiny den) and cancellation (den much smaller than the sum of |terms|).
+    bad = ((den < tiny) | (den < cancel * den_abs)).any(-1) & has[:, :, 0]
+    y = _finish(num, den, bad, has, k, v, mask, causal, w, kind, window, fallback)
+    return torch.sigmoid(q) * y
+
+
+def aft_local(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    w: Tensor,
+    window: int,
+    key_padding_mask: Tensor | None = None,
+    causal: bool = False,
+    fallback: bool = True,
+) -> Tensor:
+    """AFT-local: bias w[t, t'] where |t - t'| < window, 0 (not -inf) outside. w: (T, T) or larger.
+
+    Only the 2 * window - 1 diagonals of w are read: O(T window d) time, O(T d) extra memory."""
+    T = q.shape[1]
+    if window < 1:
+        raise ValueError("window must be >= 1")
+    if window >= T:  # the band covers everything
+        return aft_full(q, k, v, w, key_padding_mask, causal, fallback)
+    return _aft_band(q, k, v, w[:T, :T], "local", window, key_padding_mask, causal, fallback)
+
+
+def aft_simple(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    key_padding_mask: Tensor | None = None,
+    causal: bool = False,
+) -> Tensor:
+    """AFT-simple: no position bias, so the weighted average is a (prefix) softmax over t' of K.
+
+    O(T d) time and memory; exact without a fallback (the denominator is always >= 1)."""
+    mask = _key_mask(k, key_padding_mask)
+    cancel, tiny, neg = _consts(k)
+    m, num, den = _global_sums(k.masked_fill(mask == 0, neg), v, mask, causal)
+    has = _has_key(mask, causal)
+    return torch.sigmoid(q) * torch.where(has, num / torch.where(has, den, 1.0), 0.0)
+
+
+def aft_conv(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    w: Tensor,
+    key_padding_mask: Tensor | None = None,
+    causal: bool = False,
+    fallback: bool = True,
+) -> Tensor:
+    """AFT-conv with h heads. q, v: (B, T, d) in h groups of d / h channels; k: (B, T, h), one key
+    per head; w: (h, S), S odd, a 1-D kernel per head: the bias of key t' for query t is
+    w[head, t' - t + S // 2] within the kernel and 0 outside. `causal` keeps taps with t' <= t.
+
+    Computed as conv(exp(K) V, exp(w) - 1) + sum_t' exp(K_t') V_t' over the denominator with V = 1,
+    the convolution written as a sum over the S taps: O(T S d) time, O(T d + h S) memory."""
+    d = q.shape[2]
+    h, s = w.shape
+    if d % h != 0 or s % 2 != 1 or k.shape[2] != h:
+        raise ValueError("aft_conv needs d % h == 0, an odd kernel and k of shape (B, T, h)")
+    g = d // h
+    kd = k.repeat_interleave(g, 2)  # each head's key scalar, for each of its channels
+    return _aft_band(
+        q, kd, v, w.repeat_interleave(g, 0), "conv", 0, key_padding_mask, causal, fallback
+    )

@@ -1,0 +1,95 @@
+"""AFT layers: projections around the functional core, plus the learned position biases.
+
+Each layer maps x (B, T, d_model) and an optional key mask (B, T, bool, True = real token) to
+(B, T, d_model). All are scriptable.
+"""
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from aft.functional import aft_conv, aft_full, aft_local, aft_simple
+
+
+class AFTFull(nn.Module):
+    """AFT-full with a factorised position bias w = u v^T, u and v of shape (max_len, rank)."""
+
+    def __init__(self, d_model: int, max_len: int, bias_rank: int = 64, causal: bool = False):
+        super().__init__()
+        self.causal = causal
+        self.to_q = nn.Linear(d_model, d_model)
+        self.to_k = nn.Linear(d_model, d_model)
+        self.to_v = nn.Linear(d_model, d_model)
+        self.out = nn.Linear(d_model, d_model)
+        # Small random (not zero) so both factors get gradients from the start.
+        self.pos_u = nn.Parameter(torch.randn(max_len, bias_rank) * 0.02)
+        self.pos_v = nn.Parameter(torch.randn(max_len, bias_rank) * 0.02)
+
+    def bias(self, T: int) -> Tensor:
+        return self.pos_u[:T] @ self.pos_v[:T].t()
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)
+        y = aft_full(q, k, v, self.bias(x.shape[1]), mask, self.causal)
+        return self.out(y)
+
+
+class AFTLocal(AFTFull):
+    """AFT-local: the AFT-full bias kept only where |t - t'| < window (0 outside)."""
+
+    def __init__(
+        self, d_model: int, max_len: int, window: int, bias_rank: int = 64, causal: bool = False
+    ):
+        super().__init__(d_model, max_len, bias_rank, causal)
+        self.window = window
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)
+        y = aft_local(q, k, v, self.bias(x.shape[1]), self.window, mask, self.causal)
+        return self.out(y)
+
+
+class AFTSimple(nn.Module):
+    """AFT-simple: no position bias; a softmax over time of the keys weights the values."""
+
+    def __init__(self, d_model: int, causal: bool = False):
+        super().__init__()
+        self.causal = causal
+        self.to_q = nn.Linear(d_model, d_model)
+        self.to_k = nn.Linear(d_model, d_model)
+        self.to_v = nn.Linear(d_model, d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)
+        return self.out(aft_simple(q, k, v, mask, self.causal))
+
+
+class AFTConv(nn.Module):
+    """AFT-conv: h heads, one key scalar per head, a 1-D kernel of odd size per head.
+
+    The kernel is re-parameterised as in the paper, w = gamma (w - mean) / std + beta per head,
+    which keeps exp(w) in a sane range whatever the raw weights do.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, kernel_size: int, causal: bool = False):
+        super().__init__()
+        if d_model % n_heads != 0 or kernel_size % 2 != 1:
+            raise ValueError("AFTConv needs d_model % n_heads == 0 and an odd kernel_size")
+        self.causal = causal
+        self.to_q = nn.Linear(d_model, d_model)
+        self.to_k = nn.Linear(d_model, n_heads)
+        self.to_v = nn.Linear(d_model, d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.kernel = nn.Parameter(torch.randn(n_heads, kernel_size))
+        self.gamma = nn.Parameter(torch.ones(n_heads, 1))
+        self.beta = nn.Parameter(torch.zeros(n_heads, 1))
+
+    def bias(self) -> Tensor:
+        w = self.kernel
+        w = (w - w.mean(1, keepdim=True)) / (w.std(1, keepdim=True) + 1e-5)
+        return self.gamma * w + self.beta
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)
+        return self.out(aft_conv(q, k, v, self.bias(), mask, self.causal))

@@ -1,0 +1,141 @@
+"""Export, reload and validate model bundles; the reference CLI; the committed tiny fixture."""
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+from aft import bundle, export, fixtures, reference
+from aft.encoder import AFTEncoder, EncoderConfig
+
+TINY = fixtures.TINY_DIR
+TEXTS = ["Hello world", "A longer sentence, with punctuation and numbers 12345.", "", "ok " * 300]
+
+
+def small_model(num_labels=0, variant="conv"):
+    torch.manual_seed(0)
+    cfg = EncoderConfig(
+        vocab_size=30522,
+        d_model=16,
+        n_layers=1,
+        d_ff=32,
+        max_len=64,
+        variant=variant,
+        n_heads=4,
+        kernel_size=5,
+        num_labels=num_labels,
+        token_embedding_dim=4,
+        embedding_dim=12,
+    )
+    return AFTEncoder(cfg).eval()
+
+
+def tokenize(bundle_dir, texts):
+    ids = reference.Tokenizer.from_file(str(Path(bundle_dir) / "tokenizer.json"))
+    encs = [ids.encode(t) for t in texts]
+    T = max(len(e.ids) for e in encs)
+    input_ids = torch.zeros(len(encs), T, dtype=torch.long)
+    mask = torch.zeros(len(encs), T, dtype=torch.long)
+    for i, e in enumerate(encs):
+        input_ids[i, : len(e.ids)] = torch.tensor(e.ids)
+        mask[i, : len(e.ids)] = 1
+    return input_ids, mask
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_export_reload_matches_eager(tmp_path, dtype):
+    model = small_model(num_labels=2)
+    out = export.export_bundle(
+        model, fixtures.minilm_tokenizer(), tmp_path / "b", "t", ["neg", "pos"], dtype
+    )
+    m = bundle.load_manifest(out)
+    assert m["dtype"] == dtype and m["labels"] == ["neg", "pos"] and m["embedding_dim"] == 12
+    assert m["model"] == asdict(model.config)
+    ids, mask = tokenize(out, TEXTS)
+    assert ids.shape[1] <= 64  # the bundled tokenizer truncates at max_seq_len, pads nothing
+    loaded = torch.jit.load(str(out / "model.pt"))
+    params = list(loaded.parameters())
+    assert all(p.dtype == getattr(torch, dtype) for p in params)
+    eager = bundle.load_eager(out)
+    with torch.no_grad():
+        got = loaded.float()(ids, mask)
+        want = eager(ids, mask)
+        tol = 1e-6
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+        if dtype == "float32":  # float32 storage is lossless: the original model itself
+            for a, b in zip(model(ids, mask), want, strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_export_cli_from_checkpoint(tmp_path):
+    model = small_model(num_labels=3, variant="full")
+    ckpt = tmp_path / "ckpt.pt"
+    labels = ["a", "b", "c"]
+    torch.save(
+        {"config": asdict(model.config), "state_dict": model.state_dict(), "labels": labels}, ckpt
+    )
+    args = ["--checkpoint", str(ckpt), "--tokenizer", str(fixtures.minilm_tokenizer())]
+    args += ["--out", str(tmp_path / "b"), "--name", "cli", "--dtype", "float16"]
+    export.main(args + ["--description", "from the CLI"])
+    m = bundle.load_manifest(tmp_path / "b")
+    assert (m["name"], m["description"], m["labels"]) == ("cli", "from the CLI", labels)
+
+
+def test_manifest_validation(tmp_path):
+    out = export.export_bundle(small_model(), fixtures.minilm_tokenizer(), tmp_path / "b", "t")
+    path = out / "manifest.json"
+    good = json.loads(path.read_text())
+
+    def broken(edit, match):
+        m = json.loads(json.dumps(good))
+        edit(m)
+        path.write_text(json.dumps(m))
+        with pytest.raises(ValueError, match=match):
+            bundle.load_manifest(out)
+
+    broken(lambda m: m.update(format_version=2), "manifest.json.*format_version")
+    broken(lambda m: m.pop("max_seq_len"), "manifest.json.*max_seq_len")
+    broken(lambda m: m.update(normalize="yes"), "normalize")
+    broken(lambda m: m.update(labels=["x"]), "labels")
+    broken(lambda m: m["files"]["model.pt"].update(sha256="0" * 64), "model.pt.*sha256")
+    path.write_text(json.dumps(good))
+    (out / "tokenizer.json").write_text("{}")
+    with pytest.raises(ValueError, match="tokenizer.json.*sha256"):
+        bundle.load_manifest(out)
+
+
+def test_tiny_fixture_matches_manifest_and_regenerates(tmp_path):
+    m = bundle.load_manifest(TINY)
+    assert m["name"] == "tiny-aft" and m["labels"] is None and m["dtype"] == "float16"
+    assert m["model"]["variant"] == "local" and m["max_seq_len"] == 128
+    assert sum(f.stat().st_size for f in TINY.iterdir()) < 2.5e6
+    tok = reference.Tokenizer.from_file(str(TINY / "tokenizer.json"))
+    assert tok.padding is None and tok.truncation["max_length"] == 128
+    ids, mask = tokenize(TINY, TEXTS)
+    scripted = torch.jit.load(str(TINY / "model.pt")).float()
+    with torch.no_grad():
+        emb, logits = scripted(ids, mask)
+        assert emb.shape == (len(TEXTS), m["embedding_dim"]) and logits.shape == (len(TEXTS), 0)
+        torch.testing.assert_close(emb, bundle.load_eager(TINY)(ids, mask)[0])
+        # aft.fixtures regenerates the same model (up to the export time and zip metadata).
+        fresh = fixtures.write_tiny(tmp_path / "tiny")
+        regen = torch.jit.load(str(fresh / "model.pt")).float()
+        torch.testing.assert_close(regen(ids, mask)[0], emb, rtol=0, atol=0)
+    assert json.loads((fresh / "manifest.json").read_text())["model"] == m["model"]
+
+
+def test_reference_cli(tmp_path):
+    texts = tmp_path / "texts.json"
+    texts.write_text(json.dumps(TEXTS))
+    out = tmp_path / "ref.json"
+    reference.main(["--bundle", str(TINY), "--texts", str(texts), "--out", str(out)])
+    r = json.loads(out.read_text())
+    assert r["texts"] == TEXTS and len(r["embeddings"]) == len(TEXTS)
+    assert r["token_counts"][2] == 2 and r["token_counts"][3] == 128  # [CLS] [SEP]; truncated
+    assert r["logits"] == [[]] * len(TEXTS)
+    ids, mask = tokenize(TINY, TEXTS)
+    with torch.no_grad():
+        emb = torch.jit.load(str(TINY / "model.pt")).float()(ids, mask)[0]
+    torch.testing.assert_close(torch.tensor(r["embeddings"]), emb, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,82 @@
+"""AFTEncoder: shapes, batch invariance, TorchScript equality, pooling, heads."""
+
+from dataclasses import asdict
+
+import pytest
+import torch
+import torch.nn.functional as F
+from aft.encoder import AFTEncoder, EncoderConfig
+
+VARIANTS = ["full", "local", "simple", "conv"]
+
+
+def config(variant, **kw):
+    base = dict(vocab_size=50, d_model=32, n_layers=2, d_ff=64, max_len=40, variant=variant)
+    base.update(window=4, n_heads=4, kernel_size=5, bias_rank=8)
+    base.update(kw)
+    return EncoderConfig(**base)
+
+
+def batch(lengths, T=None, vocab=50, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    T = T or max(lengths)
+    ids = torch.randint(1, vocab, (len(lengths), T), generator=g)
+    mask = torch.zeros(len(lengths), T, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = 1
+    return ids.masked_fill(mask == 0, 0), mask
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("causal", [False, True])
+def test_batch_invariance_and_script(variant, causal):
+    torch.manual_seed(0)
+    model = AFTEncoder(config(variant, causal=causal, num_labels=3)).eval()
+    with torch.no_grad():  # livelier than the init, so the test can see differences
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    ids, mask = batch([17, 9, 1, 30])
+    emb, logits = model(ids, mask)
+    assert emb.shape == (4, 32) and logits.shape == (4, 3)
+    for i, n in enumerate([17, 9, 1, 30]):
+        alone, alone_logits = model(ids[i : i + 1, :n], mask[i : i + 1, :n])
+        torch.testing.assert_close(alone[0], emb[i], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(alone_logits[0], logits[i], rtol=1e-6, atol=1e-6)
+    scripted = torch.jit.script(model)
+    s_emb, s_logits = scripted(ids, mask)
+    torch.testing.assert_close(s_emb, emb, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(s_logits, logits, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(scripted.encode(ids, mask), F.normalize(emb, dim=-1))
+
+
+def test_no_head_projection_and_factorised_embedding():
+    cfg = config("local", embedding_dim=24, token_embedding_dim=8)
+    model = AFTEncoder(cfg).eval()
+    assert model.token_embedding.weight.shape == (50, 8)
+    assert model.token_projection.weight.shape == (32, 8)
+    emb, logits = model(*batch([5, 3]))
+    assert emb.shape == (2, 24) and logits.shape == (2, 0)
+    assert not any(k.startswith("head") for k in model.state_dict())
+    assert asdict(cfg)["token_embedding_dim"] == 8
+
+
+def test_cls_pooling_and_normalize_flag():
+    model = AFTEncoder(config("simple", pooling="cls", normalize=False)).eval()
+    ids, mask = batch([6, 4])
+    emb, _ = model(ids, mask)
+    torch.testing.assert_close(model.encode(ids, mask), emb)
+    with torch.no_grad():
+        x = model.token_projection(model.token_embedding(ids))
+        for block in model.blocks:
+            x = block(x, mask > 0)
+        torch.testing.assert_close(emb, model.ln_f(x)[:, 0])
+
+
+def test_too_long_and_bad_config():
+    model = AFTEncoder(config("full"))
+    with pytest.raises(ValueError):
+        model(*batch([41]))
+    with pytest.raises(ValueError):
+        config("sparse")
+    with pytest.raises(ValueError):
+        config("conv", kernel_size=4)

@@ -1,0 +1,227 @@
+"""aft.functional against a literal float64 loop, plus causality, padding, gradients, fallback."""
+
+import pytest
+import torch
+from aft import functional as A
+
+VARIANTS = ["full", "local", "simple", "conv"]
+B, T, D, H, S, WINDOW = 2, 10, 4, 2, 5, 3
+
+
+def loop_reference(q, k, v, bias, mask, causal):
+    """Y_t = sigmoid(Q_t) sum_t' exp(K_t' + w[t,t']) V_t' / sum_t' exp(K_t' + w[t,t']), in float64,
+    one (t, t') pair at a time. bias: (T, T) or (T, T, d); rows without an allowed key give 0."""
+    q, k, v, bias = (x.double() for x in (q, k, v, bias))
+    if bias.dim() == 2:
+        bias = bias[:, :, None]
+    y = torch.zeros_like(q)
+    for b in range(q.shape[0]):
+        for t in range(q.shape[1]):
+            num = torch.zeros(q.shape[2], dtype=torch.float64)
+            den = torch.zeros(q.shape[2], dtype=torch.float64)
+            for s in range(q.shape[1]):
+                if (mask is not None and not mask[b, s]) or (causal and s > t):
+                    continue
+                e = torch.exp(k[b, s] + bias[t, s])
+                num += e * v[b, s]
+                den += e
+            if (den > 0).all():
+                y[b, t] = torch.sigmoid(q[b, t]) * num / den
+    return y
+
+
+def dense_bias(variant, w, T):
+    """The (T, T[, d]) bias each variant's w stands for."""
+    idx = torch.arange(T)
+    if variant == "full":
+        return w[:T, :T]
+    if variant == "local":
+        return torch.where((idx[:, None] - idx[None, :]).abs() < WINDOW, w[:T, :T], 0.0)
+    if variant == "simple":
+        return torch.zeros(T, T, dtype=w.dtype)
+    off = idx[None, :] - idx[:, None] + w.shape[1] // 2  # conv: tap of key t' for query t
+    taps = w[:, off.clamp(0, w.shape[1] - 1)].permute(1, 2, 0)  # (T, T, h)
+    taps = torch.where(((off >= 0) & (off < w.shape[1]))[:, :, None], taps, 0.0)
+    return taps.repeat_interleave(D // w.shape[0], -1)
+
+
+def run(variant, q, k, v, w, mask=None, causal=False, **kw):
+    if variant == "full":
+        return A.aft_full(q, k, v, w, mask, causal, **kw)
+    if variant == "local":
+        return A.aft_local(q, k, v, w, WINDOW, mask, causal, **kw)
+    if variant == "simple":
+        return A.aft_simple(q, k, v, mask, causal)
+    return A.aft_conv(q, k, v, w, mask, causal, **kw)
+
+
+def inputs(variant, k_scale=3.0, w_scale=3.0, dtype=torch.float64, seed=0, t=T):
+    g = torch.Generator().manual_seed(seed)
+
+    def uniform(*shape, scale=1.0):
+        return ((torch.rand(*shape, generator=g, dtype=torch.float64) * 2 - 1) * scale).to(dtype)
+
+    q, v = uniform(B, t, D, scale=3), uniform(B, t, D, scale=3)
+    k = uniform(B, t, H if variant == "conv" else D, scale=k_scale)
+    w = uniform(H, S, scale=w_scale) if variant == "conv" else uniform(t, t, scale=w_scale)
+    return q, k, v, w
+
+
+def padding_mask(t=T):
+    mask = torch.ones(B, t, dtype=torch.bool)
+    mask[1, t - 3 :] = False
+    return mask
+
+
+def reference(variant, q, k, v, w, mask, causal):
+    kk = k.repeat_interleave(D // H, -1) if variant == "conv" else k
+    return loop_reference(q, kk, v, dense_bias(variant, w.double(), q.shape[1]), mask, causal)
+
+
+def rel_err(y, ref):
+    """Max error relative to the output's scale."""
+    return ((y.double() - ref).abs().max() / ref.abs().max()).item()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("regime", [(3, 3), (80, 10), (10, 80)], ids=["normal", "bigK", "bigW"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-6), (torch.float32, 1e-4)])
+def test_matches_loop(variant, causal, regime, dtype, tol):
+    q, k, v, w = inputs(variant, *regime, dtype=dtype)
+    mask = padding_mask()
+    y = run(variant, q, k, v, w, mask, causal)
+    assert y.dtype == dtype and torch.isfinite(y).all()
+    assert rel_err(y, reference(variant, q, k, v, w, mask, causal)) < tol
+
+
+def extreme_inputs(variant, dtype):
+    """Keys and biases both of size 80 that break the fast forms, though every true term
+    exp(K + w) is about 1. full/local: K and w peak at alternate t', so each product
+    exp(K - max K) exp(w - max w) underflows in float32. conv: K = 80 everywhere and a kernel of
+    -80 covering every key, so global sum + (exp(w) - 1) terms cancel to nothing."""
+    q, k, v, w = inputs(variant, 1, 1, dtype=dtype, seed=1)
+    if variant == "conv":
+        g = torch.Generator().manual_seed(2)
+        w = (torch.rand(H, 2 * T - 1, generator=g, dtype=torch.float64) * 2 - 81).to(dtype)
+        return q, k + 80, v, w
+    sign = (torch.arange(T) % 2 * 2 - 1).to(dtype)  # -1, +1, -1, ...
+    return q, k + 80 * sign[None, :, None], v, w - 80 * sign[None, :]
+
+
+@pytest.mark.parametrize("variant", ["full", "local", "conv"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_extreme_falls_back_to_exact(variant, causal):
+    q, k, v, w = extreme_inputs(variant, torch.float32)
+    mask = padding_mask()
+    ref = reference(variant, q, k, v, w, mask, causal)
+    fast = run(variant, q, k, v, w, mask, causal, fallback=False)
+    assert not torch.isfinite(fast).all() or rel_err(fast, ref) > 1e-2  # the fast form fails...
+    y = run(variant, q, k, v, w, mask, causal)
+    assert torch.isfinite(y).all() and rel_err(y, ref) < 1e-4  # ...and is caught
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_extreme_float64_and_scripted(variant):
+    q, k, v, w = extreme_inputs(variant, torch.float64)
+    mask = padding_mask()
+    ref = reference(variant, q, k, v, w, mask, True)
+    assert rel_err(run(variant, q, k, v, w, mask, True), ref) < 1e-6
+    fn = {"full": A.aft_full, "local": A.aft_local, "simple": A.aft_simple, "conv": A.aft_conv}
+    scripted = torch.jit.script(fn[variant])
+    args = (q, k, v) if variant == "simple" else (q, k, v, w)
+    if variant == "local":
+        args = args + (WINDOW,)
+    q32 = [a.float() if isinstance(a, torch.Tensor) else a for a in args]
+    assert torch.equal(scripted(*q32, mask, True), fn[variant](*q32, mask, True))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_all_padded_rows_are_zero(variant):
+    q, k, v, w = inputs(variant)
+    mask = padding_mask()
+    mask[0] = False
+    for causal in (False, True):
+        y = run(variant, q, k, v, w, mask, causal)
+        assert torch.isfinite(y).all() and (y[0] == 0).all()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_causal(variant):
+    q, k, v, w = inputs(variant, 10, 10)
+    y = run(variant, q, k, v, w, causal=True)
+    t0 = 4
+    q2, k2, v2 = q.clone(), k.clone(), v.clone()
+    for x in (q2, k2, v2):
+        x[:, t0 + 1 :] = torch.randn_like(x[:, t0 + 1 :]) * 20
+    y2 = run(variant, q2, k2, v2, w, causal=True)
+    torch.testing.assert_close(y2[:, : t0 + 1], y[:, : t0 + 1], rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(y2[:, t0 + 1 :], y[:, t0 + 1 :])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-6)])
+def test_padding_invariance(variant, causal, dtype, tol):
+    """Real positions see neither the padding's values nor how much of it there is."""
+    q, k, v, w = inputs(variant, 5, 5, dtype=dtype, t=T + 6)
+    n = 7
+    alone = run(variant, q[:1, :n], k[:1, :n], v[:1, :n], w, None, causal)
+    for pad in (1, 9):  # T = n + pad, padding filled with large junk
+        mask = torch.zeros(1, n + pad, dtype=torch.bool)
+        mask[:, :n] = True
+        qp, kp, vp = (x[:1, : n + pad].clone() for x in (q, k, v))
+        for x in (qp, kp, vp):
+            x[:, n:] = 50
+        y = run(variant, qp, kp, vp, w, mask, causal)
+        torch.testing.assert_close(y[:, :n], alone, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("causal", [False, True])
+def test_gradcheck(variant, causal):
+    q, k, v, w = (x[:, :6] if x.dim() == 3 else x for x in inputs(variant, 2, 2))
+    if variant != "conv":
+        w = w[:6, :6]
+    mask = padding_mask(6)
+    args = [x.clone().requires_grad_() for x in (q, k, v, w)]
+    assert torch.autograd.gradcheck(lambda *a: run(variant, *a, mask, causal), args)
+
+
+@pytest.mark.parametrize("variant", ["full", "local", "conv"])
+def test_gradcheck_exact_path(variant):
+    q, k, v, w = extreme_inputs(variant, torch.float64)
+    k, w = k * 5, w * 5  # |K| + |w| up to 800: the float64 fast form underflows too
+    mask = padding_mask()
+    fast = run(variant, q, k, v, w, mask, fallback=False)
+    assert not torch.allclose(fast, run(variant, q, k, v, w, mask), rtol=1e-3, atol=1e-3)
+    args = [x[:, :6] if x.dim() == 3 else x for x in (q, k, v)]
+    args = [x.clone().requires_grad_() for x in args + [w if variant == "conv" else w[:6, :6]]]
+    assert torch.autograd.gradcheck(lambda *a: run(variant, *a, mask[:, :6]), args)
+
+
+def test_local_bias_gradient_inside_window_only():
+    q, k, v, w = inputs("local")
+    w = w.clone().requires_grad_()
+    A.aft_local(q, k, v, w, WINDOW).sum().backward()
+    idx = torch.arange(T)
+    inside = (idx[:, None] - idx[None, :]).abs() < WINDOW
+    assert (w.grad[inside] != 0).all() and (w.grad[~inside] == 0).all()
+
+
+def test_conv_kernel_gradient():
+    q, k, v, w = inputs("conv")
+    w = w.clone().requires_grad_()
+    A.aft_conv(q, k, v, w).sum().backward()
+    assert (w.grad != 0).all()
+    w.grad = None
+    A.aft_conv(q, k, v, w, causal=True).sum().backward()  # taps after t are unused
+    assert (w.grad[:, : S // 2 + 1] != 0).all() and (w.grad[:, S // 2 + 1 :] == 0).all()
+
+
+def test_full_accepts_larger_bias_and_local_window_covering_all():
+    q, k, v, w = inputs("full", t=T)
+    big = torch.randn(T + 5, T + 5, dtype=w.dtype)
+    big[:T, :T] = w
+    torch.testing.assert_close(A.aft_full(q, k, v, big), A.aft_full(q, k, v, w))
+    torch.testing.assert_close(A.aft_local(q, k, v, w, T), A.aft_full(q, k, v, w))

@@ -1,0 +1,229 @@
+//! The TorchScript backend (tch): loads `model.pt` on a device, casts parameters to float32 (bundles
+//! may store float16), runs in eval mode without autograd, and pads each batch itself.
+
+use std::sync::Arc;
+
+use tch::{CModule, Device, IValue, Kind, Tensor};
+
+use crate::bundle::Bundle;
+use crate::core::{Backend, BackendError, BackendFactory, BatchLimits, ModelOutput};
+
+/// Parses `cpu`, `cuda`, `cuda:N` or `auto`, failing clearly where CUDA is not usable.
+pub fn parse_device(spec: &str) -> Result<Device, BackendError> {
+    let spec = spec.trim().to_ascii_lowercase();
+    let cuda_index = match spec.as_str() {
+        "cpu" => return Ok(Device::Cpu),
+        "auto" => return Ok(Device::cuda_if_available()),
+        "cuda" => 0,
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(index)) => index,
+            _ => {
+                return Err(BackendError(format!(
+                    "--device {spec:?}: expected cpu, cuda, cuda:N or auto"
+                )))
+            }
+        },
+    };
+    if !tch::Cuda::is_available() {
+        let why = if cfg!(feature = "cuda") {
+            "no CUDA device or driver is visible to libtorch"
+        } else {
+            "this binary was built without CUDA support (rebuild with `--features cuda`)"
+        };
+        return Err(BackendError(format!("--device {spec}: CUDA is not available: {why}")));
+    }
+    let count = usize::try_from(tch::Cuda::device_count()).unwrap_or(0);
+    if cuda_index >= count {
+        return Err(BackendError(format!(
+            "--device {spec}: there are {count} CUDA device(s) (cuda:0..cuda:{})",
+            count.saturating_sub(1)
+        )));
+    }
+    Ok(Device::Cuda(cuda_index))
+}
+
+/// How the API and metrics name a device: `cpu`, `cuda:0`, ...
+pub fn device_name(device: Device) -> String {
+    match device {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        Device::Mps => "mps".into(),
+        Device::Vulkan => "vulkan".into(),
+        _ => "cpu".into(),
+    }
+}
+
+fn err(context: &str) -> impl Fn(tch::TchError) -> BackendError + '_ {
+    move |e| BackendError(format!("{context}: {e}"))
+}
+
+/// One model replica.
+pub struct TorchBackend {
+    module: CModule,
+    device: Device,
+    pad_token_id: i64,
+    embedding_dim: usize,
+    num_labels: usize,
+}
+
+impl TorchBackend {
+    /// Loads the bundle's `model.pt` onto `device`, float32, eval mode.
+    pub fn load(bundle: &Bundle, device: Device) -> Result<Self, BackendError> {
+        let path = bundle.model_path();
+        let mut module = CModule::load_on_device(&path, device)
+            .map_err(|e| BackendError(format!("{}: cannot load TorchScript module: {e}", path.display())))?;
+        // Casts only floating-point parameters and buffers; token ids stay integers.
+        module.to(device, Kind::Float, false);
+        module.f_set_eval().map_err(err("eval mode"))?;
+        let manifest = &bundle.manifest;
+        Ok(Self {
+            module,
+            device,
+            pad_token_id: i64::from(manifest.pad_token_id),
+            embedding_dim: manifest.embedding_dim,
+            num_labels: manifest.labels().len(),
+        })
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// A forward pass at `batch` x `seq_len`, so the first request does not pay for allocator
+    /// growth and the graph executor's first runs; also checks the output shapes.
+    pub fn warm_up(&mut self, batch: usize, seq_len: usize) -> Result<(), BackendError> {
+        let sequence = vec![self.pad_token_id as u32; seq_len.max(1)];
+        let sequences = vec![sequence.as_slice(); batch.max(1)];
+        // The profiling executor specialises over its first few runs.
+        for _ in 0..2 {
+            self.forward(&sequences)?;
+        }
+        Ok(())
+    }
+
+    fn run(&self, sequences: &[&[u32]]) -> Result<(Vec<f32>, Vec<f32>), BackendError> {
+        let batch = sequences.len();
+        let longest = sequences.iter().map(|s| s.len()).max().unwrap_or(0);
+        if batch == 0 || longest == 0 {
+            return Err(BackendError("empty batch".into()));
+        }
+        // Right padding, mask 1 on real tokens (docs/bundle-format.md).
+        let mut ids = vec![self.pad_token_id; batch * longest];
+        let mut mask = vec![0i64; batch * longest];
+        for (row, seq) in sequences.iter().enumerate() {
+            for (col, &id) in seq.iter().enumerate() {
+                ids[row * longest + col] = i64::from(id);
+                mask[row * longest + col] = 1;
+            }
+        }
+        let shape = [batch as i64, longest as i64];
+        let to_input = |data: &[i64]| -> Result<IValue, BackendError> {
+            let t = Tensor::f_from_slice(data)
+                .and_then(|t| t.f_view(shape))
+                .and_then(|t| t.f_to_device(self.device))
+                .map_err(err("input tensor"))?;
+            Ok(IValue::Tensor(t))
+        };
+        let inputs = [to_input(&ids)?, to_input(&mask)?];
+        let output = self.module.forward_is(&inputs).map_err(err("forward"))?;
+        let (embeddings, logits) = match output {
+            IValue::Tuple(mut parts) if parts.len() == 2 => {
+                let logits = parts.pop();
+                let embeddings = parts.pop();
+                match (embeddings, logits) {
+                    (Some(IValue::Tensor(e)), Some(IValue::Tensor(l))) => (e, l),
+                    _ => return Err(BackendError("forward must return (Tensor, Tensor)".into())),
+                }
+            }
+            _ => return Err(BackendError("forward must return a (embeddings, logits) tuple".into())),
+        };
+        let embeddings = to_host(&embeddings, batch, self.embedding_dim, "embeddings")?;
+        let logits = to_host(&logits, batch, self.num_labels, "logits")?;
+        Ok((embeddings, logits))
+    }
+}
+
+/// Copies a (batch, width) float output to the host, checking its shape.
+fn to_host(t: &Tensor, batch: usize, width: usize, what: &str) -> Result<Vec<f32>, BackendError> {
+    let size = t.size();
+    if size != [batch as i64, width as i64] {
+        return Err(BackendError(format!(
+            "{what} has shape {size:?}, expected [{batch}, {width}] (see manifest.json)"
+        )));
+    }
+    let flat = t
+        .f_to_kind(Kind::Float)
+        .and_then(|t| t.f_to_device(Device::Cpu))
+        .and_then(|t| t.f_contiguous())
+        .and_then(|t| t.f_view([-1]))
+        .map_err(err(what))?;
+    Vec::<f32>::try_from(&flat).map_err(err(what))
+}
+
+impl Backend for TorchBackend {
+    fn forward(&mut self, sequences: &[&[u32]]) -> Result<Vec<ModelOutput>, BackendError> {
+        // Grad mode is thread-local, and this runs on the worker's own thread.
+        let (embeddings, logits) = tch::no_grad(|| self.run(sequences))?;
+        let dim = self.embedding_dim;
+        let labels = self.num_labels;
+        Ok((0..sequences.len())
+            .map(|i| ModelOutput {
+                embedding: embeddings[i * dim..(i + 1) * dim].to_vec(),
+                logits: logits[i * labels..(i + 1) * labels].to_vec(),
+            })
+            .collect())
+    }
+}
+
+/// Makes warmed-up replicas for the workers.
+pub struct TorchFactory {
+    bundle: Arc<Bundle>,
+    device: Device,
+    intra_op_threads: usize,
+    warm_up: (usize, usize),
+}
+
+impl TorchFactory {
+    /// `intra_op_threads == 0` shares the CPUs evenly between the workers.
+    pub fn new(
+        bundle: Arc<Bundle>,
+        device: Device,
+        workers: usize,
+        intra_op_threads: usize,
+        limits: BatchLimits,
+    ) -> Self {
+        let intra_op_threads = if intra_op_threads > 0 {
+            intra_op_threads
+        } else {
+            let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            (cpus / workers.max(1)).max(1)
+        };
+        // The largest batch the batcher can form: longest sequences, as many as the budget allows.
+        let seq_len = bundle.manifest.max_seq_len.min(limits.max_batch_tokens).max(1);
+        let batch = (limits.max_batch_tokens / seq_len).clamp(1, limits.max_batch_size.max(1));
+        Self { bundle, device, intra_op_threads, warm_up: (batch, seq_len) }
+    }
+
+    pub fn intra_op_threads(&self) -> usize {
+        self.intra_op_threads
+    }
+}
+
+impl BackendFactory for TorchFactory {
+    fn create(&self, worker: usize) -> Result<Box<dyn Backend>, BackendError> {
+        // Per thread: the OpenMP thread count belongs to the calling thread.
+        tch::set_num_threads(self.intra_op_threads as i32);
+        let started = std::time::Instant::now();
+        let mut backend = TorchBackend::load(&self.bundle, self.device)?;
+        let (batch, seq_len) = self.warm_up;
+        backend.warm_up(batch, seq_len)?;
+        tracing::info!(
+            worker,
+            device = %device_name(self.device),
+            intra_op_threads = self.intra_op_threads,
+            warm_up = %format!("{batch}x{seq_len}"),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "model replica loaded and warm"
+        );
+        Ok(Box::new(backend))
+    }
+}

@@ -1,0 +1,336 @@
+//! Model bundles (docs/bundle-format.md): `manifest.json` parsed and checked field by field, and
+//! every listed file checked against its size and sha256 before anything is loaded.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The manifest version this service reads.
+pub const FORMAT_VERSION: u64 = 1;
+pub const MANIFEST_FILE: &str = "manifest.json";
+pub const MODEL_FILE: &str = "model.pt";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("{file}: cannot read: {source}")]
+    Io {
+        file: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{file}: field `{field}`: {message}")]
+    Field {
+        file: PathBuf,
+        field: String,
+        message: String,
+    },
+}
+
+/// `manifest.json`, as docs/bundle-format.md defines it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u64,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// The encoder's hyper-parameters; kept verbatim for `/info`.
+    pub model: serde_json::Map<String, serde_json::Value>,
+    pub embedding_dim: usize,
+    pub max_seq_len: usize,
+    pub pooling: Pooling,
+    pub normalize: bool,
+    pub pad_token_id: u32,
+    pub dtype: Dtype,
+    pub labels: Option<Vec<String>>,
+    pub files: BTreeMap<String, FileEntry>,
+    pub torch_version: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    Mean,
+    Cls,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    Float32,
+    Float16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// A validated bundle: the manifest and where its files are.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+impl Manifest {
+    /// The encoder's variant (`model.variant`), or "unknown" when the manifest does not say.
+    pub fn variant(&self) -> &str {
+        self.model.get("variant").and_then(|v| v.as_str()).unwrap_or("unknown")
+    }
+
+    /// The encoder's vocabulary size (`model.vocab_size`), when the manifest gives one.
+    pub fn vocab_size(&self) -> Option<usize> {
+        self.model
+            .get("vocab_size")
+            .and_then(|v| v.as_u64())
+            .and_then(|v| usize::try_from(v).ok())
+    }
+
+    /// Classifier labels; empty without a head.
+    pub fn labels(&self) -> &[String] {
+        self.labels.as_deref().unwrap_or(&[])
+    }
+}
+
+impl Bundle {
+    /// Reads and validates `dir/manifest.json` and checks every file it lists.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self, BundleError> {
+        let dir = dir.as_ref().to_path_buf();
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read(&manifest_path)
+            .map_err(|source| BundleError::Io { file: manifest_path.clone(), source })?;
+        let manifest = parse_manifest(&manifest_path, &text)?;
+        let bundle = Bundle { dir, manifest };
+        bundle.verify_files()?;
+        Ok(bundle)
+    }
+
+    pub fn model_path(&self) -> PathBuf {
+        self.dir.join(MODEL_FILE)
+    }
+
+    pub fn tokenizer_path(&self) -> PathBuf {
+        self.dir.join(TOKENIZER_FILE)
+    }
+
+    fn verify_files(&self) -> Result<(), BundleError> {
+        let manifest_path = self.dir.join(MANIFEST_FILE);
+        for (name, entry) in &self.manifest.files {
+            let field = format!("files.{name}");
+            // Names are bundle-relative; refuse anything that could leave the directory.
+            let plain = Path::new(name)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !plain || name.is_empty() {
+                return Err(field_error(&manifest_path, &field, "not a plain relative file name"));
+            }
+            let path = self.dir.join(name);
+            let (size, digest) = hash_file(&path)?;
+            if size != entry.size {
+                return Err(field_error(
+                    &manifest_path,
+                    &format!("{field}.size"),
+                    format!("{} is {size} bytes, the manifest says {}", path.display(), entry.size),
+                ));
+            }
+            if !digest.eq_ignore_ascii_case(&entry.sha256) {
+                return Err(field_error(
+                    &manifest_path,
+                    &format!("{field}.sha256"),
+                    format!(
+                        "{} has sha256 {digest}, the manifest says {}",
+                        path.display(),
+                        entry.sha256
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn field_error(file: &Path, field: &str, message: impl Into<String>) -> BundleError {
+    BundleError::Field { file: file.to_path_buf(), field: field.to_string(), message: message.into() }
+}
+
+fn parse_manifest(path: &Path, text: &[u8]) -> Result<Manifest, BundleError> {
+    let de = &mut serde_json::Deserializer::from_slice(text);
+    let manifest: Manifest = serde_path_to_error::deserialize(de).map_err(|err| {
+        let field = err.path().to_string();
+        let inner = err.into_inner();
+        // A missing field is reported at its parent; name the field itself.
+        let message = inner.to_string();
+        let field = missing_field(&message)
+            .map(|m| if field == "." { m.to_string() } else { format!("{field}.{m}") })
+            .unwrap_or(field);
+        field_error(path, &field, message)
+    })?;
+    validate(path, &manifest)?;
+    Ok(manifest)
+}
+
+/// serde reports "missing field `x` at line..": pull out `x`.
+fn missing_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("missing field `")?;
+    rest.split('`').next()
+}
+
+fn validate(path: &Path, m: &Manifest) -> Result<(), BundleError> {
+    if m.format_version != FORMAT_VERSION {
+        return Err(field_error(
+            path,
+            "format_version",
+            format!("version {} is not supported (this service reads {FORMAT_VERSION})", m.format_version),
+        ));
+    }
+    if m.name.trim().is_empty() {
+        return Err(field_error(path, "name", "must not be empty"));
+    }
+    if m.embedding_dim == 0 {
+        return Err(field_error(path, "embedding_dim", "must be at least 1"));
+    }
+    if m.max_seq_len < 2 {
+        return Err(field_error(path, "max_seq_len", "must be at least 2"));
+    }
+    if let Some(labels) = &m.labels {
+        if labels.is_empty() {
+            return Err(field_error(path, "labels", "must be null or a non-empty list"));
+        }
+    }
+    if let Some(vocab) = m.vocab_size() {
+        if m.pad_token_id as usize >= vocab {
+            return Err(field_error(
+                path,
+                "pad_token_id",
+                format!("{} is outside the vocabulary (model.vocab_size = {vocab})", m.pad_token_id),
+            ));
+        }
+    }
+    for required in [MODEL_FILE, TOKENIZER_FILE] {
+        if !m.files.contains_key(required) {
+            return Err(field_error(path, &format!("files.{required}"), "missing"));
+        }
+    }
+    for (name, entry) in &m.files {
+        let valid = entry.sha256.len() == 64 && entry.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        if !valid {
+            return Err(field_error(path, &format!("files.{name}.sha256"), "not 64 hex digits"));
+        }
+    }
+    Ok(())
+}
+
+/// Size and lowercase hex sha256 of a file, streamed.
+fn hash_file(path: &Path) -> Result<(u64, String), BundleError> {
+    let io_err = |source| BundleError::Io { file: path.to_path_buf(), source };
+    let mut file = File::open(path).map_err(io_err)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(io_err)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, hex::encode(hasher.finalize())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_bundle(dir: &Path, manifest: serde_json::Value) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("model.pt"), b"model").unwrap();
+        std::fs::write(dir.join("tokenizer.json"), b"{}").unwrap();
+        std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
+    }
+
+    fn sha(bytes: &[u8]) -> String {
+        hex::encode(Sha256::digest(bytes))
+    }
+
+    fn good_manifest() -> serde_json::Value {
+        serde_json::json!({
+            "format_version": 1, "name": "t", "description": "d",
+            "model": {"variant": "local", "vocab_size": 100},
+            "embedding_dim": 8, "max_seq_len": 16, "pooling": "mean", "normalize": true,
+            "pad_token_id": 0, "dtype": "float32", "labels": null,
+            "files": {
+                "model.pt": {"sha256": sha(b"model"), "size": 5},
+                "tokenizer.json": {"sha256": sha(b"{}"), "size": 2}
+            },
+            "torch_version": "2.13.0", "created_at": "2026-01-01T00:00:00Z"
+        })
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("aft-bundle-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn error_for(name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> String {
+        let dir = temp_dir(name);
+        let mut m = good_manifest();
+        edit(&mut m);
+        write_bundle(&dir, m);
+        let err = Bundle::load(&dir).unwrap_err().to_string();
+        let _ = std::fs::remove_dir_all(&dir);
+        err
+    }
+
+    #[test]
+    fn loads_a_valid_bundle() {
+        let dir = temp_dir("ok");
+        write_bundle(&dir, good_manifest());
+        let bundle = Bundle::load(&dir).unwrap();
+        assert_eq!(bundle.manifest.embedding_dim, 8);
+        assert_eq!(bundle.manifest.variant(), "local");
+        assert_eq!(bundle.manifest.vocab_size(), Some(100));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn errors_name_the_file_and_field() {
+        let err = error_for("version", |m| m["format_version"] = 2.into());
+        assert!(err.contains("manifest.json") && err.contains("`format_version`"), "{err}");
+        let err = error_for("missing", |m| {
+            m.as_object_mut().unwrap().remove("embedding_dim");
+        });
+        assert!(err.contains("`embedding_dim`"), "{err}");
+        let err = error_for("type", |m| m["max_seq_len"] = "long".into());
+        assert!(err.contains("`max_seq_len`"), "{err}");
+        let err = error_for("pooling", |m| m["pooling"] = "max".into());
+        assert!(err.contains("`pooling`"), "{err}");
+        let err = error_for("hash", |m| m["files"]["model.pt"]["sha256"] = sha(b"other").into());
+        assert!(err.contains("`files.model.pt.sha256`"), "{err}");
+        let err = error_for("size", |m| m["files"]["tokenizer.json"]["size"] = 3.into());
+        assert!(err.contains("`files.tokenizer.json.size`"), "{err}");
+        let err = error_for("escape", |m| {
+            m["files"]["../x"] = serde_json::json!({"sha256": sha(b""), "size": 0})
+        });
+        assert!(err.contains("`files.../x`"), "{err}");
+        let err = error_for("nomodel", |m| {
+            m["files"].as_object_mut().unwrap().remove("model.pt");
+        });
+        assert!(err.contains("`files.model.pt`"), "{err}");
+    }
+
+    #[test]
+    fn missing_manifest_names_the_file() {
+        let dir = temp_dir("absent");
+        let err = Bundle::load(&dir).unwrap_err().to_string();
+        assert!(err.contains("manifest.json"), "{err}");
+    }
+}

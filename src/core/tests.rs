@@ -1,0 +1,309 @@
+//! The core on its own, with a fake backend: routing, batching limits, backpressure,
+//! cancellation, failures and restarts, shutdown.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use super::*;
+
+/// Token id that makes the fake backend return an error.
+const FAIL: u32 = 999_999;
+/// Token id that makes the fake backend panic.
+const PANIC: u32 = 666_666;
+
+/// A gate the fake backend waits on before each forward pass, so tests can pile work up.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Gate {
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.cv.notify_all();
+    }
+    fn wait(&self) {
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.cv.wait(open).unwrap();
+        }
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Every batch the backend ran, as its sequences.
+    batches: Mutex<Vec<Vec<Vec<u32>>>>,
+    gate: Gate,
+    started: AtomicUsize,
+    creates: AtomicUsize,
+    fail_create: std::sync::atomic::AtomicBool,
+}
+
+struct FakeBackend(Arc<Shared>);
+
+impl Backend for FakeBackend {
+    fn forward(&mut self, sequences: &[&[u32]]) -> Result<Vec<ModelOutput>, BackendError> {
+        self.0.started.fetch_add(1, Ordering::SeqCst);
+        self.0.gate.wait();
+        self.0
+            .batches
+            .lock()
+            .unwrap()
+            .push(sequences.iter().map(|s| s.to_vec()).collect());
+        if sequences.iter().any(|s| s.contains(&PANIC)) {
+            panic!("fake backend panic");
+        }
+        if sequences.iter().any(|s| s.contains(&FAIL)) {
+            return Err(BackendError("fake failure".into()));
+        }
+        // The output identifies the input: [first id, length].
+        Ok(sequences
+            .iter()
+            .map(|s| ModelOutput { embedding: vec![s[0] as f32, s.len() as f32], logits: vec![] })
+            .collect())
+    }
+}
+
+struct FakeFactory(Arc<Shared>);
+
+impl BackendFactory for FakeFactory {
+    fn create(&self, _worker: usize) -> Result<Box<dyn Backend>, BackendError> {
+        self.0.creates.fetch_add(1, Ordering::SeqCst);
+        if self.0.fail_create.load(Ordering::SeqCst) {
+            return Err(BackendError("cannot load".into()));
+        }
+        Ok(Box::new(FakeBackend(self.0.clone())))
+    }
+}
+
+fn config(max_batch_size: usize, max_batch_tokens: usize, max_queue_size: usize) -> InferConfig {
+    InferConfig {
+        limits: BatchLimits { max_batch_tokens, max_batch_size },
+        max_wait: Duration::ZERO,
+        max_queue_size,
+        workers: 1,
+    }
+}
+
+async fn start(config: InferConfig, open: bool) -> (Arc<Infer>, Arc<Shared>, Arc<Metrics>) {
+    let shared = Arc::new(Shared::default());
+    if open {
+        shared.gate.open();
+    }
+    let metrics = Arc::new(Metrics::new().unwrap());
+    let infer = Infer::start(Arc::new(FakeFactory(shared.clone())), config, metrics.clone());
+    infer.wait_ready().await.unwrap();
+    (Arc::new(infer), shared, metrics)
+}
+
+/// Waits (briefly) until `cond` holds.
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn seq(first: u32, len: usize) -> Vec<u32> {
+    let mut s = vec![first];
+    s.resize(len, 1);
+    s
+}
+
+#[tokio::test]
+async fn results_come_back_to_the_right_request_in_order() {
+    let (infer, _shared, _) = start(config(8, 1024, 1000), true).await;
+    let mut tasks = Vec::new();
+    for r in 0..32u32 {
+        let infer = infer.clone();
+        tasks.push(tokio::spawn(async move {
+            let inputs: Vec<Vec<u32>> = (0..3).map(|i| seq(r * 10 + i, 1 + (r as usize + i as usize) % 7)).collect();
+            let out = infer.run(inputs.clone()).await.unwrap();
+            for (input, output) in inputs.iter().zip(&out.outputs) {
+                assert_eq!(output.embedding, vec![input[0] as f32, input.len() as f32]);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn batches_respect_size_and_padded_token_limits() {
+    let (infer, shared, metrics) = start(config(4, 40, 1000), false).await;
+    // The first input occupies the worker; the rest pile up behind the closed gate.
+    let first = tokio::spawn({
+        let infer = infer.clone();
+        async move { infer.run(vec![seq(1, 3)]).await }
+    });
+    eventually("first batch to start", || shared.started.load(Ordering::SeqCst) == 1).await;
+    let lengths = [3usize, 4, 3, 10, 3, 3, 12, 4, 3];
+    let rest = tokio::spawn({
+        let infer = infer.clone();
+        async move { infer.run(lengths.iter().enumerate().map(|(i, &l)| seq(100 + i as u32, l)).collect()).await }
+    });
+    eventually("inputs to be queued", || infer.queue_depth() == lengths.len()).await;
+    shared.gate.open();
+    first.await.unwrap().unwrap();
+    let out = rest.await.unwrap().unwrap();
+    assert_eq!(out.outputs.len(), lengths.len());
+    for (i, o) in out.outputs.iter().enumerate() {
+        assert_eq!(o.embedding, vec![(100 + i) as f32, lengths[i] as f32]);
+    }
+    let batches = shared.batches.lock().unwrap().clone();
+    assert!(batches.len() >= 3, "9 inputs in batches of at most 4: {batches:?}");
+    for batch in &batches {
+        let longest = batch.iter().map(Vec::len).max().unwrap();
+        assert!(batch.len() <= 4, "batch too large: {batch:?}");
+        assert!(batch.len() * longest <= 40, "over the token budget: {batch:?}");
+    }
+    // The short inputs were grouped together rather than padded to the long ones.
+    assert_eq!(batches[1].iter().map(Vec::len).collect::<Vec<_>>(), vec![3, 4, 3, 3]);
+    assert_eq!(metrics.queue_depth.get(), 0);
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_at_once() {
+    let (infer, shared, _) = start(config(1, 100, 4), false).await;
+    let busy = tokio::spawn({
+        let infer = infer.clone();
+        async move { infer.run(vec![seq(1, 2)]).await }
+    });
+    eventually("worker busy", || shared.started.load(Ordering::SeqCst) == 1).await;
+    let queued = tokio::spawn({
+        let infer = infer.clone();
+        async move { infer.run(vec![seq(2, 2), seq(3, 2), seq(4, 2)]).await }
+    });
+    eventually("3 queued", || infer.queue_depth() == 3).await;
+    // 3 waiting + 2 more > 4: refused whole, nothing admitted.
+    let refused = infer.run(vec![seq(5, 2), seq(6, 2)]).await;
+    assert!(matches!(refused, Err(InferError::QueueFull)), "{refused:?}");
+    assert_eq!(infer.queue_depth(), 3);
+    // One more still fits.
+    let fits = tokio::spawn({
+        let infer = infer.clone();
+        async move { infer.run(vec![seq(7, 2)]).await }
+    });
+    shared.gate.open();
+    busy.await.unwrap().unwrap();
+    queued.await.unwrap().unwrap();
+    fits.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn work_for_departed_requests_is_dropped_before_inference() {
+    let (infer, shared, _) = start(config(8, 1000, 100), false).await;
+    let busy = tokio::spawn({
+        let infer = infer.clone();
+        async move { infer.run(vec![seq(1, 2)]).await }
+    });
+    eventually("worker busy", || shared.started.load(Ordering::SeqCst) == 1).await;
+    let gone = tokio::spawn({
+        let infer = infer.clone();
+        async move { infer.run(vec![seq(42, 2), seq(43, 2)]).await }
+    });
+    eventually("queued", || infer.queue_depth() == 2).await;
+    gone.abort();
+    let _ = gone.await;
+    shared.gate.open();
+    busy.await.unwrap().unwrap();
+    let after = infer.run(vec![seq(50, 2)]).await.unwrap();
+    assert_eq!(after.outputs[0].embedding, vec![50.0, 2.0]);
+    let seen: Vec<u32> = shared.batches.lock().unwrap().iter().flatten().map(|s| s[0]).collect();
+    assert_eq!(seen, vec![1, 50], "cancelled inputs must not reach the model");
+    assert_eq!(infer.queue_depth(), 0);
+}
+
+#[tokio::test]
+async fn an_inference_error_fails_the_batch_and_the_worker_keeps_serving() {
+    let (infer, shared, metrics) = start(config(8, 1000, 100), true).await;
+    let err = infer.run(vec![seq(FAIL, 3)]).await.unwrap_err();
+    assert!(matches!(err, InferError::Backend(ref m) if m.contains("fake failure")), "{err:?}");
+    let ok = infer.run(vec![seq(7, 3)]).await.unwrap();
+    assert_eq!(ok.outputs[0].embedding, vec![7.0, 3.0]);
+    assert_eq!(shared.creates.load(Ordering::SeqCst), 1, "no restart for an ordinary error");
+    assert_eq!(metrics.worker_restarts.get(), 0);
+}
+
+#[tokio::test]
+async fn a_panicking_worker_is_reported_and_restarted() {
+    let (infer, shared, metrics) = start(config(8, 1000, 100), true).await;
+    assert_eq!(metrics.workers_alive.get(), 1);
+    let err = infer.run(vec![seq(PANIC, 3)]).await.unwrap_err();
+    assert!(matches!(err, InferError::WorkerDied), "{err:?}");
+    eventually("restart", || shared.creates.load(Ordering::SeqCst) == 2 && infer.readiness().is_ok()).await;
+    assert_eq!(metrics.worker_restarts.get(), 1);
+    assert_eq!(metrics.workers_alive.get(), 1);
+    let ok = infer.run(vec![seq(8, 2)]).await.unwrap();
+    assert_eq!(ok.outputs[0].embedding, vec![8.0, 2.0]);
+}
+
+#[tokio::test]
+async fn readiness_reports_a_dead_worker() {
+    let (infer, shared, metrics) = start(config(8, 1000, 100), true).await;
+    shared.fail_create.store(true, Ordering::SeqCst);
+    let _ = infer.run(vec![seq(PANIC, 1)]).await;
+    eventually("a failed restart", || shared.creates.load(Ordering::SeqCst) >= 2).await;
+    let reason = infer.readiness().unwrap_err();
+    assert!(reason.contains("worker 0 of 1"), "{reason}");
+    assert_eq!(metrics.workers_alive.get(), 0);
+    assert!(matches!(infer.run(vec![seq(1, 1)]).await, Err(InferError::NotReady(_))));
+    // Once loading works again the supervisor brings it back.
+    shared.fail_create.store(false, Ordering::SeqCst);
+    eventually("recovery", || infer.readiness().is_ok()).await;
+}
+
+#[tokio::test]
+async fn wait_ready_fails_when_the_model_cannot_load() {
+    let shared = Arc::new(Shared::default());
+    shared.fail_create.store(true, Ordering::SeqCst);
+    let metrics = Arc::new(Metrics::new().unwrap());
+    let infer = Infer::start(Arc::new(FakeFactory(shared)), config(8, 100, 10), metrics);
+    let err = infer.wait_ready().await.unwrap_err();
+    assert!(err.to_string().contains("cannot load"), "{err}");
+}
+
+#[tokio::test]
+async fn max_wait_gathers_inputs_into_one_batch() {
+    let mut cfg = config(8, 1000, 100);
+    cfg.max_wait = Duration::from_millis(300);
+    let (infer, shared, _) = start(cfg, true).await;
+    let a = tokio::spawn({
+        let infer = infer.clone();
+        async move { infer.run(vec![seq(1, 2)]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    infer.run(vec![seq(2, 2)]).await.unwrap();
+    a.await.unwrap().unwrap();
+    let batches = shared.batches.lock().unwrap().clone();
+    assert_eq!(batches.len(), 1, "{batches:?}");
+    assert_eq!(batches[0].len(), 2);
+}
+
+#[tokio::test]
+async fn shutdown_finishes_admitted_work_and_refuses_new() {
+    let (infer, shared, _) = start(config(2, 1000, 100), false).await;
+    let pending = tokio::spawn({
+        let infer = infer.clone();
+        async move { infer.run((0..5).map(|i| seq(i, 2)).collect()).await }
+    });
+    eventually("queued", || shared.started.load(Ordering::SeqCst) == 1).await;
+    let stopper = tokio::spawn({
+        let infer = infer.clone();
+        async move { infer.shutdown().await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(matches!(infer.run(vec![seq(9, 1)]).await, Err(InferError::ShuttingDown)));
+    shared.gate.open();
+    let out = pending.await.unwrap().unwrap();
+    assert_eq!(out.outputs.len(), 5);
+    stopper.await.unwrap();
+    assert!(infer.worker_states().iter().all(|s| *s == WorkerState::Stopped));
+}

@@ -1,0 +1,104 @@
+//! Optional API keys, checked as `Authorization: Bearer <key>`. Keys are kept only as sha256
+//! digests and compared in constant time against all of them, so neither timing nor logs reveal
+//! them.
+
+use std::path::Path;
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use crate::error::ApiError;
+
+#[derive(Default)]
+pub struct ApiKeys {
+    digests: Vec<[u8; 32]>,
+}
+
+impl ApiKeys {
+    /// Keys from the command line plus those in `file` (one per line; blanks and `#` comments
+    /// skipped).
+    pub fn load(keys: &[String], file: Option<&Path>) -> Result<Self, String> {
+        let mut all: Vec<String> = keys.iter().map(|k| k.trim().to_owned()).collect();
+        if let Some(file) = file {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("--api-key-file {}: {e}", file.display()))?;
+            all.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_owned),
+            );
+        }
+        all.retain(|k| !k.is_empty());
+        Ok(Self { digests: all.iter().map(|k| digest(k)).collect() })
+    }
+
+    pub fn enabled(&self) -> bool {
+        !self.digests.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.digests.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.digests.is_empty()
+    }
+
+    /// Whether `presented` is one of the keys; looks at every key whatever the outcome.
+    pub fn accepts(&self, presented: &str) -> bool {
+        let d = digest(presented);
+        let mut ok = subtle::Choice::from(0);
+        for key in &self.digests {
+            ok |= key.ct_eq(&d);
+        }
+        ok.into()
+    }
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Refuses requests without a valid key, when keys are configured.
+pub async fn require_api_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if !state.keys.enabled() {
+        return next.run(req).await;
+    }
+    let token = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    match token {
+        Some(token) if state.keys.accepts(token) => next.run(req).await,
+        _ => ApiError::Unauthorized.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_only_configured_keys() {
+        let dir = std::env::temp_dir().join(format!("aft-keys-{}", std::process::id()));
+        std::fs::write(&dir, "# comment\n\n  file-key  \n").unwrap();
+        let keys = ApiKeys::load(&["cli-key".into(), "".into()], Some(&dir)).unwrap();
+        let _ = std::fs::remove_file(&dir);
+        assert_eq!(keys.len(), 2);
+        assert!(keys.accepts("cli-key"));
+        assert!(keys.accepts("file-key"));
+        assert!(!keys.accepts("cli-ke"));
+        assert!(!keys.accepts(""));
+        assert!(!ApiKeys::load(&[], None).unwrap().enabled());
+        assert!(ApiKeys::load(&[], Some(Path::new("/nonexistent/keys"))).is_err());
+    }
+}

@@ -1,0 +1,220 @@
+//! Route handlers: decode the request, call the service, shape the answer.
+
+use axum::extract::State;
+use axum::http::{header, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use base64::Engine;
+
+use super::extract::ApiJson;
+use super::types::*;
+use super::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::service::{EmbedOptions, Timing};
+
+#[utoipa::path(
+    post, path = "/v1/embed", tag = "inference",
+    summary = "Sentence embeddings",
+    request_body = EmbedRequest,
+    responses(
+        (status = 200, description = "One embedding per input, in input order", body = EmbedResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 413, description = "Too many inputs or body too large", body = ErrorBody),
+        (status = 422, description = "Invalid input (wrong types, empty, too long with truncate=false)", body = ErrorBody),
+        (status = 429, description = "Queue full; see Retry-After", body = ErrorBody),
+        (status = 504, description = "Request timeout", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn embed(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<EmbedRequest>,
+) -> Result<(Extension<Timing>, Json<EmbedResponse>), ApiError> {
+    let service = &state.service;
+    let options = EmbedOptions {
+        truncate: req.truncate,
+        normalize: req.normalize.unwrap_or(service.bundle.manifest.normalize),
+        dimensions: req.dimensions,
+    };
+    let out = service.embed(req.inputs.into_inputs(), options).await?;
+    Ok((
+        Extension(out.timing),
+        Json(EmbedResponse {
+            model: service.model_name.clone(),
+            embeddings: out.vectors,
+            dimensions: out.dimensions,
+            usage: out.usage.into(),
+        }),
+    ))
+}
+
+#[utoipa::path(
+    post, path = "/v1/embeddings", tag = "openai",
+    summary = "OpenAI-compatible embeddings",
+    description = "Accepts OpenAI's request (`input` as text, texts, token ids or token-id lists) and \
+                   answers in OpenAI's shape. Embeddings are normalised as the bundle's manifest says.",
+    request_body = OpenAiEmbeddingsRequest,
+    responses(
+        (status = 200, body = OpenAiEmbeddingsResponse),
+        (status = 404, description = "Unknown model", body = ErrorBody),
+        (status = 422, description = "Invalid input (including out-of-range token ids)", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn openai_embeddings(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<OpenAiEmbeddingsRequest>,
+) -> Result<(Extension<Timing>, Json<OpenAiEmbeddingsResponse>), ApiError> {
+    let service = &state.service;
+    if let Some(model) = &req.model {
+        if *model != service.model_name {
+            return Err(ApiError::ModelNotFound(model.clone()));
+        }
+    }
+    let options = EmbedOptions {
+        truncate: true,
+        normalize: service.bundle.manifest.normalize,
+        dimensions: req.dimensions,
+    };
+    let out = service.embed(req.input.0, options).await?;
+    let data = out
+        .vectors
+        .into_iter()
+        .enumerate()
+        .map(|(index, v)| OpenAiEmbedding {
+            object: "embedding",
+            index,
+            embedding: match req.encoding_format {
+                EncodingFormat::Float => EmbeddingValue::Float(v),
+                EncodingFormat::Base64 => EmbeddingValue::Base64(base64_f32(&v)),
+            },
+        })
+        .collect();
+    Ok((
+        Extension(out.timing),
+        Json(OpenAiEmbeddingsResponse {
+            object: "list",
+            data,
+            model: service.model_name.clone(),
+            usage: out.usage.into(),
+        }),
+    ))
+}
+
+/// OpenAI's base64 format: the float32 values' little-endian bytes.
+fn base64_f32(v: &[f32]) -> String {
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[utoipa::path(
+    post, path = "/v1/classify", tag = "inference",
+    summary = "Topic classification",
+    request_body = ClassifyRequest,
+    responses(
+        (status = 200, description = "Top-k labels per input with softmax scores, highest first", body = ClassifyResponse),
+        (status = 400, description = "The model has no classifier head", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn classify(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<ClassifyRequest>,
+) -> Result<(Extension<Timing>, Json<ClassifyResponse>), ApiError> {
+    let service = &state.service;
+    let out = service.classify(req.inputs.into_inputs(), req.top_k, req.truncate).await?;
+    let results = out
+        .results
+        .into_iter()
+        .map(|scores| {
+            scores
+                .into_iter()
+                .map(|s| LabelScore { label: s.label, score: s.score })
+                .collect()
+        })
+        .collect();
+    Ok((
+        Extension(out.timing),
+        Json(ClassifyResponse { model: service.model_name.clone(), results, usage: out.usage.into() }),
+    ))
+}
+
+#[utoipa::path(
+    get, path = "/v1/models", tag = "openai", summary = "The served model (OpenAI list shape)",
+    responses((status = 200, body = ModelList)),
+    security((), ("bearer" = []))
+)]
+pub async fn models(State(state): State<AppState>) -> Json<ModelList> {
+    let created = humantime::parse_rfc3339_weak(&state.service.bundle.manifest.created_at)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    Json(ModelList {
+        object: "list",
+        data: vec![ModelCard {
+            id: state.service.model_name.clone(),
+            object: "model",
+            created,
+            owned_by: "aft-serve",
+        }],
+    })
+}
+
+#[utoipa::path(
+    get, path = "/info", tag = "service", summary = "Model, limits, device and version",
+    responses((status = 200, body = Info)),
+    security((), ("bearer" = []))
+)]
+pub async fn info(State(state): State<AppState>) -> Json<Info> {
+    Json(state.info.as_ref().clone())
+}
+
+#[utoipa::path(
+    get, path = "/health/live", tag = "health", summary = "The process is up",
+    responses((status = 200, body = Health))
+)]
+pub async fn live() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[utoipa::path(
+    get, path = "/health/ready", tag = "health",
+    summary = "Ready to serve: model loaded and warm, every worker alive",
+    responses(
+        (status = 200, body = Health),
+        (status = 503, description = "Not ready; the message says why", body = ErrorBody),
+    )
+)]
+pub async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    if state.stopping.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(ApiError::Unavailable("the service is shutting down".into()));
+    }
+    state.service.infer().readiness().map_err(ApiError::Unavailable)?;
+    Ok(Json(Health { status: "ready" }))
+}
+
+#[utoipa::path(
+    get, path = "/health", tag = "health", summary = "Same as /health/ready",
+    responses((status = 200, body = Health), (status = 503, body = ErrorBody))
+)]
+pub async fn health(state: State<AppState>) -> Result<Json<Health>, ApiError> {
+    ready(state).await
+}
+
+#[utoipa::path(
+    get, path = "/metrics", tag = "service", summary = "Prometheus metrics (text format)",
+    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"))
+)]
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let text = state.metrics.render().map_err(|e| ApiError::Internal(format!("metrics: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
+}
+
+pub async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound { method: method.to_string(), path: uri.path().to_owned() }
+}
+
+pub async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::MethodNotAllowed(method.to_string())
+}

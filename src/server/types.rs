@@ -1,0 +1,387 @@
+//! Request and response bodies of the HTTP API, with their OpenAPI schemas.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
+
+use crate::tokenize::Input;
+
+fn yes() -> bool {
+    true
+}
+
+fn one() -> usize {
+    1
+}
+
+/// `inputs` of `/v1/embed` and `/v1/classify`: one text or a list of texts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextInputs(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for TextInputs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TextInputs;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<TextInputs, E> {
+                Ok(TextInputs(vec![s.to_owned()]))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<TextInputs, E> {
+                Ok(TextInputs(vec![s]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TextInputs, A::Error> {
+                let mut texts = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(text) = seq.next_element::<String>()? {
+                    texts.push(text);
+                }
+                Ok(TextInputs(texts))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl TextInputs {
+    pub fn into_inputs(self) -> Vec<Input> {
+        self.0.into_iter().map(Input::Text).collect()
+    }
+}
+
+fn string_schema() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::String)
+}
+
+fn token_ids_schema() -> ArrayBuilder {
+    ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)))
+}
+
+impl PartialSchema for TextInputs {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(string_schema())
+            .item(ArrayBuilder::new().items(string_schema()))
+            .description(Some("A text, or a list of texts (answers keep their order)."))
+            .into()
+    }
+}
+impl ToSchema for TextInputs {}
+
+/// `input` of `/v1/embeddings` (OpenAI): a text, texts, one token-id list, or token-id lists.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenAiInput(pub Vec<Input>);
+
+/// One element of an `input` array, before the array is checked for consistency.
+enum Item {
+    Text(String),
+    Id(i64),
+    Ids(Vec<i64>),
+}
+
+impl<'de> Deserialize<'de> for Item {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Item;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, a token id, or an array of token ids")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Item, E> {
+                Ok(Item::Text(s.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<Item, E> {
+                Ok(Item::Text(s))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Item, E> {
+                Ok(Item::Id(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Item, E> {
+                i64::try_from(v)
+                    .map(Item::Id)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &"a token id"))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Item, A::Error> {
+                let mut ids = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(id) = seq.next_element::<i64>()? {
+                    ids.push(id);
+                }
+                Ok(Item::Ids(ids))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for OpenAiInput {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OpenAiInput;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, an array of strings, an array of token ids, or an array of arrays of token ids")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<OpenAiInput, E> {
+                Ok(OpenAiInput(vec![Input::Text(s.to_owned())]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OpenAiInput, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(item) = seq.next_element::<Item>()? {
+                    items.push(item);
+                }
+                let mixed = || de::Error::custom("input mixes strings, token ids and token-id arrays; use one kind");
+                match items.first() {
+                    None => Ok(OpenAiInput(Vec::new())),
+                    Some(Item::Text(_)) => items
+                        .into_iter()
+                        .map(|i| match i {
+                            Item::Text(t) => Ok(Input::Text(t)),
+                            _ => Err(mixed()),
+                        })
+                        .collect::<Result<_, _>>()
+                        .map(OpenAiInput),
+                    // A flat array of ids is one pre-tokenized input.
+                    Some(Item::Id(_)) => items
+                        .into_iter()
+                        .map(|i| match i {
+                            Item::Id(id) => Ok(id),
+                            _ => Err(mixed()),
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .map(|ids| OpenAiInput(vec![Input::Ids(ids)])),
+                    Some(Item::Ids(_)) => items
+                        .into_iter()
+                        .map(|i| match i {
+                            Item::Ids(ids) => Ok(Input::Ids(ids)),
+                            _ => Err(mixed()),
+                        })
+                        .collect::<Result<_, _>>()
+                        .map(OpenAiInput),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl PartialSchema for OpenAiInput {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(string_schema())
+            .item(ArrayBuilder::new().items(string_schema()))
+            .item(token_ids_schema())
+            .item(ArrayBuilder::new().items(token_ids_schema()))
+            .description(Some(
+                "A text, a list of texts, a list of token ids, or a list of token-id lists. \
+                 Token ids go to the model as given (include any special tokens).",
+            ))
+            .into()
+    }
+}
+impl ToSchema for OpenAiInput {}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedRequest {
+    pub inputs: TextInputs,
+    /// L2-normalise the embeddings; defaults to the bundle's `normalize` (true for aft-mini).
+    #[serde(default)]
+    pub normalize: Option<bool>,
+    /// Truncate inputs longer than the model's limit; when false they get 422.
+    #[serde(default = "yes")]
+    pub truncate: bool,
+    /// Keep only the first `dimensions` components (then normalise).
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub dimensions: Option<usize>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub total_tokens: usize,
+}
+
+impl From<crate::service::Usage> for Usage {
+    fn from(u: crate::service::Usage) -> Self {
+        Self { prompt_tokens: u.prompt_tokens, total_tokens: u.total_tokens }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmbedResponse {
+    pub model: String,
+    /// One vector per input, in input order.
+    pub embeddings: Vec<Vec<f32>>,
+    pub dimensions: usize,
+    pub usage: Usage,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EncodingFormat {
+    #[default]
+    Float,
+    /// Little-endian float32 bytes, base64-encoded.
+    Base64,
+}
+
+/// OpenAI's embeddings request.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct OpenAiEmbeddingsRequest {
+    pub input: OpenAiInput,
+    /// Must name the served model when given (see `GET /v1/models`).
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub encoding_format: EncodingFormat,
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub dimensions: Option<usize>,
+    /// Accepted for compatibility; not used.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum EmbeddingValue {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiEmbedding {
+    /// Always `embedding`.
+    pub object: &'static str,
+    pub index: usize,
+    pub embedding: EmbeddingValue,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiEmbeddingsResponse {
+    /// Always `list`.
+    pub object: &'static str,
+    pub data: Vec<OpenAiEmbedding>,
+    pub model: String,
+    pub usage: Usage,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifyRequest {
+    pub inputs: TextInputs,
+    /// How many labels to return per input, most likely first.
+    #[serde(default = "one")]
+    #[schema(minimum = 1)]
+    pub top_k: usize,
+    #[serde(default = "yes")]
+    pub truncate: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LabelScore {
+    pub label: String,
+    /// Softmax probability.
+    pub score: f32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClassifyResponse {
+    pub model: String,
+    /// Per input, the `top_k` labels, highest score first.
+    pub results: Vec<Vec<LabelScore>>,
+    pub usage: Usage,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelCard {
+    pub id: String,
+    /// Always `model`.
+    pub object: &'static str,
+    /// Unix time the bundle was exported.
+    pub created: u64,
+    pub owned_by: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelList {
+    /// Always `list`.
+    pub object: &'static str,
+    pub data: Vec<ModelCard>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Limits {
+    pub max_seq_len: usize,
+    pub max_client_batch_size: usize,
+    pub max_body_bytes: usize,
+    pub max_batch_tokens: usize,
+    pub max_batch_size: usize,
+    pub max_queue_size: usize,
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Info {
+    pub model: String,
+    /// aft-serve's version.
+    pub version: &'static str,
+    pub device: String,
+    pub workers: usize,
+    pub dimensions: usize,
+    /// Classifier labels; null for a model without a head.
+    pub labels: Option<Vec<String>>,
+    pub limits: Limits,
+    /// The bundle's manifest.json.
+    #[schema(value_type = Object)]
+    pub manifest: serde_json::Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` (live) or `ready`.
+    pub status: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn openai(json: &str) -> Result<Vec<Input>, String> {
+        serde_json::from_str::<OpenAiInput>(json).map(|i| i.0).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn openai_input_shapes() {
+        assert_eq!(openai(r#""hi""#).unwrap(), vec![Input::Text("hi".into())]);
+        assert_eq!(openai(r#"["a","b"]"#).unwrap().len(), 2);
+        assert_eq!(openai("[1,2,3]").unwrap(), vec![Input::Ids(vec![1, 2, 3])]);
+        assert_eq!(openai("[[1,2],[3]]").unwrap(), vec![Input::Ids(vec![1, 2]), Input::Ids(vec![3])]);
+        assert_eq!(openai("[-1]").unwrap(), vec![Input::Ids(vec![-1])]);
+        assert!(openai("[]").unwrap().is_empty());
+        assert!(openai(r#"["a", 1]"#).unwrap_err().contains("mixes"));
+        assert!(openai("[[1], 2]").is_err());
+        assert!(openai("[[[1]]]").is_err());
+        assert!(openai("[1.5]").is_err());
+        assert!(openai("[18446744073709551615]").is_err());
+        assert!(openai("null").is_err());
+        assert!(openai("{}").is_err());
+    }
+
+    #[test]
+    fn text_input_shapes() {
+        let t = |json: &str| serde_json::from_str::<TextInputs>(json).map(|t| t.0);
+        assert_eq!(t(r#""x""#).unwrap(), vec!["x".to_string()]);
+        assert_eq!(t(r#"["x","y"]"#).unwrap().len(), 2);
+        assert!(t("[1]").is_err());
+        assert!(t(r#"[["x"]]"#).is_err());
+        assert!(t("null").is_err());
+        assert!(t("3").is_err());
+    }
+}

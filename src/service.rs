@@ -1,0 +1,212 @@
+//! What the routes call: validate a request's inputs, tokenize them, run them through the core and
+//! turn model outputs into answers (normalised embeddings, top-k labels). No HTTP here.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::bundle::Bundle;
+use crate::core::{Infer, Inference};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::tokenize::{Input, TokenizerPool};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub total_tokens: usize,
+}
+
+/// How long the inference part of a request took; the routes turn it into headers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timing {
+    pub queue: Duration,
+    pub inference: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct EmbedOptions {
+    pub truncate: bool,
+    pub normalize: bool,
+    /// Keep only the first `dimensions` components (before normalising).
+    pub dimensions: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Embeddings {
+    pub vectors: Vec<Vec<f32>>,
+    pub dimensions: usize,
+    pub usage: Usage,
+    pub timing: Timing,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelScore {
+    pub label: String,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Classifications {
+    pub results: Vec<Vec<LabelScore>>,
+    pub usage: Usage,
+    pub timing: Timing,
+}
+
+pub struct Service {
+    pub model_name: String,
+    pub bundle: Arc<Bundle>,
+    tokenizers: TokenizerPool,
+    infer: Arc<Infer>,
+    metrics: Arc<Metrics>,
+    max_client_batch_size: usize,
+}
+
+impl Service {
+    pub fn new(
+        model_name: String,
+        bundle: Arc<Bundle>,
+        tokenizers: TokenizerPool,
+        infer: Arc<Infer>,
+        metrics: Arc<Metrics>,
+        max_client_batch_size: usize,
+    ) -> Self {
+        Self { model_name, bundle, tokenizers, infer, metrics, max_client_batch_size }
+    }
+
+    pub fn infer(&self) -> &Arc<Infer> {
+        &self.infer
+    }
+
+    pub fn embedding_dim(&self) -> usize {
+        self.bundle.manifest.embedding_dim
+    }
+
+    pub fn labels(&self) -> &[String] {
+        self.bundle.manifest.labels()
+    }
+
+    pub async fn embed(&self, inputs: Vec<Input>, options: EmbedOptions) -> Result<Embeddings, ApiError> {
+        let full = self.embedding_dim();
+        let dimensions = match options.dimensions {
+            None => full,
+            Some(d) if (1..=full).contains(&d) => d,
+            Some(d) => {
+                return Err(ApiError::invalid(
+                    "dimensions",
+                    format!("dimensions must be between 1 and {full}, got {d}"),
+                ))
+            }
+        };
+        let (inference, usage) = self.run(inputs, options.truncate).await?;
+        let timing = timing(&inference);
+        let vectors = inference
+            .outputs
+            .into_iter()
+            .map(|o| {
+                let mut v = o.embedding;
+                v.truncate(dimensions);
+                if options.normalize {
+                    l2_normalize(&mut v);
+                }
+                v
+            })
+            .collect();
+        Ok(Embeddings { vectors, dimensions, usage, timing })
+    }
+
+    pub async fn classify(&self, inputs: Vec<Input>, top_k: usize, truncate: bool) -> Result<Classifications, ApiError> {
+        let labels = self.labels();
+        if labels.is_empty() {
+            return Err(ApiError::NoClassifier(self.model_name.clone()));
+        }
+        if top_k == 0 {
+            return Err(ApiError::invalid("top_k", "top_k must be at least 1"));
+        }
+        let (inference, usage) = self.run(inputs, truncate).await?;
+        let timing = timing(&inference);
+        let results = inference
+            .outputs
+            .iter()
+            .map(|o| top_k_softmax(&o.logits, labels, top_k))
+            .collect();
+        Ok(Classifications { results, usage, timing })
+    }
+
+    /// Checks the input count, tokenizes, and runs the model.
+    async fn run(&self, inputs: Vec<Input>, truncate: bool) -> Result<(Inference, Usage), ApiError> {
+        if inputs.is_empty() {
+            return Err(ApiError::invalid("inputs", "inputs must not be empty"));
+        }
+        if inputs.len() > self.max_client_batch_size {
+            return Err(ApiError::TooManyInputs { count: inputs.len(), limit: self.max_client_batch_size });
+        }
+        let count = inputs.len();
+        let started = Instant::now();
+        let tokenized = self.tokenizers.encode_all(inputs, truncate).await?;
+        self.metrics.tokenization_duration.observe(started.elapsed().as_secs_f64());
+        let tokens = tokenized.total_tokens;
+        let inference = self.infer.run(tokenized.ids).await?;
+        self.metrics.inputs.inc_by(count as u64);
+        self.metrics.prompt_tokens.inc_by(tokens as u64);
+        Ok((inference, Usage { prompt_tokens: tokens, total_tokens: tokens }))
+    }
+}
+
+fn timing(inference: &Inference) -> Timing {
+    Timing { queue: inference.queue_time, inference: inference.inference_time }
+}
+
+/// Scales `v` to unit length (left as is when it is all zeros).
+pub fn l2_normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
+    if norm > 0.0 {
+        for x in v.iter_mut() {
+            *x = (f64::from(*x) / norm) as f32;
+        }
+    }
+}
+
+/// The `k` most likely labels under a softmax over `logits`, highest first.
+pub fn top_k_softmax(logits: &[f32], labels: &[String], k: usize) -> Vec<LabelScore> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f64> = logits.iter().map(|&l| f64::from(l - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    let mut scored: Vec<LabelScore> = labels
+        .iter()
+        .zip(&exps)
+        .map(|(label, e)| LabelScore { label: label.clone(), score: (e / sum) as f32 })
+        .collect();
+    scored.sort_by(|a, b| b.score.total_cmp(&a.score));
+    scored.truncate(k);
+    scored
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_to_unit_length() {
+        let mut v = vec![3.0, 4.0];
+        l2_normalize(&mut v);
+        assert_eq!(v, vec![0.6, 0.8]);
+        let mut zero = vec![0.0, 0.0];
+        l2_normalize(&mut zero);
+        assert_eq!(zero, vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn softmax_top_k_is_sorted_and_sums_to_one() {
+        let labels: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let all = top_k_softmax(&[1.0, 3.0, 2.0], &labels, 10);
+        assert_eq!(all.iter().map(|s| s.label.as_str()).collect::<Vec<_>>(), vec!["b", "c", "a"]);
+        let total: f32 = all.iter().map(|s| s.score).sum();
+        assert!((total - 1.0).abs() < 1e-6);
+        let expected_b = 3f64.exp() / (1f64.exp() + 2f64.exp() + 3f64.exp());
+        assert!((f64::from(all[0].score) - expected_b).abs() < 1e-6);
+        assert_eq!(top_k_softmax(&[1.0, 3.0, 2.0], &labels, 1).len(), 1);
+        // Large logits must not overflow.
+        let big = top_k_softmax(&[1000.0, 999.0, -1000.0], &labels, 3);
+        assert!(big.iter().all(|s| s.score.is_finite()));
+    }
+}

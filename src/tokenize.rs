@@ -1,0 +1,173 @@
+//! Tokenization with the bundle's `tokenizer.json`, run on blocking threads so it never stalls the
+//! async runtime. Texts longer than the model's limit are truncated or refused; pre-tokenized
+//! inputs are range-checked and passed through as they are.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokio::sync::Semaphore;
+
+/// One input to the model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    Text(String),
+    /// Pre-tokenized: sent to the model verbatim (special tokens are the client's business).
+    Ids(Vec<i64>),
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TokenizeError {
+    #[error("inputs[{index}] has {tokens} tokens, more than the limit of {limit}")]
+    TooLong { index: usize, tokens: usize, limit: usize },
+    #[error("inputs[{index}] is empty")]
+    Empty { index: usize },
+    #[error("inputs[{index}][{position}] = {id} is outside the vocabulary (0..{vocab_size})")]
+    TokenIdOutOfRange { index: usize, position: usize, id: i64, vocab_size: usize },
+    #[error("{0}")]
+    Tokenizer(String),
+    #[error("the tokenizer pool is closed")]
+    Closed,
+}
+
+/// Token ids of every input, and how many tokens they hold in all.
+#[derive(Debug, Clone)]
+pub struct Tokenized {
+    pub ids: Vec<Vec<u32>>,
+    pub total_tokens: usize,
+}
+
+/// The bundle's tokenizer twice: once truncating at the model's limit, once not, so an over-long
+/// input refused with `truncate=false` can be told its real length.
+#[derive(Debug, Clone)]
+pub struct TextTokenizer {
+    truncating: Tokenizer,
+    full: Tokenizer,
+    max_len: usize,
+    vocab_size: usize,
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json`. `vocab_size` bounds pre-tokenized ids (the model's embedding
+    /// table); `None` uses the tokenizer's own vocabulary size.
+    pub fn from_file(
+        path: &Path,
+        max_len: usize,
+        vocab_size: Option<usize>,
+    ) -> Result<Self, TokenizeError> {
+        let mut full = Tokenizer::from_file(path)
+            .map_err(|e| TokenizeError::Tokenizer(format!("{}: {e}", path.display())))?;
+        // The service pads itself (per batch); the file's own settings must not interfere.
+        full.with_padding(None);
+        full.with_truncation(None)
+            .map_err(|e| TokenizeError::Tokenizer(e.to_string()))?;
+        let mut truncating = full.clone();
+        truncating
+            .with_truncation(Some(TruncationParams {
+                max_length: max_len,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| TokenizeError::Tokenizer(e.to_string()))?;
+        let vocab_size = vocab_size.unwrap_or_else(|| full.get_vocab_size(true));
+        Ok(Self { truncating, full, max_len, vocab_size })
+    }
+
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    /// Token ids for one input; `index` is its position in the request, for error messages.
+    pub fn encode(&self, index: usize, input: &Input, truncate: bool) -> Result<Vec<u32>, TokenizeError> {
+        match input {
+            Input::Text(text) => {
+                if text.is_empty() {
+                    return Err(TokenizeError::Empty { index });
+                }
+                let tokenizer = if truncate { &self.truncating } else { &self.full };
+                let encoding = tokenizer
+                    .encode_fast(text.as_str(), true)
+                    .map_err(|e| TokenizeError::Tokenizer(e.to_string()))?;
+                let ids = encoding.get_ids();
+                if ids.len() > self.max_len {
+                    return Err(TokenizeError::TooLong { index, tokens: ids.len(), limit: self.max_len });
+                }
+                if ids.is_empty() {
+                    return Err(TokenizeError::Empty { index });
+                }
+                Ok(ids.to_vec())
+            }
+            Input::Ids(ids) => {
+                if ids.is_empty() {
+                    return Err(TokenizeError::Empty { index });
+                }
+                if ids.len() > self.max_len && !truncate {
+                    return Err(TokenizeError::TooLong { index, tokens: ids.len(), limit: self.max_len });
+                }
+                ids.iter()
+                    .take(self.max_len)
+                    .enumerate()
+                    .map(|(position, &id)| match u32::try_from(id) {
+                        Ok(v) if (v as usize) < self.vocab_size => Ok(v),
+                        _ => Err(TokenizeError::TokenIdOutOfRange {
+                            index,
+                            position,
+                            id,
+                            vocab_size: self.vocab_size,
+                        }),
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Token ids for every input of a request, in order.
+    pub fn encode_all(&self, inputs: &[Input], truncate: bool) -> Result<Tokenized, TokenizeError> {
+        let ids = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, input)| self.encode(i, input, truncate))
+            .collect::<Result<Vec<_>, _>>()?;
+        let total_tokens = ids.iter().map(Vec::len).sum();
+        Ok(Tokenized { ids, total_tokens })
+    }
+}
+
+/// Runs tokenization on the blocking thread pool, at most `threads` requests at a time.
+#[derive(Clone)]
+pub struct TokenizerPool {
+    tokenizer: Arc<TextTokenizer>,
+    permits: Arc<Semaphore>,
+}
+
+impl TokenizerPool {
+    /// `threads == 0` uses one thread per CPU.
+    pub fn new(tokenizer: TextTokenizer, threads: usize) -> Self {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            threads
+        };
+        Self { tokenizer: Arc::new(tokenizer), permits: Arc::new(Semaphore::new(threads)) }
+    }
+
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    pub async fn encode_all(&self, inputs: Vec<Input>, truncate: bool) -> Result<Tokenized, TokenizeError> {
+        let permit = self.permits.clone().acquire_owned().await.map_err(|_| TokenizeError::Closed)?;
+        let tokenizer = self.tokenizer.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            tokenizer.encode_all(&inputs, truncate)
+        })
+        .await
+        .map_err(|e| TokenizeError::Tokenizer(format!("tokenization task failed: {e}")))?
+    }
+}
