@@ -33,7 +33,9 @@ put() { # put SRC DEST: copy (or hard-link with LINK=1), following symlinks
 system_ok='^(linux-vdso\.so\.1|ld-linux-x86-64\.so\.2|ld-linux-aarch64\.so\.1|libc\.so\.6|libutil\.so\.1|libresolv\.so\.2|libm\.so\.6|libdl\.so\.2|librt\.so\.1|libpthread\.so\.0|libstdc\+\+\.so\.6|libgcc_s\.so\.1|libz\.so\.1)$'
 
 mkdir -p "$libdir"
-ldd_out="$(ldd "$bin")"
+# Resolve libtorch from SITE_PACKAGES whatever build-time rpath the binary has (LD_LIBRARY_PATH
+# comes before RUNPATH); libtorch's own RPATH ($ORIGIN/../../nvidia/...) finds the CUDA wheels.
+ldd_out="$(LD_LIBRARY_PATH="$site/torch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ldd "$bin")"
 if grep -q 'not found' <<<"$ldd_out"; then
   echo "$0: unresolved libraries for $bin:" >&2
   grep 'not found' <<<"$ldd_out" >&2

@@ -251,6 +251,9 @@ def self_test() -> str:
         got = promql_metric_names(expr)
         if got != want:
             fail(f"promql_metric_names({expr!r}) = {got}, want {want}")
+    got = promql_label_names('sum by (le, route) (rate(x{status=~"5..",route!="a,b"}[1m]))')
+    if got != {"le", "route", "status"}:
+        fail(f"promql_label_names: {got}")
     for value, want in {"25s": 25, "1m30s": 90, "500ms": 0.5, 45: 45}.items():
         if seconds(value) != want:
             fail(f"seconds({value!r}) != {want}")
@@ -285,6 +288,7 @@ def self_test() -> str:
 
 
 class State:
+    labels: dict[str, set[str]] = {}  # label names seen per series name in /metrics
     binary: Path = ROOT / "target/release/aft-serve"
     exported: set[str] | None = None  # sample names in a live /metrics
     types: dict[str, str] = {}
@@ -499,6 +503,12 @@ def kustomize(path: str) -> list[dict]:
     return docs
 
 
+def rendered(path: str) -> list[dict]:
+    if path not in State.rendered:
+        State.rendered[path] = kustomize(path)
+    return State.rendered[path]
+
+
 def check_render() -> str:
     r = run([tool("kubectl"), "version", "--client"])
     version = re.search(r"Kustomize Version: (\S+)", r.stdout)
@@ -672,7 +682,7 @@ def check_k8s_policy() -> str:
 
 
 def check_adapter_rules() -> str:
-    cm = next(d for d in State.rendered["k8s/prometheus-adapter"] if d["kind"] == "ConfigMap")
+    cm = next(d for d in rendered("k8s/prometheus-adapter") if d["kind"] == "ConfigMap")
     rules = yaml.safe_load(cm["data"]["config.yaml"])["rules"]
     helm = yaml.safe_load((ROOT / "k8s/prometheus-adapter/values.yaml").read_text())
     if helm["rules"]["custom"] != rules:
@@ -685,7 +695,7 @@ def check_adapter_rules() -> str:
         if over.get("pod", {}).get("resource") != "pod":
             fail(f"rule for {name} does not map the pod label to pods")
     for path in ("k8s/overlays/cpu", "k8s/overlays/gpu"):
-        hpa = next(d for d in State.rendered[path] if d["kind"] == "HorizontalPodAutoscaler")
+        hpa = next(d for d in rendered(path) if d["kind"] == "HorizontalPodAutoscaler")
         for m in hpa["spec"]["metrics"]:
             if m["type"] in ("Pods", "External"):
                 mname = m[m["type"].lower()]["metric"]["name"]
@@ -781,6 +791,10 @@ def check_image_layout_cpu() -> str:
         fail(f"binary rpath {rpath!r} lacks $ORIGIN/../lib")
     run([tool("patchelf"), "--set-rpath", "$ORIGIN/../lib", str(staged)]).check_returncode()
     loaded = assert_closed(staged, stage)
+    # What the Dockerfile's runtime stage runs to prove the layout loads.
+    r = run([str(staged), "--version"], env={"PATH": "/usr/bin:/bin"})
+    if r.returncode:
+        fail(f"staged `aft-serve --version` failed: {(r.stdout + r.stderr).strip()[-300:]}")
     libdir = staged.parent.parent / "lib"
     shipped = sorted(p.name for p in libdir.iterdir())
     extra = set(shipped) - set(loaded)
@@ -788,7 +802,10 @@ def check_image_layout_cpu() -> str:
         fail(f"image would ship libraries the binary does not load: {sorted(extra)}")
     size = sum(p.stat().st_size for p in libdir.iterdir()) + staged.stat().st_size
     State.staged_binary = staged
-    return f"ldd closure {shipped}, {size / 1e6:.0f} MB with the binary; nothing else needed"
+    return (
+        f"ldd closure {shipped}, {size / 1e6:.0f} MB with the binary; nothing else needed; "
+        f"`{r.stdout.strip()}` runs from the layout"
+    )
 
 
 def check_image_layout_cuda() -> str:
@@ -865,8 +882,35 @@ def parse_exposition(text: str) -> tuple[set[str], dict[str, str]]:
             _, _, name, kind = line.split(maxsplit=3)
             types[name] = kind.strip()
         elif line and not line.startswith("#"):
-            names.add(re.split(r"[{\s]", line, maxsplit=1)[0])
+            name = re.split(r"[{\s]", line, maxsplit=1)[0]
+            names.add(name)
+            labels = re.match(r"[^{\s]+\{(.*)\}", line)
+            found = set(re.findall(r'(\w+)="', labels.group(1))) if labels else set()
+            State.labels.setdefault(name, set()).update(found)
     return names, types
+
+
+# Labels Prometheus adds to every scraped series (static, compose DNS discovery, operator).
+TARGET_LABELS = {"instance", "job", "service", "namespace", "pod", "container", "endpoint"}
+
+
+def promql_label_names(expr: str) -> set[str]:
+    """Label names an expression matches on or groups by."""
+    s = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    used = set()
+    for block in re.findall(r"\{([^{}]*)\}", s):
+        used |= set(re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", block))
+    for block in re.findall(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)", s):
+        used |= {w.strip() for w in block.split(",") if w.strip()}
+    return used
+
+
+def check_labels(where: str, expr: str) -> None:
+    names = promql_metric_names(expr)
+    have = set().union(*(State.labels.get(n, set()) for n in names)) | TARGET_LABELS
+    missing = promql_label_names(expr) - have
+    if missing:
+        fail(f"{where}: labels {sorted(missing)} are on none of {sorted(names)}: {expr}")
 
 
 def check_live_service(metrics_file: str | None) -> str:
@@ -877,7 +921,7 @@ def check_live_service(metrics_file: str | None) -> str:
     where = "the staged image layout"
     if binary is None:
         binary = State.binary
-        where = f"{binary} (the image layout check failed)"
+        where = f"{binary} (not staged: the image layout check did not pass)"
     if not binary.exists():
         State.metrics_error = f"{binary} not built"
         fail(State.metrics_error)
@@ -890,6 +934,8 @@ def check_live_service(metrics_file: str | None) -> str:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AFT_")}
     env.pop("LD_LIBRARY_PATH", None)
+    if where != "the staged image layout":
+        env["LD_LIBRARY_PATH"] = str(site_packages() / "torch/lib")
     env.update(
         AFT_HOST="127.0.0.1",
         AFT_PORT=str(port),
@@ -1050,8 +1096,11 @@ def check_dashboard() -> str:
     unknown = used - exported
     if unknown:
         fail(f"dashboard queries name metrics aft-serve does not export: {sorted(unknown)}")
+    for title, expr in exprs:
+        check_labels(f"panel {title!r}", expr)
     return (
-        f"{len(exprs)} queries, {len(used)} metric names, all exported: {', '.join(sorted(used))}"
+        f"{len(exprs)} queries, {len(used)} metric names and their labels, all exported: "
+        f"{', '.join(sorted(used))}"
     )
 
 
@@ -1061,7 +1110,7 @@ PROMETHEUS_SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped
 def check_alert_metrics() -> str:
     prom = yaml.safe_load((ROOT / "docker/prometheus/prometheus.yml").read_text())
     mounts = State.compose["services"]["prometheus"]["volumes"] if State.compose else []
-    used, n = set(), 0
+    used, n, exprs = set(), 0, []
     for rule_file in prom.get("rule_files", []):
         host = next(
             (
@@ -1077,15 +1126,19 @@ def check_alert_metrics() -> str:
             for rule in group["rules"]:
                 used |= promql_metric_names(rule["expr"])
                 n += 1
+                if not promql_metric_names(rule["expr"]) & PROMETHEUS_SYNTHETIC:
+                    exprs.append((rule["alert"], rule["expr"]))
     unknown = used - need_metrics() - PROMETHEUS_SYNTHETIC
     if unknown:
         fail(f"alert rules name metrics aft-serve does not export: {sorted(unknown)}")
+    for alert, expr in exprs:
+        check_labels(f"alert {alert}", expr)
     return f"{n} alert rules, metrics {sorted(used)} exported (or Prometheus' own `up`)"
 
 
 def check_adapter_metrics() -> str:
     exported = need_metrics()
-    cm = next(d for d in State.rendered["k8s/prometheus-adapter"] if d["kind"] == "ConfigMap")
+    cm = next(d for d in rendered("k8s/prometheus-adapter") if d["kind"] == "ConfigMap")
     used = set()
     for rule in yaml.safe_load(cm["data"]["config.yaml"])["rules"]:
         series_q, metrics_q, _ = adapter_rule_queries(rule)

@@ -3,15 +3,18 @@
     nice .venv/bin/python bench/attention/run.py --out docs/
 
 writes docs/attention-benchmark.{md,json,png}. Each (variant, T) case runs in its own subprocess
-(2 threads): peak extra memory is the growth of the process's peak RSS (ru_maxrss) over its value
-once the inputs exist, so it counts every temporary and the output; time is the median of up to
-5 runs after that first one. B = 1, d = 256; softmax attention uses 8 heads of 32.
+(2 threads): peak extra memory is the process's peak RSS (VmHWM, reset through
+/proc/self/clear_refs once the inputs exist) minus its RSS at that point, so it counts every
+temporary and the output; time is the median of up to 5 runs after that first one.
+B = 1, d = 256; softmax attention uses 8 heads of 32.
+OMP_WAIT_POLICY=PASSIVE: on a shared 2-core machine, OpenMP threads that spin-wait at barriers
+while another process holds the other core made the small element-wise ops 10-100x slower.
 """
 
 import argparse
 import json
 import math
-import resource
+import os
 import statistics
 import subprocess
 import sys
@@ -27,6 +30,14 @@ VARIANTS = ["aft_full", "aft_local", "aft_simple", "aft_conv", "sdpa", "softmax"
 SKIP = {("softmax", 16384): "needs 2 x 8 GiB for the 8 x T x T scores and probabilities"}
 
 
+def rss_kib(field: str) -> int:
+    """VmRSS (current) or VmHWM (peak) of this process, in KiB."""
+    line = next(
+        x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field)
+    )
+    return int(line.split()[1])
+
+
 def case(variant: str, T: int) -> dict:
     """Run in the subprocess: one variant at one length."""
     import torch
@@ -38,9 +49,9 @@ def case(variant: str, T: int) -> dict:
     torch.manual_seed(0)
     q, k, v = (torch.randn(1, T, D) for _ in range(3))
     if variant in ("aft_full", "aft_local"):
-        w = torch.randn(T, T) * 0.1
+        w = torch.randn(T, T).mul_(0.1)
     if variant == "aft_conv":
-        k, w = torch.randn(1, T, HEADS), torch.randn(HEADS, KERNEL) * 0.1
+        k, w = torch.randn(1, T, HEADS), torch.randn(HEADS, KERNEL).mul_(0.1)
     if variant in ("sdpa", "softmax"):
         q, k, v = (x.view(1, T, HEADS, D // HEADS).transpose(1, 2) for x in (q, k, v))
 
@@ -59,11 +70,12 @@ def case(variant: str, T: int) -> dict:
         return scores.softmax(-1) @ v
 
     with torch.no_grad():
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
+        base = rss_kib("VmRSS")
         t0 = time.perf_counter()
         out = run()
         first = time.perf_counter() - t0
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = rss_kib("VmHWM")
         assert torch.isfinite(out).all()
         del out
         times = [first]
@@ -76,7 +88,7 @@ def case(variant: str, T: int) -> dict:
         "variant": variant,
         "T": T,
         "ms": 1e3 * statistics.median(times[1:]),
-        "peak_extra_mb": (peak - base) / 1024,  # ru_maxrss is in KiB on Linux
+        "peak_extra_mb": (peak - base) / 1024,
         "runs": len(times) - 1,
     }
 
@@ -103,8 +115,9 @@ def write_report(results, out: Path, command: str):
         "`torch.nn.functional.scaled_dot_product_attention` (its CPU flash kernel); `softmax` "
         "materialises the (heads, T, T) scores.",
         "",
-        "Peak extra memory: growth of the peak resident set of a fresh process per case, over its "
-        "value once q, k, v (and w) exist: every temporary plus the output. Small values are "
+        "Peak extra memory: peak resident set of a fresh process per case (VmHWM, reset once q, "
+        "k, v and w exist) minus the resident set then: every temporary plus the output. Small "
+        "values are "
         "noisy (allocator caches, page granularity). Time: median of up to 5 runs after a first "
         "one (1 run when a run takes over 3 s). The machine is shared, so times are indicative.",
         "",
@@ -175,7 +188,8 @@ def main():
             if (v, t) in SKIP:
                 continue
             cmd = [sys.executable, __file__, "--case", v, str(t)]
-            r = json.loads(subprocess.run(cmd, check=True, capture_output=True).stdout)
+            env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+            r = json.loads(subprocess.run(cmd, check=True, capture_output=True, env=env).stdout)
             r["torch"] = torch.__version__
             print(f"{v:10s} T={t:6d} {r['ms']:10.1f} ms {r['peak_extra_mb']:9.1f} MB", flush=True)
             results.append(r)

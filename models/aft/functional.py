@@ -77,10 +77,10 @@ def _bias(w: Tensor, kind: str, window: int, t: Tensor, j0: int, j1: int) -> Ten
     """Bias w[t, j0:j1] of rows t, shaped (R, j1 - j0, 1 or d), for the exact path."""
     tk = torch.arange(j0, j1, device=t.device)
     if kind == "full":
-        return w[t][:, j0:j1, None]
+        return w[t, j0:j1][:, :, None]
     if kind == "local":
         near = (tk[None, :] - t[:, None]).abs() < window
-        return torch.where(near, w[t][:, j0:j1], 0.0)[:, :, None]
+        return torch.where(near, w[t, j0:j1], 0.0)[:, :, None]
     if kind == "conv":  # w: (d, S) per-channel kernel, tap j = t' - t + S // 2
         s = w.shape[1]
         off = tk[None, :] - t[:, None] + s // 2
@@ -217,29 +217,37 @@ def _aft_band(
         if abs(o) < T and not (causal and o > 0):
             offsets.append(o)
 
-    # Per-row bias maximum (at least 0, the bias outside the band), over taps on real keys.
-    wm = torch.zeros(B, T, 1 if kind == "local" else d, dtype=v.dtype, device=v.device)
+    # Bias maximum (at least 0, the bias outside the band): per row over the taps on real keys
+    # for local; per channel over the kernel for conv, the same for every row.
     wd = w.detach()
-    for o in offsets:
-        r0, r1 = max(0, -o), T - max(0, o)  # rows t whose key t + o exists
-        wo = wd.diagonal(o)[:, None] if kind == "local" else wd[:, o + half]
-        cand = torch.where(mask[:, r0 + o : r1 + o] > 0, wo, neg)
-        wm[:, r0:r1] = torch.maximum(wm[:, r0:r1], cand)
-    wm = wm.detach()
+    if kind == "local":
+        wm = torch.zeros(B, T, 1, dtype=v.dtype, device=v.device)
+        for o in offsets:
+            r0, r1 = max(0, -o), T - max(0, o)  # rows t whose key t + o exists
+            cand = torch.where(mask[:, r0 + o : r1 + o] > 0, wd.diagonal(o)[:, None], neg)
+            wm[:, r0:r1] = torch.maximum(wm[:, r0:r1], cand)
+    else:
+        wm = wd.amax(1).clamp_min(0.0)[None, None, :]
+    outside = torch.exp(-wm)  # weight of keys outside the band, relative to the maximum
 
-    outside = torch.exp(-wm)  # weight of keys outside the band, relative to the row maximum
-    num = outside * g_num
-    den = outside * g_den
+    num = (outside * g_num).expand(B, T, d).contiguous()
+    den = (outside * g_den).expand(B, T, d).contiguous()
     den_abs = den.detach().clone()  # sum of |terms|: measures cancellation
+    # Without causal, one key reference m serves every row: exp(K - m) and exp(K - m) V once.
+    ek = torch.exp(km - m) * mask
+    ekv = ek * v
     for o in offsets:
-        r0, r1 = max(0, -o), T - max(0, o)
+        r0, r1, a, b = max(0, -o), T - max(0, o), max(0, o), T + min(0, o)  # rows, keys
         wo = w.diagonal(o)[:, None] if kind == "local" else w[:, o + half]
-        c = torch.exp(wo - wm[:, r0:r1]) - outside[:, r0:r1]  # (exp(w) - 1), scaled
-        e = torch.exp(km[:, r0 + o : r1 + o] - _rows(m, r0, r1)) * mask[:, r0 + o : r1 + o]
-        ce = c * e
-        num[:, r0:r1] += ce * v[:, r0 + o : r1 + o]
-        den[:, r0:r1] += ce
-        den_abs[:, r0:r1] += (c.abs() * e).detach()
+        c = torch.exp(wo - _rows(wm, r0, r1)) - _rows(outside, r0, r1)  # exp(w) - 1, scaled
+        if causal:  # the reference m_t differs per row: exp(K_t' - m_t) for this tap
+            e = torch.exp(km[:, a:b] - m[:, r0:r1]) * mask[:, a:b]
+            ev = e * v[:, a:b]
+        else:
+            e, ev = ek[:, a:b], ekv[:, a:b]
+        num[:, r0:r1].addcmul_(c, ev)
+        den[:, r0:r1].addcmul_(c, e)
+        den_abs[:, r0:r1].addcmul_(c.detach().abs(), e.detach())
 
     has = _has_key(mask, causal)
     # Flag underflow (tiny den) and cancellation (den much smaller than the sum of |terms|).

@@ -119,10 +119,14 @@ def test_tiny_fixture_matches_manifest_and_regenerates(tmp_path):
         emb, logits = scripted(ids, mask)
         assert emb.shape == (len(TEXTS), m["embedding_dim"]) and logits.shape == (len(TEXTS), 0)
         torch.testing.assert_close(emb, bundle.load_eager(TINY)(ids, mask)[0])
-        # aft.fixtures regenerates the same model (up to the export time and zip metadata).
+        # aft.fixtures regenerates the same parameters; model.pt also holds the scripted code,
+        # which may have changed since the fixture was committed, so outputs are only close.
         fresh = fixtures.write_tiny(tmp_path / "tiny")
-        regen = torch.jit.load(str(fresh / "model.pt")).float()
-        torch.testing.assert_close(regen(ids, mask)[0], emb, rtol=0, atol=0)
+        regen = torch.jit.load(str(fresh / "model.pt"))
+        committed = torch.jit.load(str(TINY / "model.pt")).state_dict()
+        for key, value in regen.state_dict().items():
+            assert torch.equal(value, committed[key]), key
+        torch.testing.assert_close(regen.float()(ids, mask)[0], emb, rtol=1e-5, atol=1e-5)
     assert json.loads((fresh / "manifest.json").read_text())["model"] == m["model"]
 
 

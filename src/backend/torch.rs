@@ -88,14 +88,17 @@ impl TorchBackend {
         self.device
     }
 
-    /// A forward pass at `batch` x `seq_len`, so the first request does not pay for allocator
-    /// growth and the graph executor's first runs; also checks the output shapes.
+    /// A forward pass at `batch` x `seq_len` (the largest batch the batcher forms), so the first
+    /// requests pay neither for allocator growth nor for the graph executor's profiling runs;
+    /// also checks the output shapes against the manifest.
     pub fn warm_up(&mut self, batch: usize, seq_len: usize) -> Result<(), BackendError> {
-        let sequence = vec![self.pad_token_id as u32; seq_len.max(1)];
-        let sequences = vec![sequence.as_slice(); batch.max(1)];
-        // The profiling executor specialises over its first few runs.
+        let pad = self.pad_token_id as u32;
+        let largest = vec![pad; seq_len.max(1)];
+        self.forward(&vec![largest.as_slice(); batch.max(1)])?;
+        // The profiling executor optimises after its first runs; let those be cheap ones.
+        let small = vec![pad; seq_len.clamp(1, 8)];
         for _ in 0..2 {
-            self.forward(&sequences)?;
+            self.forward(&[small.as_slice()])?;
         }
         Ok(())
     }

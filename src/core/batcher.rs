@@ -73,7 +73,7 @@ pub(crate) struct Job {
 }
 
 pub(crate) struct Batcher {
-    pub receiver: mpsc::UnboundedReceiver<Entry>,
+    pub receiver: mpsc::UnboundedReceiver<Vec<Entry>>,
     pub depth: Arc<Depth>,
     pub limits: BatchLimits,
     pub max_wait: Duration,
@@ -91,7 +91,7 @@ impl Batcher {
         loop {
             if pending.is_empty() {
                 match self.receiver.recv().await {
-                    Some(entry) => pending.push_back(entry),
+                    Some(entries) => pending.extend(entries),
                     None => break,
                 }
             }
@@ -125,8 +125,8 @@ impl Batcher {
     }
 
     fn drain_channel(&mut self, pending: &mut VecDeque<Entry>) {
-        while let Ok(entry) = self.receiver.try_recv() {
-            pending.push_back(entry);
+        while let Ok(entries) = self.receiver.try_recv() {
+            pending.extend(entries);
         }
     }
 
@@ -147,9 +147,9 @@ impl Batcher {
                 return;
             }
             tokio::select! {
-                entry = self.receiver.recv() => match entry {
-                    Some(entry) => {
-                        pending.push_back(entry);
+                entries = self.receiver.recv() => match entries {
+                    Some(entries) => {
+                        pending.extend(entries);
                         self.drain_channel(pending);
                     }
                     None => return,

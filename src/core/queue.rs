@@ -76,14 +76,15 @@ impl Depth {
     }
 }
 
-/// The producer side: request handlers push entries here.
+/// The producer side: request handlers push entries here. A request's inputs travel together,
+/// so the batcher never sees half a request.
 pub(crate) struct Queue {
-    sender: RwLock<Option<mpsc::UnboundedSender<Entry>>>,
+    sender: RwLock<Option<mpsc::UnboundedSender<Vec<Entry>>>>,
     depth: Arc<Depth>,
 }
 
 impl Queue {
-    pub fn new(depth: Arc<Depth>) -> (Self, mpsc::UnboundedReceiver<Entry>) {
+    pub fn new(depth: Arc<Depth>) -> (Self, mpsc::UnboundedReceiver<Vec<Entry>>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (Self { sender: RwLock::new(Some(tx)), depth }, rx)
     }
@@ -92,16 +93,14 @@ impl Queue {
     pub fn push(&self, entries: Vec<Entry>) -> Result<(), InferError> {
         let guard = self.sender.read().unwrap_or_else(|p| p.into_inner());
         let sender = guard.as_ref().ok_or(InferError::ShuttingDown)?;
-        if !self.depth.try_reserve(entries.len()) {
+        let count = entries.len();
+        if !self.depth.try_reserve(count) {
             return Err(InferError::QueueFull);
         }
-        let count = entries.len();
-        for (sent, entry) in entries.into_iter().enumerate() {
-            if sender.send(entry).is_err() {
-                // The batcher is gone; what was not sent was never queued.
-                self.depth.release(count - sent);
-                return Err(InferError::ShuttingDown);
-            }
+        if sender.send(entries).is_err() {
+            // The batcher is gone: nothing was queued.
+            self.depth.release(count);
+            return Err(InferError::ShuttingDown);
         }
         Ok(())
     }

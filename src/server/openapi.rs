@@ -9,7 +9,6 @@ use utoipa::openapi::OpenApi as OpenApiDoc;
 use utoipa::{Modify, OpenApi};
 
 use super::routes;
-use super::types::*;
 use super::AppState;
 use crate::error::{ErrorBody, ErrorDetail};
 

