@@ -5,12 +5,13 @@ fn main() {
     // torch-sys (links = "tch") exports the libtorch library folder it used.
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=AFT_EXTRA_RPATH");
-    if let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
-        println!("cargo:rustc-env=AFT_LIBTORCH_LIB={lib_dir}");
-    } else {
-        println!("cargo:rustc-env=AFT_LIBTORCH_LIB=");
-    }
+    // Cargo passes it only to direct dependents, hence torch-sys in Cargo.toml.
+    let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
+        eprintln!("build.rs: torch-sys did not report its libtorch folder (DEP_TCH_LIBTORCH_LIB)");
+        std::process::exit(1);
+    };
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
+    println!("cargo:rustc-env=AFT_LIBTORCH_LIB={lib_dir}");
     // Container images place the libraries beside the binary's ../lib.
     println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN/../lib");
     if let Ok(extra) = std::env::var("AFT_EXTRA_RPATH") {

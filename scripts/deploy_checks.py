@@ -280,7 +280,7 @@ def self_test() -> str:
         for rel, want in expect.items():
             if ex(rel) != want:
                 fail(f".dockerignore matcher: {rel} excluded={ex(rel)}, want {want}")
-    return f"{len(cases)} PromQL cases, durations, adapter names, .dockerignore rules"
+    return f"{len(cases)} PromQL cases, label names, durations, adapter names, .dockerignore rules"
 
 
 # --------------------------------------------------------------------------------------------
