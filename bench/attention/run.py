@@ -7,8 +7,11 @@ writes docs/attention-benchmark.{md,json,png}. Each (variant, T) case runs in it
 /proc/self/clear_refs once the inputs exist) minus its RSS at that point, so it counts every
 temporary and the output; time is the median of up to 5 runs after that first one.
 B = 1, d = 256; softmax attention uses 8 heads of 32.
-OMP_WAIT_POLICY=PASSIVE: on a shared 2-core machine, OpenMP threads that spin-wait at barriers
-while another process holds the other core made the small element-wise ops 10-100x slower.
+MALLOC_MMAP_THRESHOLD_=1048576: blocks over 1 MiB are mmapped and go back to the OS when freed,
+so RSS follows the live tensors (glibc's default threshold rises to 32 MiB, and then a loop of
+16 MiB temporaries showed as GiBs of heap growth). OMP_WAIT_POLICY=PASSIVE: on a shared 2-core
+machine, OpenMP threads that spin-wait at barriers while another process holds the other core made
+the small element-wise ops 10-100x slower.
 """
 
 import argparse
@@ -117,9 +120,11 @@ def write_report(results, out: Path, command: str):
         "",
         "Peak extra memory: peak resident set of a fresh process per case (VmHWM, reset once q, "
         "k, v and w exist) minus the resident set then: every temporary plus the output. Small "
-        "values are "
-        "noisy (allocator caches, page granularity). Time: median of up to 5 runs after a first "
-        "one (1 run when a run takes over 3 s). The machine is shared, so times are indicative.",
+        "values are noisy (allocator caches, page granularity). Blocks over 1 MiB are mmapped "
+        "(`MALLOC_MMAP_THRESHOLD_`) so that freed temporaries leave the resident set. Time: "
+        "median of up to 5 runs after a first one (1 run when a run takes over 3 s). The "
+        "machine is shared with other jobs (`OMP_WAIT_POLICY=PASSIVE` keeps idle OpenMP threads "
+        "from spinning), so times are indicative.",
         "",
         "| variant | " + " | ".join(f"T={t}" for t in TS) + " |",
         "| --- | " + " | ".join("---" for _ in TS) + " |",
@@ -134,14 +139,18 @@ def write_report(results, out: Path, command: str):
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Fitted exponent p of T (metric ~ T^p, least squares on log-log over T >= 1024):",
+        "Fitted exponent p of T (metric ~ T^p, least squares on log-log), over T >= 1024 and over "
+        "T >= 4096 (closer to the asymptote: fixed overheads flatten the small-T end):",
         "",
-        "| variant | memory p | time p |",
-        "| --- | --- | --- |",
+        "| variant | memory p (T >= 1024) | memory p (T >= 4096) | time p (T >= 1024) "
+        "| time p (T >= 4096) |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for v in VARIANTS:
-        mem, tim = fit_exponent(by[v], "peak_extra_mb"), fit_exponent(by[v], "ms")
-        lines.append(f"| {v} | {mem:.2f} | {tim:.2f} |")
+        fits = [
+            fit_exponent(by[v], key, t) for key in ("peak_extra_mb", "ms") for t in (1024, 4096)
+        ]
+        lines.append(f"| {v} | " + " | ".join(f"{f:.2f}" for f in fits) + " |")
     lines += ["", "Skipped:", ""]
     lines += [f"- {v} at T={t}: {why}" for (v, t), why in SKIP.items()]
     lines += ["", "![time and memory against T](attention-benchmark.png)", ""]
@@ -175,6 +184,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default=str(ROOT / "docs"))
     p.add_argument("--max-t", type=int, default=max(TS))
+    p.add_argument("--only", nargs="+", choices=VARIANTS, help="re-measure these variants only")
     p.add_argument("--case", nargs=2, metavar=("VARIANT", "T"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.case:
@@ -182,20 +192,27 @@ def main():
         return
     import torch
 
+    out = Path(a.out)
     results = []
+    if a.only:  # keep the other variants' rows from the last full run
+        old = json.loads((out / "attention-benchmark.json").read_text())
+        results = [r for r in old if r["variant"] not in a.only]
     for t in [t for t in TS if t <= a.max_t]:
-        for v in VARIANTS:
+        for v in a.only or VARIANTS:
             if (v, t) in SKIP:
                 continue
             cmd = [sys.executable, __file__, "--case", v, str(t)]
-            env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+            env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", MALLOC_MMAP_THRESHOLD_="1048576")
             r = json.loads(subprocess.run(cmd, check=True, capture_output=True, env=env).stdout)
             r["torch"] = torch.__version__
             print(f"{v:10s} T={t:6d} {r['ms']:10.1f} ms {r['peak_extra_mb']:9.1f} MB", flush=True)
             results.append(r)
-    out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_report(results, out, "nice .venv/bin/python bench/attention/run.py --out docs/")
+    results.sort(key=lambda r: (r["T"], VARIANTS.index(r["variant"])))
+    command = "nice .venv/bin/python bench/attention/run.py --out docs/"
+    if a.only:
+        command += f"`, then `{command} --only {' '.join(a.only)}"
+    write_report(results, out, command)
 
 
 if __name__ == "__main__":

@@ -166,22 +166,30 @@ def aft_full(
     key_padding_mask: Tensor | None = None,
     causal: bool = False,
     fallback: bool = True,
+    block: int = 256,
 ) -> Tensor:
-    """AFT-full. q, k, v: (B, T, d); w: (T, T) or larger (sliced). O(T^2 d) time, O(T^2 + T d)
-    memory: exp(w) (T x T) times exp(K) V (T x d)."""
+    """AFT-full. q, k, v: (B, T, d); w: (T, T) or larger (sliced). O(T^2 d) time: exp(w) (T x T)
+    times exp(K) V (T x d), taken `block` rows of w at a time, so the extra memory is
+    O(block T + T d) (w itself, an input, is T x T)."""
     B, T, d = q.shape
     cancel, tiny, neg = _consts(k)
     w = w[:T, :T]
     mask = _key_mask(k, key_padding_mask)
     km = k.masked_fill(mask == 0, neg)
     ek = torch.exp(km - km.amax(1, keepdim=True).detach()) * mask
-    allowed = mask[:, None, :, 0] > 0  # (B, 1, T'): real keys
-    if causal:
-        idx = torch.arange(T, device=k.device)
-        allowed = allowed & (idx[None, :] <= idx[:, None])
-    ww = torch.where(allowed, w, neg)
-    ew = torch.exp(ww - ww.amax(-1, keepdim=True).detach()) * allowed  # (B, T, T')
-    num, den = ew @ (ek * v), ew @ ek
+    ekv = ek * v
+    real = mask[:, None, :, 0] > 0  # (B, 1, T'): real keys
+    idx = torch.arange(T, device=k.device)
+    nums: list[Tensor] = []
+    dens: list[Tensor] = []
+    for r0 in range(0, T, block):
+        r1 = min(T, r0 + block)
+        allowed = real & (idx[None, :] <= idx[r0:r1, None]) if causal else real
+        ww = torch.where(allowed, w[r0:r1], neg)
+        ew = torch.exp(ww - ww.amax(-1, keepdim=True).detach()) * allowed  # (B, rows, T')
+        nums.append(ew @ ekv)
+        dens.append(ew @ ek)
+    num, den = torch.cat(nums, 1), torch.cat(dens, 1)
     has = _has_key(mask, causal)
     # Every term is positive, so only underflow loses accuracy: a tiny denominator flags it.
     bad = (den < tiny).any(-1) & has[:, :, 0]

@@ -225,3 +225,11 @@ def test_full_accepts_larger_bias_and_local_window_covering_all():
     big[:T, :T] = w
     torch.testing.assert_close(A.aft_full(q, k, v, big), A.aft_full(q, k, v, w))
     torch.testing.assert_close(A.aft_local(q, k, v, w, T), A.aft_full(q, k, v, w))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_full_row_blocks(causal):
+    q, k, v, w = inputs("full")
+    mask = padding_mask()
+    whole = A.aft_full(q, k, v, w, mask, causal)
+    torch.testing.assert_close(A.aft_full(q, k, v, w, mask, causal, block=3), whole)

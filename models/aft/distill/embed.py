@@ -1,7 +1,8 @@
 """Cache the teacher's sentence embeddings (float16) for held-out and training texts.
 
-Writes shards under --out so that training can start on whatever is ready: the held-out
-evaluation sample first, then the training texts in a fixed random order, 2,048 per shard.
+Writes under --out: the teacher's vector for every vocabulary token alone (token_table.npy),
+then shards, so that training can start on whatever is ready: the held-out evaluation sample
+first, then the training texts in a fixed random order, 2,048 per shard.
 Run:  python -m aft.distill.embed --corpus ../.work/corpus --out ../.work/teacher
 """
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from aft.distill.corpus import load
-from aft.distill.teacher import Teacher
+from aft.distill.teacher import Teacher, token_table
 
 TRAIN_MAX_LEN = 128  # teacher and student both see at most 128 tokens in training
 SHARD = 2048
@@ -64,6 +65,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
+
+    # The teacher's vector for each vocabulary token alone: the student's starting point.
+    if not (args.out / "token_table.npy").exists():
+        np.save(args.out / "token_table.npy", token_table().astype(np.float16))
+        print("token table done", flush=True)
 
     # Held-out texts get the full 256-token teacher; they are only used for evaluation.
     held = heldout_sample(args.corpus, args.heldout)

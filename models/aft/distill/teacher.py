@@ -165,3 +165,19 @@ def verify(sentences: list[str] | None = None) -> float:
 if __name__ == "__main__":
     torch.set_num_threads(2)
     print(f"min cosine vs sentence-transformers: {verify():.6f}")
+
+
+def token_table(batch_size: int = 1024) -> np.ndarray:
+    """The teacher's sentence embedding of every vocabulary token alone ("[CLS] tok [SEP]"),
+    unnormalised (vocab x 384). Averaged over a sentence's tokens these approximate the
+    teacher's sentence embedding far better than its input word embeddings do (the idea behind
+    Model2Vec's static distillation), so they make a much better starting point for the student.
+    """
+    model = MiniLM()
+    vocab = model.word_embeddings().shape[0]
+    out = np.zeros((vocab, 384), dtype=np.float32)
+    for s in range(0, vocab, batch_size):
+        ids = torch.arange(s, min(vocab, s + batch_size))
+        batch = torch.stack([torch.full_like(ids, 101), ids, torch.full_like(ids, 102)], 1)
+        out[s : s + len(ids)] = model(batch, torch.ones_like(batch)).numpy()
+    return out

@@ -53,21 +53,33 @@ def student_config(variant: str, num_labels: int = 0, **kw) -> EncoderConfig:
     return EncoderConfig(**base)
 
 
-def init_from_teacher(model: AFTEncoder) -> None:
-    """Token embeddings := the teacher's word embeddings projected on their top principal axes.
+def init_from_teacher(model: AFTEncoder, table: Path) -> None:
+    """Start the student as a bag of teacher token vectors.
 
-    The student then starts with the teacher's lexical geometry instead of learning 30k token
-    vectors from ~50k sentences. Rescaled to the student's own init scale.
+    Token embeddings := the principal coordinates of `table` (the teacher's embedding of each
+    vocabulary token alone, from `aft.distill.embed`; the teacher's input word embeddings if
+    absent), scaled to unit variance so the randomly initialised blocks only perturb them; the
+    output projection maps them back to the teacher's 384-d space (principal axes + mean).
+    Averaged over a sentence this already approximates the teacher, so training refines context
+    instead of learning 30k token vectors from ~10k sentences.
     """
-    w = MiniLM().word_embeddings().double()
-    emb = model.token_embedding.weight
-    k = emb.shape[1]
-    w = w - w.mean(0)
-    _, _, v = torch.linalg.svd(w, full_matrices=False)
-    pcs = w @ v[:k].T if k <= v.shape[0] else torch.cat([w @ v.T, torch.zeros(len(w), k - 384)], 1)
-    pcs = pcs * (emb.detach().std() / pcs.std())
+    if table.exists():
+        w = torch.from_numpy(np.load(table)).double()
+    else:
+        w = MiniLM().word_embeddings().double()
+    k = model.token_embedding.weight.shape[1]
+    mu = w.mean(0)
+    _, _, v = torch.linalg.svd(w - mu, full_matrices=False)
+    pcs = (w - mu) @ v[:k].T
+    scale = 1.0 / pcs.std()
+    pcs = pcs * scale
     with torch.no_grad():
-        emb.copy_(pcs.float())
+        model.token_embedding.weight.copy_(pcs.float())
+        if isinstance(model.proj, torch.nn.Linear) and model.proj.weight.shape == (w.shape[1], k):
+            # ln_f leaves each token at unit variance: put the mean back at that scale.
+            sigma = pcs.std(1).median()
+            model.proj.weight.copy_(v[:k].T.float())
+            model.proj.bias.copy_((mu * scale / sigma).float())
 
 
 def make_batches(lengths: np.ndarray, batch_size: int, rng: random.Random) -> list[np.ndarray]:
@@ -137,7 +149,7 @@ def distill(args) -> tuple[AFTEncoder, dict]:
 
     model = AFTEncoder(student_config(args.variant))
     if not args.no_teacher_init:
-        init_from_teacher(model)
+        init_from_teacher(model, args.teacher / "token_table.npy")
     # Frozen token table: Adam over 7.8M embedding parameters (dense gradients) costs more than
     # the whole forward pass on 2 shared cores, and ~50k sentences would barely move it anyway.
     model.token_embedding.weight.requires_grad_(args.train_embeddings)
@@ -163,6 +175,10 @@ def distill(args) -> tuple[AFTEncoder, dict]:
     log = {"variant": args.variant, "params": n_params, "curve": []}
     t0, c0, step, batches = time.time(), time.process_time(), 0, []
     next_eval, c_eval = args.eval_every, 0.0
+    rho0 = quick_spearman(model, held_seqs, held_t)
+    log["curve"].append({"step": 0, "wall_s": 0, "cpu_s": 0, "rho": rho0})
+    print(f"step 0 heldout-rho {rho0:.4f}", flush=True)
+    c_eval = time.process_time() - c0
     while progress(step) < 1.0:
         for g in opt.param_groups:
             g["lr"] = args.lr * lr_factor(progress(step))
@@ -239,7 +255,7 @@ def main() -> None:
     ap.add_argument("--variant", default="full", choices=["full", "local", "conv", "simple"])
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--rel-weight", type=float, default=2.0)
     ap.add_argument("--max-train", type=int, default=0, help="use the first N cached texts")
     ap.add_argument("--cpu-minutes", type=float, default=0.0, help="budget in CPU time (not steps)")
