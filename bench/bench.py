@@ -497,8 +497,30 @@ def part_compare(a: argparse.Namespace) -> None:
         "python-batched": "uvicorn 1 worker, torch.set_num_threads(2), "
         "asyncio batching (64 seq / 8192 padded tokens)",
     }
+    # The plain peer gets the better of its two handler styles (async def inline, or def in
+    # FastAPI's thread pool), judged on a short closed-loop check at concurrency 16.
+    modes = {}
+    for mode in ("async", "sync"):
+        with Server("python-plain", a.model_dir, PORTS["python-plain"], ["--mode", mode]) as srv:
+            oha(srv.base + "/v1/embed", bodies["mixed"], 2.0, 16)
+            modes[mode] = measure(srv, bodies["mixed"], 4.0, 16)
+            log(f"python-plain --mode {mode} check c=16: {fmt_point(modes[mode])}")
+    plain_mode = max(modes, key=lambda m: modes[m]["ok_per_s"])
+    out["plain_mode_check"] = {
+        m: {"ok_per_s": r["ok_per_s"], "p50_ms": r["p50_ms"]} for m, r in modes.items()
+    }
+    out["plain_mode"] = plain_mode
+    peer_args = {"python-plain": ["--mode", plain_mode]}
+    style = {
+        "async": "async def, forward inline on the event loop",
+        "sync": "def, run in FastAPI's thread pool",
+    }[plain_mode]
+    out["config"]["python-plain"] = (
+        f"uvicorn 1 worker, torch.set_num_threads(2), {style} (the better of the two styles "
+        "at c=16)"
+    )
     for kind in kinds:
-        with Server(kind, a.model_dir, PORTS[kind]) as srv:
+        with Server(kind, a.model_dir, PORTS[kind], peer_args.get(kind)) as srv:
             oha(srv.base + "/v1/embed", bodies["mixed"], 2.0, 16)  # warm-up, discarded
             out["single_short"][kind] = measure(srv, bodies["short"], secs, 1)
             log(f"{kind} short c=1: {fmt_point(out['single_short'][kind])}")
@@ -518,7 +540,7 @@ def part_compare(a: argparse.Namespace) -> None:
     out["open_rates"] = rates
     out["half_plain_rate"] = round(cap_plain * 0.5, 1)
     for kind in kinds:
-        with Server(kind, a.model_dir, PORTS[kind]) as srv:
+        with Server(kind, a.model_dir, PORTS[kind], peer_args.get(kind)) as srv:
             oha(srv.base + "/v1/embed", bodies["mixed"], 2.0, 16)
             pts = []
             for rate in rates:
