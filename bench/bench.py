@@ -580,7 +580,7 @@ def part_overload(a: argparse.Namespace) -> None:
     cap = capacity()
     secs = 15.0 if a.quick else 60.0
     queue = 256
-    args = ["--max-queue-size", str(queue)]
+    args = ["--max-queue-size", str(queue), "--max-client-batch-size", "64"]
     out: dict = {
         "capacity_req_s": cap,
         "offered_req_s": 3 * cap,
@@ -814,7 +814,9 @@ def main() -> None:
     a = ap.parse_args()
     a.model_dir = a.model_dir.resolve()
     random.seed(0)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     for part in a.parts:
         log(f"part {part}{' (quick)' if a.quick else ''}, model {a.model_dir}")
         t = time.time()

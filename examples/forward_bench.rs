@@ -76,7 +76,11 @@ impl Bundle {
             .with_context(|| format!("reading {}/manifest.json", dir.display()))?;
         let manifest: Value = serde_json::from_str(&text)?;
         let pad_id = manifest["pad_token_id"].as_i64().unwrap_or(0);
-        Ok(Self { dir: dir.to_path_buf(), manifest, pad_id })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest,
+            pad_id,
+        })
     }
 
     fn max_seq_len(&self) -> usize {
@@ -111,10 +115,13 @@ fn batch_tensors(seqs: &[&[i64]], pad: i64) -> (Tensor, Tensor) {
     let mut mask = vec![0i64; b * t];
     for (i, s) in seqs.iter().enumerate() {
         ids[i * t..i * t + s.len()].copy_from_slice(s);
-        mask[i * t..i * t + s.len()].iter_mut().for_each(|m| *m = 1);
+        mask[i * t..i * t + s.len()].fill(1);
     }
     let shape = [b as i64, t as i64];
-    (Tensor::from_slice(&ids).view(shape), Tensor::from_slice(&mask).view(shape))
+    (
+        Tensor::from_slice(&ids).view(shape),
+        Tensor::from_slice(&mask).view(shape),
+    )
 }
 
 fn forward(model: &CModule, seqs: &[&[i64]], pad: i64) -> Result<()> {
@@ -128,14 +135,20 @@ fn forward(model: &CModule, seqs: &[&[i64]], pad: i64) -> Result<()> {
 
 /// Greedy first-come batches over the sequences in order (fixed-batch-size sweep).
 fn fifo_batches(seqs: &[Vec<i64>], max_size: usize) -> Vec<Vec<usize>> {
-    (0..seqs.len()).collect::<Vec<_>>().chunks(max_size).map(|c| c.to_vec()).collect()
+    (0..seqs.len())
+        .collect::<Vec<_>>()
+        .chunks(max_size)
+        .map(|c| c.to_vec())
+        .collect()
 }
 
 /// The service's batch choice (mirrors `select_batch` in src/core/batcher.rs): the oldest
 /// waiting input always goes; the others join in order of how close their length is to it,
 /// while the batch stays within both limits and at most half of it is padding.
 fn select_batch(lengths: &[usize], max_tokens: usize, max_size: usize) -> Vec<usize> {
-    let Some(&anchor) = lengths.first() else { return Vec::new() };
+    let Some(&anchor) = lengths.first() else {
+        return Vec::new();
+    };
     let mut candidates: Vec<usize> = (1..lengths.len()).collect();
     candidates.sort_by_key(|&i| (lengths[i].abs_diff(anchor), i));
     let mut indices = vec![0];
@@ -192,6 +205,9 @@ fn service_batches(
     batches
 }
 
+/// (sentences, real tokens, padded tokens, batches, seconds) of one worker.
+type WorkerStats = (usize, usize, usize, usize, f64);
+
 struct Throughput {
     sentences: usize,
     tokens: usize,
@@ -210,18 +226,20 @@ fn run_throughput(
     threads: i32,
     seconds: f64,
 ) -> Result<Throughput> {
-    let models: Vec<CModule> = (0..workers).map(|_| bundle.load_model()).collect::<Result<_>>()?;
+    let models: Vec<CModule> = (0..workers)
+        .map(|_| bundle.load_model())
+        .collect::<Result<_>>()?;
     let pad = bundle.pad_id;
     let barrier = std::sync::Barrier::new(workers);
     let deadline_holder = std::sync::OnceLock::<Instant>::new();
-    let results: Vec<Result<(usize, usize, usize, usize, f64)>> = std::thread::scope(|s| {
+    let results: Vec<Result<WorkerStats>> = std::thread::scope(|s| {
         let handles: Vec<_> = models
             .iter()
             .enumerate()
             .map(|(w, model)| {
                 let barrier = &barrier;
                 let deadline_holder = &deadline_holder;
-                s.spawn(move || -> Result<(usize, usize, usize, usize, f64)> {
+                s.spawn(move || -> Result<WorkerStats> {
                     tch::set_num_threads(threads);
                     let _guard = tch::no_grad_guard();
                     for b in batches.iter().skip(w).step_by(workers).take(3) {
@@ -230,8 +248,8 @@ fn run_throughput(
                     }
                     barrier.wait();
                     let start = Instant::now();
-                    let deadline = *deadline_holder
-                        .get_or_init(|| start + Duration::from_secs_f64(seconds));
+                    let deadline =
+                        *deadline_holder.get_or_init(|| start + Duration::from_secs_f64(seconds));
                     let (mut n, mut tok, mut padded, mut nb) = (0, 0, 0, 0);
                     let mut k = w;
                     loop {
@@ -251,9 +269,18 @@ fn run_throughput(
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("worker panicked")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("worker panicked"))
+            .collect()
     });
-    let mut t = Throughput { sentences: 0, tokens: 0, padded_tokens: 0, batches: 0, elapsed: 0.0 };
+    let mut t = Throughput {
+        sentences: 0,
+        tokens: 0,
+        padded_tokens: 0,
+        batches: 0,
+        elapsed: 0.0,
+    };
     for r in results {
         let (n, tok, padded, nb, el) = r?;
         t.sentences += n;
@@ -286,7 +313,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn parse_config(s: &str) -> Result<(usize, i32)> {
-    let (w, t) = s.split_once('x').with_context(|| format!("config {s:?} is not WxT"))?;
+    let (w, t) = s
+        .split_once('x')
+        .with_context(|| format!("config {s:?} is not WxT"))?;
     Ok((w.trim().parse()?, t.trim().parse()?))
 }
 
@@ -321,7 +350,12 @@ fn main() -> Result<()> {
             continue;
         }
         let v: Value = serde_json::from_str(&line)?;
-        texts.push(v["text"].as_str().context("corpus line without text")?.to_string());
+        texts.push(
+            v["text"]
+                .as_str()
+                .context("corpus line without text")?
+                .to_string(),
+        );
     }
     if texts.is_empty() {
         bail!("empty corpus {}", args.corpus.display());
@@ -331,7 +365,9 @@ fn main() -> Result<()> {
     let start = Instant::now();
     let mut seqs: Vec<Vec<i64>> = Vec::with_capacity(texts.len());
     for t in &texts {
-        let enc = tokenizer.encode(t.as_str(), true).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let enc = tokenizer
+            .encode(t.as_str(), true)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         seqs.push(enc.get_ids().iter().map(|&i| i as i64).collect());
     }
     let tok_s = start.elapsed().as_secs_f64();
@@ -364,13 +400,19 @@ fn main() -> Result<()> {
     let mut mm = Vec::new();
     for &th in &args.matmul_threads {
         let g = matmul_gflops(args.matmul_n, th, args.seconds.min(3.0));
-        eprintln!("matmul {0}x{0} f32, {th} thread(s): {g:.1} GFLOP/s", args.matmul_n);
+        eprintln!(
+            "matmul {0}x{0} f32, {th} thread(s): {g:.1} GFLOP/s",
+            args.matmul_n
+        );
         mm.push(json!({"threads": th, "n": args.matmul_n, "gflops": g}));
     }
     out["matmul"] = Value::Array(mm);
 
-    let configs: Vec<(usize, i32)> =
-        args.configs.iter().map(|s| parse_config(s)).collect::<Result<_>>()?;
+    let configs: Vec<(usize, i32)> = args
+        .configs
+        .iter()
+        .map(|s| parse_config(s))
+        .collect::<Result<_>>()?;
 
     // Bare forward latency, batch 1: the shortest corpus texts, first config's threads.
     {

@@ -181,13 +181,17 @@ pub fn python() -> PathBuf {
 /// Runs a Python snippet (in models/, so `aft` imports) with `args`; panics with its output on
 /// failure and returns stdout.
 pub fn run_python(code: &str, args: &[&str]) -> String {
+    // A file rather than `-c`: torch.jit.script reads the source of the classes it compiles.
+    let dir = tempdir("python");
+    let script = dir.join("script.py");
+    std::fs::write(&script, code).unwrap();
     let out = Command::new(python())
         .current_dir(repo().join("models"))
-        .arg("-c")
-        .arg(code)
+        .arg(&script)
         .args(args)
         .output()
         .expect("run python");
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         out.status.success(),
         "python failed:\n{}\n{}",

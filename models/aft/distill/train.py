@@ -262,7 +262,12 @@ def main() -> None:
     ap.add_argument("--eval-every", type=float, default=0.25, help="fraction of the run")
     ap.add_argument("--train-embeddings", action="store_true", help="also train the token table")
     ap.add_argument("--head-epochs", type=int, default=300)
-    ap.add_argument("--head-max", type=int, default=8000, help="glosses used to fit the head")
+    ap.add_argument(
+        "--head-max",
+        type=int,
+        default=8000,
+        help="glosses used to fit the head; 0: no head, no export",
+    )
     ap.add_argument("--no-teacher-init", action="store_true")
     ap.add_argument("--student", type=Path, default=None, help="skip distillation: student.pt")
     ap.add_argument("--seed", type=int, default=0)
@@ -285,6 +290,9 @@ def main() -> None:
     torch.save(
         {"config": asdict(model.config), "state_dict": model.state_dict()}, args.out / "student.pt"
     )
+    if not args.head_max:  # distillation only (variant comparison)
+        (args.out / "train_log.json").write_text(json.dumps(log, indent=1))
+        return
     labels, head = fit_head(model, args, log)
     model = with_head(model, labels, head)
     torch.save(
