@@ -284,8 +284,9 @@ def summarize(o: dict, seconds: float) -> dict:
     errors = {k: int(v) for k, v in o.get("errorDistribution", {}).items()}
     ok = codes.get("200", 0)
     non200 = sum(v for k, v in codes.items() if k != "200")
-    transport = sum(v for k, v in errors.items() if k != OK_ABORT)
-    lat = o.get("latencyPercentileSuccessful") or o.get("latencyPercentiles") or {}
+    aborted = errors.pop(OK_ABORT, 0)
+    transport = sum(errors.values())
+    lat = o.get("latencyPercentilesSuccessful") or {}
 
     def ms(key: str) -> float | None:
         v = lat.get(key)
@@ -296,6 +297,7 @@ def summarize(o: dict, seconds: float) -> dict:
         "ok_per_s": ok / seconds,
         "status_codes": codes,
         "transport_errors": errors,
+        "aborted_at_deadline": aborted,
         "errors": non200 + transport,
         "errors_5xx": sum(v for k, v in codes.items() if k.startswith("5")),
         "p50_ms": ms("p50"),
@@ -620,8 +622,8 @@ def part_overload(a: argparse.Namespace) -> None:
         during = summarize(o, secs)
         during.update(metric_delta(m0, m1, secs))
         during["server_cpu_s_per_s"] = (c1 - c0) / secs
-        during["latency_ok_ms"] = o.get("latencyPercentileSuccessful")
-        during["latency_rejected_ms"] = o.get("latencyPercentileNotSuccessful")
+        during["latency_ok_ms"] = o.get("latencyPercentilesSuccessful")
+        during["latency_rejected_ms"] = o.get("latencyPercentilesNotSuccessful")
         out["during"] = during
         out["samples"] = rss
         log(

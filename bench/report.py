@@ -527,6 +527,7 @@ def section_overload_soak(overload: dict | None, soak: dict | None) -> str:
                         ", ".join(f"{k}: {v:,}" for k, v in sorted(d["status_codes"].items())),
                     ],
                     ["transport errors", d["transport_errors"] or "none"],
+                    ["requests cut off by the end of the run", d.get("aborted_at_deadline", 0)],
                     ["200s per second", f(d["ok_per_s"])],
                     [
                         "200 latency p50 / p90 / p99 / max-ish (p99.9) ms",
@@ -655,7 +656,7 @@ def section_profile(profile: dict | None) -> str:
             "Top symbols:\n\n"
             + table(
                 ["share", "process / library / symbol"],
-                [[f"{a}%", b.replace("|", "\\|")] for a, b in p["by_symbol"][:25]],
+                [[f"{a}%", b.replace("|", "\\|")[:140]] for a, b in p["by_symbol"][:25]],
             )
             + "\n"
         )
@@ -795,7 +796,7 @@ def main() -> None:
         parts.append(analysis.read_text().rstrip() + "\n\n")
     parts += [
         section_machine(compare, limit),
-        section_method(),
+        section_method(compare),
         section_limit(limit),
         section_compare(compare),
         section_config(config),
@@ -806,7 +807,22 @@ def main() -> None:
     print(f"wrote {DOCS / 'BENCHMARKS.md'}")
 
 
-def section_method() -> str:
+def section_method(compare: dict | None) -> str:
+    mode = (compare or {}).get("plain_mode", "async")
+    check = (compare or {}).get("plain_mode_check", {})
+    style = {
+        "async": "inside an `async def` handler, so forwards run one at a time on the event loop",
+        "sync": "inside a plain `def` handler, which FastAPI runs in its thread pool, so "
+        "forwards of concurrent requests overlap",
+    }[mode]
+    checked = ""
+    if check:
+        checked = (
+            " The harness runs both handler styles for 4 s at concurrency 16 first and "
+            "keeps the faster ("
+            + ", ".join(f"{m}: {v['ok_per_s']:.0f} req/s" for m, v in check.items())
+            + ")."
+        )
     return (
         "## Method\n\n"
         "- **Corpus**: `bench/corpus/texts.jsonl`, 2,000 fixed English texts from WordNet 3.0 "
@@ -821,7 +837,7 @@ def section_method() -> str:
         "and reports JSON with status codes and success-only latency percentiles. `wrk` "
         "(Debian) cannot hold a constant rate and `wrk2` is not packaged for Debian 12.\n"
         "- **Peers**: `bench/peers/plain_server.py` (FastAPI + uvicorn, `torch.jit.load`, one "
-        "forward pass per request inside an `async def` handler) and "
+        f"forward pass per request {style};{checked}) and "
         "`bench/peers/batched_server.py` (the same plus an asyncio queue: one task takes every "
         "waiting input, up to 64 sequences / 8,192 padded tokens, and runs one forward on a "
         "worker thread). Both: 1 uvicorn worker, `torch.set_num_threads(2)`, the same "

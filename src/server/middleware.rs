@@ -7,6 +7,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
 use tracing::Instrument;
 
 use super::AppState;
@@ -74,10 +75,47 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     let status = response.status();
     metrics.requests.with_label_values(&[route.as_str(), status.as_str()]).inc();
     metrics.request_duration.with_label_values(&[route.as_str()]).observe(elapsed.as_secs_f64());
+    let total_ms = elapsed.as_secs_f64() * 1000.0;
     span.in_scope(|| {
-        tracing::info!(status = status.as_u16(), total_ms = elapsed.as_secs_f64() * 1000.0, "request done")
+        // Probes and scrapes arrive every few seconds; keep them out of the info log.
+        if QUIET_ROUTES.contains(&route.as_str()) {
+            tracing::debug!(status = status.as_u16(), total_ms, "request done");
+        } else {
+            tracing::info!(status = status.as_u16(), total_ms, "request done");
+        }
     });
     response
+}
+
+const QUIET_ROUTES: [&str; 4] = ["/health", "/health/live", "/health/ready", "/metrics"];
+
+/// Bodies larger than this are refused without reading them (the connection is then closed).
+const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// Refuses a body whose declared length is over `--max-body-bytes` before any handler runs.
+/// The body is read and discarded first (up to [`DRAIN_LIMIT`]), so that clients which write
+/// the whole body before reading (hyper/reqwest among them) see the 413 rather than a reset
+/// connection. Bodies without a length are bounded by `DefaultBodyLimit` in the extractor.
+pub async fn body_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let limit = state.max_body_bytes;
+    match declared {
+        Some(length) if length > limit as u64 => {
+            if length <= DRAIN_LIMIT {
+                let mut body = req.into_body();
+                while let Some(Ok(_)) = body.frame().await {}
+            }
+            ApiError::PayloadTooLarge(format!(
+                "the request body is {length} bytes, more than the limit of {limit}"
+            ))
+            .into_response()
+        }
+        _ => next.run(req).await,
+    }
 }
 
 /// Bounds inference routes by `--request-timeout`; the dropped future withdraws queued work.

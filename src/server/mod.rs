@@ -42,6 +42,7 @@ pub struct AppState {
     pub openapi: Arc<utoipa::openapi::OpenApi>,
     pub docs_html: Arc<String>,
     pub request_timeout: Duration,
+    pub max_body_bytes: usize,
     /// Set once shutdown starts, so readiness fails while in-flight work drains.
     pub stopping: Arc<AtomicBool>,
 }
@@ -120,6 +121,7 @@ impl AppState {
             openapi: Arc::new(openapi),
             docs_html: Arc::new(docs_html),
             request_timeout: config.request_timeout,
+            max_body_bytes: config.max_body_bytes,
             stopping: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -176,6 +178,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::body_limit))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe));
     if let Some(cors) = cors(&config.cors_allow_origins) {

@@ -1,8 +1,9 @@
 """Distil all-MiniLM-L6-v2 into an AFT encoder, fit the topic head, export `aft-mini`.
 
-One command reproduces the shipped bundle (after `corpus` and `embed`):
-    python -m aft.distill.train --variant full --steps 3000 --out ../.work/aft-mini \
-        --export aft-mini
+One command reproduces the shipped bundle (after `corpus` and `embed --max-train 10240`):
+    python -m aft.distill.train --variant full --cpu-minutes 3 --max-train 10240 \
+        --out ../.work/aft-mini --export aft-mini
+(`--steps 90` instead of `--cpu-minutes 3` gives a step-exact schedule.)
 Loss: 1 - cos(student, teacher) on L2-normalised sentence embeddings, plus the mean squared
 error between the two in-batch cosine-similarity matrices (the pairwise geometry is what
 similarity search and the Spearman metric consume).
