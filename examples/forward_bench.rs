@@ -336,6 +336,57 @@ fn matmul_gflops(n: i64, threads: i32, seconds: f64) -> f64 {
     2.0 * (n as f64).powi(3) * reps as f64 / start.elapsed().as_secs_f64() / 1e9
 }
 
+/// Batch-1 forward latency (and tokenize + forward) over `short`, 5 timed rounds after one.
+fn single_latency(
+    bundle: &Bundle,
+    tokenizer: &Tokenizer,
+    texts: &[String],
+    seqs: &[Vec<i64>],
+    short: &[usize],
+    threads: i32,
+) -> Result<Value> {
+    tch::set_num_threads(threads);
+    let _guard = tch::no_grad_guard();
+    let model = bundle.load_model()?;
+    let mut fwd = Vec::new();
+    let mut full = Vec::new();
+    for round in 0..6 {
+        for &i in short {
+            let t0 = Instant::now();
+            forward(&model, &[seqs[i].as_slice()], bundle.pad_id)?;
+            let dt = t0.elapsed().as_secs_f64() * 1e3;
+            let t1 = Instant::now();
+            let enc = tokenizer
+                .encode(texts[i].as_str(), true)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let ids: Vec<i64> = enc.get_ids().iter().map(|&x| x as i64).collect();
+            forward(&model, &[ids.as_slice()], bundle.pad_id)?;
+            let dt_full = t1.elapsed().as_secs_f64() * 1e3;
+            if round > 0 {
+                fwd.push(dt);
+                full.push(dt_full);
+            }
+        }
+    }
+    fwd.sort_by(f64::total_cmp);
+    full.sort_by(f64::total_cmp);
+    let mean_len =
+        short.iter().map(|&i| seqs[i].len()).sum::<usize>() as f64 / short.len().max(1) as f64;
+    eprintln!(
+        "batch-1 short sentence ({mean_len:.1} tokens), {threads} thread(s): forward p50 \
+         {:.3} ms, tokenize+forward p50 {:.3} ms",
+        percentile(&fwd, 0.5),
+        percentile(&full, 0.5)
+    );
+    Ok(json!({
+        "threads": threads, "mean_tokens": mean_len, "samples": fwd.len(),
+        "forward_ms": {"p50": percentile(&fwd, 0.5), "p90": percentile(&fwd, 0.9),
+                       "p99": percentile(&fwd, 0.99), "min": fwd.first().copied()},
+        "tokenize_forward_ms": {"p50": percentile(&full, 0.5),
+                                "p90": percentile(&full, 0.9)},
+    }))
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let bundle = Bundle::open(&args.model_dir)?;
@@ -344,6 +395,7 @@ fn main() -> Result<()> {
     let file = std::fs::File::open(&args.corpus)
         .with_context(|| format!("opening {}", args.corpus.display()))?;
     let mut texts = Vec::new();
+    let mut buckets = Vec::new();
     for line in std::io::BufReader::new(file).lines() {
         let line = line?;
         if line.trim().is_empty() {
@@ -414,52 +466,28 @@ fn main() -> Result<()> {
         .map(|s| parse_config(s))
         .collect::<Result<_>>()?;
 
-    // Bare forward latency, batch 1: the shortest corpus texts, first config's threads.
-    {
-        let (_, threads) = configs[0];
-        tch::set_num_threads(threads);
-        let _guard = tch::no_grad_guard();
-        let model = bundle.load_model()?;
-        let mut short: Vec<usize> = (0..seqs.len()).collect();
+    // Bare forward latency, batch 1, for each thread count in the configs: 200 of the corpus'
+    // "short" texts (the load tests' short bodies), or the 200 shortest without buckets.
+    let mut short: Vec<usize> = (0..seqs.len()).filter(|&i| buckets[i] == "short").collect();
+    if short.is_empty() {
+        short = (0..seqs.len()).collect();
         short.sort_by_key(|&i| seqs[i].len());
-        short.truncate(200);
-        let mut fwd = Vec::new();
-        let mut full = Vec::new();
-        for round in 0..6 {
-            for &i in &short {
-                let t0 = Instant::now();
-                forward(&model, &[seqs[i].as_slice()], bundle.pad_id)?;
-                let dt = t0.elapsed().as_secs_f64() * 1e3;
-                let t1 = Instant::now();
-                let enc = tokenizer
-                    .encode(texts[i].as_str(), true)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                let ids: Vec<i64> = enc.get_ids().iter().map(|&x| x as i64).collect();
-                forward(&model, &[ids.as_slice()], bundle.pad_id)?;
-                let dt_full = t1.elapsed().as_secs_f64() * 1e3;
-                if round > 0 {
-                    fwd.push(dt);
-                    full.push(dt_full);
-                }
-            }
-        }
-        fwd.sort_by(f64::total_cmp);
-        full.sort_by(f64::total_cmp);
-        let mean_len = short.iter().map(|&i| seqs[i].len()).sum::<usize>() as f64 / 200.0;
-        eprintln!(
-            "batch-1 short sentence ({mean_len:.1} tokens), {threads} thread(s): forward p50 \
-             {:.3} ms, tokenize+forward p50 {:.3} ms",
-            percentile(&fwd, 0.5),
-            percentile(&full, 0.5)
-        );
-        out["single_short"] = json!({
-            "threads": threads, "mean_tokens": mean_len, "samples": fwd.len(),
-            "forward_ms": {"p50": percentile(&fwd, 0.5), "p90": percentile(&fwd, 0.9),
-                           "p99": percentile(&fwd, 0.99), "min": fwd[0]},
-            "tokenize_forward_ms": {"p50": percentile(&full, 0.5),
-                                    "p90": percentile(&full, 0.9)},
-        });
     }
+    short.truncate(200);
+    let mut thread_counts: Vec<i32> = configs.iter().map(|c| c.1).collect();
+    thread_counts.dedup();
+    let mut by_threads = serde_json::Map::new();
+    for (n, &threads) in thread_counts.iter().enumerate() {
+        if thread_counts[..n].contains(&threads) {
+            continue;
+        }
+        let r = single_latency(&bundle, &tokenizer, &texts, &seqs, &short, threads)?;
+        if n == 0 {
+            out["single_short"] = r.clone();
+        }
+        by_threads.insert(threads.to_string(), r);
+    }
+    out["single_short_by_threads"] = Value::Object(by_threads);
 
     // Service batch shapes: every config x every max-batch-tokens at the first queue depth;
     // the first config at the other depths.

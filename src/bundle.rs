@@ -82,7 +82,10 @@ pub struct Bundle {
 impl Manifest {
     /// The encoder's variant (`model.variant`), or "unknown" when the manifest does not say.
     pub fn variant(&self) -> &str {
-        self.model.get("variant").and_then(|v| v.as_str()).unwrap_or("unknown")
+        self.model
+            .get("variant")
+            .and_then(|v| v.as_str())
+            .unwrap_or("unknown")
     }
 
     /// The encoder's vocabulary size (`model.vocab_size`), when the manifest gives one.
@@ -104,8 +107,10 @@ impl Bundle {
     pub fn load(dir: impl AsRef<Path>) -> Result<Self, BundleError> {
         let dir = dir.as_ref().to_path_buf();
         let manifest_path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read(&manifest_path)
-            .map_err(|source| BundleError::Io { file: manifest_path.clone(), source })?;
+        let text = std::fs::read(&manifest_path).map_err(|source| BundleError::Io {
+            file: manifest_path.clone(),
+            source,
+        })?;
         let manifest = parse_manifest(&manifest_path, &text)?;
         let bundle = Bundle { dir, manifest };
         bundle.verify_files()?;
@@ -129,7 +134,11 @@ impl Bundle {
                 .components()
                 .all(|c| matches!(c, std::path::Component::Normal(_)));
             if !plain || name.is_empty() {
-                return Err(field_error(&manifest_path, &field, "not a plain relative file name"));
+                return Err(field_error(
+                    &manifest_path,
+                    &field,
+                    "not a plain relative file name",
+                ));
             }
             let path = self.dir.join(name);
             let (size, digest) = hash_file(&path)?;
@@ -137,7 +146,11 @@ impl Bundle {
                 return Err(field_error(
                     &manifest_path,
                     &format!("{field}.size"),
-                    format!("{} is {size} bytes, the manifest says {}", path.display(), entry.size),
+                    format!(
+                        "{} is {size} bytes, the manifest says {}",
+                        path.display(),
+                        entry.size
+                    ),
                 ));
             }
             if !digest.eq_ignore_ascii_case(&entry.sha256) {
@@ -157,7 +170,11 @@ impl Bundle {
 }
 
 fn field_error(file: &Path, field: &str, message: impl Into<String>) -> BundleError {
-    BundleError::Field { file: file.to_path_buf(), field: field.to_string(), message: message.into() }
+    BundleError::Field {
+        file: file.to_path_buf(),
+        field: field.to_string(),
+        message: message.into(),
+    }
 }
 
 fn parse_manifest(path: &Path, text: &[u8]) -> Result<Manifest, BundleError> {
@@ -168,7 +185,13 @@ fn parse_manifest(path: &Path, text: &[u8]) -> Result<Manifest, BundleError> {
         // A missing field is reported at its parent; name the field itself.
         let message = inner.to_string();
         let field = missing_field(&message)
-            .map(|m| if field == "." { m.to_string() } else { format!("{field}.{m}") })
+            .map(|m| {
+                if field == "." {
+                    m.to_string()
+                } else {
+                    format!("{field}.{m}")
+                }
+            })
             .unwrap_or(field);
         field_error(path, &field, message)
     })?;
@@ -187,7 +210,10 @@ fn validate(path: &Path, m: &Manifest) -> Result<(), BundleError> {
         return Err(field_error(
             path,
             "format_version",
-            format!("version {} is not supported (this service reads {FORMAT_VERSION})", m.format_version),
+            format!(
+                "version {} is not supported (this service reads {FORMAT_VERSION})",
+                m.format_version
+            ),
         ));
     }
     if m.name.trim().is_empty() {
@@ -201,7 +227,11 @@ fn validate(path: &Path, m: &Manifest) -> Result<(), BundleError> {
     }
     if let Some(labels) = &m.labels {
         if labels.is_empty() {
-            return Err(field_error(path, "labels", "must be null or a non-empty list"));
+            return Err(field_error(
+                path,
+                "labels",
+                "must be null or a non-empty list",
+            ));
         }
     }
     if let Some(vocab) = m.vocab_size() {
@@ -209,7 +239,10 @@ fn validate(path: &Path, m: &Manifest) -> Result<(), BundleError> {
             return Err(field_error(
                 path,
                 "pad_token_id",
-                format!("{} is outside the vocabulary (model.vocab_size = {vocab})", m.pad_token_id),
+                format!(
+                    "{} is outside the vocabulary (model.vocab_size = {vocab})",
+                    m.pad_token_id
+                ),
             ));
         }
     }
@@ -221,7 +254,11 @@ fn validate(path: &Path, m: &Manifest) -> Result<(), BundleError> {
     for (name, entry) in &m.files {
         let valid = entry.sha256.len() == 64 && entry.sha256.bytes().all(|b| b.is_ascii_hexdigit());
         if !valid {
-            return Err(field_error(path, &format!("files.{name}.sha256"), "not 64 hex digits"));
+            return Err(field_error(
+                path,
+                &format!("files.{name}.sha256"),
+                "not 64 hex digits",
+            ));
         }
     }
     Ok(())
@@ -229,7 +266,10 @@ fn validate(path: &Path, m: &Manifest) -> Result<(), BundleError> {
 
 /// Size and lowercase hex sha256 of a file, streamed.
 fn hash_file(path: &Path) -> Result<(u64, String), BundleError> {
-    let io_err = |source| BundleError::Io { file: path.to_path_buf(), source };
+    let io_err = |source| BundleError::Io {
+        file: path.to_path_buf(),
+        source,
+    };
     let mut file = File::open(path).map_err(io_err)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -304,7 +344,10 @@ mod tests {
     #[test]
     fn errors_name_the_file_and_field() {
         let err = error_for("version", |m| m["format_version"] = 2.into());
-        assert!(err.contains("manifest.json") && err.contains("`format_version`"), "{err}");
+        assert!(
+            err.contains("manifest.json") && err.contains("`format_version`"),
+            "{err}"
+        );
         let err = error_for("missing", |m| {
             m.as_object_mut().unwrap().remove("embedding_dim");
         });
@@ -313,7 +356,9 @@ mod tests {
         assert!(err.contains("`max_seq_len`"), "{err}");
         let err = error_for("pooling", |m| m["pooling"] = "max".into());
         assert!(err.contains("`pooling`"), "{err}");
-        let err = error_for("hash", |m| m["files"]["model.pt"]["sha256"] = sha(b"other").into());
+        let err = error_for("hash", |m| {
+            m["files"]["model.pt"]["sha256"] = sha(b"other").into()
+        });
         assert!(err.contains("`files.model.pt.sha256`"), "{err}");
         let err = error_for("size", |m| m["files"]["tokenizer.json"]["size"] = 3.into());
         assert!(err.contains("`files.tokenizer.json.size`"), "{err}");

@@ -91,7 +91,12 @@ pub struct Config {
 
     /// API key accepted as `Authorization: Bearer <key>` (repeatable; comma-separated in the
     /// variable). No key means no authentication.
-    #[arg(long = "api-key", env = "AFT_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long = "api-key",
+        env = "AFT_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub api_keys: Vec<String>,
 
     /// File with one API key per line (blank lines and `#` comments ignored).
@@ -99,7 +104,11 @@ pub struct Config {
     pub api_key_file: Option<PathBuf>,
 
     /// Origins allowed by CORS (repeatable or comma-separated; `*` for any). None disables CORS.
-    #[arg(long = "cors-allow-origin", env = "AFT_CORS_ALLOW_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        long = "cors-allow-origin",
+        env = "AFT_CORS_ALLOW_ORIGINS",
+        value_delimiter = ','
+    )]
     pub cors_allow_origins: Vec<String>,
 
     /// Log format.

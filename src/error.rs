@@ -76,7 +76,10 @@ pub struct ErrorDetail {
 
 impl ApiError {
     pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::InvalidInput { param: Some(param.into()), message: message.into() }
+        Self::InvalidInput {
+            param: Some(param.into()),
+            message: message.into(),
+        }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -164,9 +167,10 @@ impl IntoResponse for ApiError {
         }
         let mut response = (status, axum::Json(self.body())).into_response();
         if matches!(self, Self::QueueFull) {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
         }
         if matches!(self, Self::Unauthorized) {
             response

@@ -36,40 +36,65 @@ fn powers_of_two(max_exp: u32) -> Vec<f64> {
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let histogram = |name: &str, help: &str, buckets: Vec<f64>| -> Result<Histogram, prometheus::Error> {
-            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
-            registry.register(Box::new(h.clone()))?;
-            Ok(h)
-        };
-        let queue_duration =
-            histogram("aft_queue_duration_seconds", "Time inputs wait before their batch runs.", duration_buckets())?;
-        let tokenization_duration =
-            histogram("aft_tokenization_duration_seconds", "Time to tokenize a request.", duration_buckets())?;
-        let inference_duration =
-            histogram("aft_inference_duration_seconds", "Time of one forward pass (one batch).", duration_buckets())?;
+        let histogram =
+            |name: &str, help: &str, buckets: Vec<f64>| -> Result<Histogram, prometheus::Error> {
+                let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
+                registry.register(Box::new(h.clone()))?;
+                Ok(h)
+            };
+        let queue_duration = histogram(
+            "aft_queue_duration_seconds",
+            "Time inputs wait before their batch runs.",
+            duration_buckets(),
+        )?;
+        let tokenization_duration = histogram(
+            "aft_tokenization_duration_seconds",
+            "Time to tokenize a request.",
+            duration_buckets(),
+        )?;
+        let inference_duration = histogram(
+            "aft_inference_duration_seconds",
+            "Time of one forward pass (one batch).",
+            duration_buckets(),
+        )?;
         let batch_size = histogram("aft_batch_size", "Sequences per batch.", powers_of_two(10))?;
-        let batch_tokens =
-            histogram("aft_batch_tokens", "Padded tokens per batch (sequences x longest).", powers_of_two(17))?;
+        let batch_tokens = histogram(
+            "aft_batch_tokens",
+            "Padded tokens per batch (sequences x longest).",
+            powers_of_two(17),
+        )?;
 
         let requests = IntCounterVec::new(
-            Opts::new("aft_requests_total", "HTTP requests by route template and status."),
+            Opts::new(
+                "aft_requests_total",
+                "HTTP requests by route template and status.",
+            ),
             &["route", "status"],
         )?;
         let request_duration = HistogramVec::new(
-            HistogramOpts::new("aft_request_duration_seconds", "HTTP request duration by route template.")
-                .buckets(duration_buckets()),
+            HistogramOpts::new(
+                "aft_request_duration_seconds",
+                "HTTP request duration by route template.",
+            )
+            .buckets(duration_buckets()),
             &["route"],
         )?;
         let queue_depth = IntGauge::new("aft_queue_depth", "Inputs waiting to be batched.")?;
-        let requests_in_flight = IntGauge::new("aft_requests_in_flight", "HTTP requests being served.")?;
-        let prompt_tokens = IntCounter::new("aft_prompt_tokens_total", "Tokens sent to the model.")?;
+        let requests_in_flight =
+            IntGauge::new("aft_requests_in_flight", "HTTP requests being served.")?;
+        let prompt_tokens =
+            IntCounter::new("aft_prompt_tokens_total", "Tokens sent to the model.")?;
         let inputs = IntCounter::new("aft_inputs_total", "Inputs (texts or token lists) served.")?;
         let model_info = IntGaugeVec::new(
             Opts::new("aft_model_info", "The served model; always 1."),
             &["model", "variant", "device", "version"],
         )?;
-        let workers_alive = IntGauge::new("aft_workers_alive", "Inference workers loaded and serving.")?;
-        let worker_restarts = IntCounter::new("aft_worker_restarts_total", "Inference workers restarted after dying.")?;
+        let workers_alive =
+            IntGauge::new("aft_workers_alive", "Inference workers loaded and serving.")?;
+        let worker_restarts = IntCounter::new(
+            "aft_worker_restarts_total",
+            "Inference workers restarted after dying.",
+        )?;
 
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
@@ -101,7 +126,9 @@ impl Metrics {
     }
 
     pub fn set_model_info(&self, model: &str, variant: &str, device: &str, version: &str) {
-        self.model_info.with_label_values(&[model, variant, device, version]).set(1);
+        self.model_info
+            .with_label_values(&[model, variant, device, version])
+            .set(1);
     }
 
     /// The Prometheus text exposition of every metric.

@@ -70,7 +70,14 @@ impl Service {
         metrics: Arc<Metrics>,
         max_client_batch_size: usize,
     ) -> Self {
-        Self { model_name, bundle, tokenizers, infer, metrics, max_client_batch_size }
+        Self {
+            model_name,
+            bundle,
+            tokenizers,
+            infer,
+            metrics,
+            max_client_batch_size,
+        }
     }
 
     pub fn infer(&self) -> &Arc<Infer> {
@@ -85,7 +92,11 @@ impl Service {
         self.bundle.manifest.labels()
     }
 
-    pub async fn embed(&self, inputs: Vec<Input>, options: EmbedOptions) -> Result<Embeddings, ApiError> {
+    pub async fn embed(
+        &self,
+        inputs: Vec<Input>,
+        options: EmbedOptions,
+    ) -> Result<Embeddings, ApiError> {
         let full = self.embedding_dim();
         let dimensions = match options.dimensions {
             None => full,
@@ -111,10 +122,20 @@ impl Service {
                 v
             })
             .collect();
-        Ok(Embeddings { vectors, dimensions, usage, timing })
+        Ok(Embeddings {
+            vectors,
+            dimensions,
+            usage,
+            timing,
+        })
     }
 
-    pub async fn classify(&self, inputs: Vec<Input>, top_k: usize, truncate: bool) -> Result<Classifications, ApiError> {
+    pub async fn classify(
+        &self,
+        inputs: Vec<Input>,
+        top_k: usize,
+        truncate: bool,
+    ) -> Result<Classifications, ApiError> {
         let labels = self.labels();
         if labels.is_empty() {
             return Err(ApiError::NoClassifier(self.model_name.clone()));
@@ -129,36 +150,62 @@ impl Service {
             .iter()
             .map(|o| top_k_softmax(&o.logits, labels, top_k))
             .collect();
-        Ok(Classifications { results, usage, timing })
+        Ok(Classifications {
+            results,
+            usage,
+            timing,
+        })
     }
 
     /// Checks the input count, tokenizes, and runs the model.
-    async fn run(&self, inputs: Vec<Input>, truncate: bool) -> Result<(Inference, Usage), ApiError> {
+    async fn run(
+        &self,
+        inputs: Vec<Input>,
+        truncate: bool,
+    ) -> Result<(Inference, Usage), ApiError> {
         if inputs.is_empty() {
             return Err(ApiError::invalid("inputs", "inputs must not be empty"));
         }
         if inputs.len() > self.max_client_batch_size {
-            return Err(ApiError::TooManyInputs { count: inputs.len(), limit: self.max_client_batch_size });
+            return Err(ApiError::TooManyInputs {
+                count: inputs.len(),
+                limit: self.max_client_batch_size,
+            });
         }
         let count = inputs.len();
         let started = Instant::now();
         let tokenized = self.tokenizers.encode_all(inputs, truncate).await?;
-        self.metrics.tokenization_duration.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .tokenization_duration
+            .observe(started.elapsed().as_secs_f64());
         let tokens = tokenized.total_tokens;
         let inference = self.infer.run(tokenized.ids).await?;
         self.metrics.inputs.inc_by(count as u64);
         self.metrics.prompt_tokens.inc_by(tokens as u64);
-        Ok((inference, Usage { prompt_tokens: tokens, total_tokens: tokens }))
+        Ok((
+            inference,
+            Usage {
+                prompt_tokens: tokens,
+                total_tokens: tokens,
+            },
+        ))
     }
 }
 
 fn timing(inference: &Inference) -> Timing {
-    Timing { queue: inference.queue_time, inference: inference.inference_time }
+    Timing {
+        queue: inference.queue_time,
+        inference: inference.inference_time,
+    }
 }
 
 /// Scales `v` to unit length (left as is when it is all zeros).
 pub fn l2_normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
+    let norm = v
+        .iter()
+        .map(|x| f64::from(*x) * f64::from(*x))
+        .sum::<f64>()
+        .sqrt();
     if norm > 0.0 {
         for x in v.iter_mut() {
             *x = (f64::from(*x) / norm) as f32;
@@ -174,7 +221,10 @@ pub fn top_k_softmax(logits: &[f32], labels: &[String], k: usize) -> Vec<LabelSc
     let mut scored: Vec<LabelScore> = labels
         .iter()
         .zip(&exps)
-        .map(|(label, e)| LabelScore { label: label.clone(), score: (e / sum) as f32 })
+        .map(|(label, e)| LabelScore {
+            label: label.clone(),
+            score: (e / sum) as f32,
+        })
         .collect();
     scored.sort_by(|a, b| b.score.total_cmp(&a.score));
     scored.truncate(k);
@@ -199,7 +249,10 @@ mod tests {
     fn softmax_top_k_is_sorted_and_sums_to_one() {
         let labels: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
         let all = top_k_softmax(&[1.0, 3.0, 2.0], &labels, 10);
-        assert_eq!(all.iter().map(|s| s.label.as_str()).collect::<Vec<_>>(), vec!["b", "c", "a"]);
+        assert_eq!(
+            all.iter().map(|s| s.label.as_str()).collect::<Vec<_>>(),
+            vec!["b", "c", "a"]
+        );
         let total: f32 = all.iter().map(|s| s.score).sum();
         assert!((total - 1.0).abs() < 1e-6);
         let expected_b = 3f64.exp() / (1f64.exp() + 2f64.exp() + 3f64.exp());

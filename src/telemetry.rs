@@ -16,7 +16,11 @@ pub fn init(format: LogFormat, filter: &str) -> anyhow::Result<()> {
         .with_ansi(std::io::stdout().is_terminal());
     let result = match format {
         LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
     };
     result.map_err(|e| anyhow::anyhow!("could not install the log subscriber: {e}"))
 }

@@ -19,11 +19,20 @@ pub enum Input {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TokenizeError {
     #[error("inputs[{index}] has {tokens} tokens, more than the limit of {limit}")]
-    TooLong { index: usize, tokens: usize, limit: usize },
+    TooLong {
+        index: usize,
+        tokens: usize,
+        limit: usize,
+    },
     #[error("inputs[{index}] is empty")]
     Empty { index: usize },
     #[error("inputs[{index}][{position}] = {id} is outside the vocabulary (0..{vocab_size})")]
-    TokenIdOutOfRange { index: usize, position: usize, id: i64, vocab_size: usize },
+    TokenIdOutOfRange {
+        index: usize,
+        position: usize,
+        id: i64,
+        vocab_size: usize,
+    },
     #[error("{0}")]
     Tokenizer(String),
     #[error("the tokenizer pool is closed")]
@@ -71,7 +80,12 @@ impl TextTokenizer {
             }))
             .map_err(|e| TokenizeError::Tokenizer(e.to_string()))?;
         let vocab_size = vocab_size.unwrap_or_else(|| full.get_vocab_size(true));
-        Ok(Self { truncating, full, max_len, vocab_size })
+        Ok(Self {
+            truncating,
+            full,
+            max_len,
+            vocab_size,
+        })
     }
 
     pub fn max_len(&self) -> usize {
@@ -83,19 +97,32 @@ impl TextTokenizer {
     }
 
     /// Token ids for one input; `index` is its position in the request, for error messages.
-    pub fn encode(&self, index: usize, input: &Input, truncate: bool) -> Result<Vec<u32>, TokenizeError> {
+    pub fn encode(
+        &self,
+        index: usize,
+        input: &Input,
+        truncate: bool,
+    ) -> Result<Vec<u32>, TokenizeError> {
         match input {
             Input::Text(text) => {
                 if text.is_empty() {
                     return Err(TokenizeError::Empty { index });
                 }
-                let tokenizer = if truncate { &self.truncating } else { &self.full };
+                let tokenizer = if truncate {
+                    &self.truncating
+                } else {
+                    &self.full
+                };
                 let encoding = tokenizer
                     .encode_fast(text.as_str(), true)
                     .map_err(|e| TokenizeError::Tokenizer(e.to_string()))?;
                 let ids = encoding.get_ids();
                 if ids.len() > self.max_len {
-                    return Err(TokenizeError::TooLong { index, tokens: ids.len(), limit: self.max_len });
+                    return Err(TokenizeError::TooLong {
+                        index,
+                        tokens: ids.len(),
+                        limit: self.max_len,
+                    });
                 }
                 if ids.is_empty() {
                     return Err(TokenizeError::Empty { index });
@@ -107,7 +134,11 @@ impl TextTokenizer {
                     return Err(TokenizeError::Empty { index });
                 }
                 if ids.len() > self.max_len && !truncate {
-                    return Err(TokenizeError::TooLong { index, tokens: ids.len(), limit: self.max_len });
+                    return Err(TokenizeError::TooLong {
+                        index,
+                        tokens: ids.len(),
+                        limit: self.max_len,
+                    });
                 }
                 ids.iter()
                     .take(self.max_len)
@@ -149,19 +180,33 @@ impl TokenizerPool {
     /// `threads == 0` uses one thread per CPU.
     pub fn new(tokenizer: TextTokenizer, threads: usize) -> Self {
         let threads = if threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         } else {
             threads
         };
-        Self { tokenizer: Arc::new(tokenizer), permits: Arc::new(Semaphore::new(threads)) }
+        Self {
+            tokenizer: Arc::new(tokenizer),
+            permits: Arc::new(Semaphore::new(threads)),
+        }
     }
 
     pub fn tokenizer(&self) -> &TextTokenizer {
         &self.tokenizer
     }
 
-    pub async fn encode_all(&self, inputs: Vec<Input>, truncate: bool) -> Result<Tokenized, TokenizeError> {
-        let permit = self.permits.clone().acquire_owned().await.map_err(|_| TokenizeError::Closed)?;
+    pub async fn encode_all(
+        &self,
+        inputs: Vec<Input>,
+        truncate: bool,
+    ) -> Result<Tokenized, TokenizeError> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| TokenizeError::Closed)?;
         let tokenizer = self.tokenizer.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;

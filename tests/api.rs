@@ -17,15 +17,25 @@ async fn embeddings_equal_the_python_eager_model() {
     let reference = reference(&tiny(), &texts);
 
     // Raw (unnormalised) embeddings against the reference.
-    let (status, body) = server.post("/v1/embed", &json!({"inputs": texts, "normalize": false})).await;
+    let (status, body) = server
+        .post("/v1/embed", &json!({"inputs": texts, "normalize": false}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["model"], "tiny-aft");
     assert_eq!(body["dimensions"], 32);
-    let got: Vec<Vec<f32>> = body["embeddings"].as_array().unwrap().iter().map(as_vec).collect();
+    let got: Vec<Vec<f32>> = body["embeddings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(as_vec)
+        .collect();
     assert_eq!(got.len(), texts.len());
     for (i, (g, r)) in got.iter().zip(&reference.embeddings).enumerate() {
         let err = relative_error(g, r);
-        assert!(err <= 1e-4, "text {i} differs from the eager model by {err:e}");
+        assert!(
+            err <= 1e-4,
+            "text {i} differs from the eager model by {err:e}"
+        );
     }
     // Usage counts the tokens the model saw (the long text truncated to 128).
     let tokens: usize = reference.token_counts.iter().sum();
@@ -36,12 +46,19 @@ async fn embeddings_equal_the_python_eager_model() {
     // Normalised by default (the manifest says normalize: true).
     let (status, body) = server.post("/v1/embed", &json!({"inputs": texts})).await;
     assert_eq!(status, 200);
-    for (g, r) in body["embeddings"].as_array().unwrap().iter().zip(&reference.embeddings) {
+    for (g, r) in body["embeddings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&reference.embeddings)
+    {
         assert!(relative_error(&as_vec(g), &normalized(r)) <= 1e-4);
     }
 
     // `dimensions` keeps the leading components, then normalises.
-    let (status, body) = server.post("/v1/embed", &json!({"inputs": texts[0], "dimensions": 8})).await;
+    let (status, body) = server
+        .post("/v1/embed", &json!({"inputs": texts[0], "dimensions": 8}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["dimensions"], 8);
     let v = as_vec(&body["embeddings"][0]);
@@ -49,17 +66,33 @@ async fn embeddings_equal_the_python_eager_model() {
 
     // Over-long input with truncate=false: 422 naming the count and the limit.
     let long = texts.last().unwrap();
-    let (status, body) = server.post("/v1/embed", &json!({"inputs": ["ok", long], "truncate": false})).await;
+    let (status, body) = server
+        .post(
+            "/v1/embed",
+            &json!({"inputs": ["ok", long], "truncate": false}),
+        )
+        .await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(assert_error_shape(&body), "input_too_long");
     let message = body["error"]["message"].as_str().unwrap();
     let full = TextTokenizer::from_file(&tiny().join("tokenizer.json"), 100_000, None).unwrap();
-    let count = full.encode(0, &Input::Text(long.clone()), false).unwrap().len();
-    assert!(message.contains(&format!("{count} tokens")) && message.contains("128"), "{message}");
+    let count = full
+        .encode(0, &Input::Text(long.clone()), false)
+        .unwrap()
+        .len();
+    assert!(
+        message.contains(&format!("{count} tokens")) && message.contains("128"),
+        "{message}"
+    );
     assert_eq!(body["error"]["param"], "inputs[1]");
 
     // The OpenAI route gives the same vectors, as floats and as base64.
-    let (status, body) = server.post("/v1/embeddings", &json!({"input": texts, "model": "tiny-aft"})).await;
+    let (status, body) = server
+        .post(
+            "/v1/embeddings",
+            &json!({"input": texts, "model": "tiny-aft"}),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["object"], "list");
     assert_eq!(body["model"], "tiny-aft");
@@ -67,51 +100,101 @@ async fn embeddings_equal_the_python_eager_model() {
     for (i, item) in body["data"].as_array().unwrap().iter().enumerate() {
         assert_eq!(item["object"], "embedding");
         assert_eq!(item["index"], i);
-        assert!(relative_error(&as_vec(&item["embedding"]), &normalized(&reference.embeddings[i])) <= 1e-4);
+        assert!(
+            relative_error(
+                &as_vec(&item["embedding"]),
+                &normalized(&reference.embeddings[i])
+            ) <= 1e-4
+        );
     }
-    let (status, body) =
-        server.post("/v1/embeddings", &json!({"input": texts[1], "encoding_format": "base64"})).await;
+    let (status, body) = server
+        .post(
+            "/v1/embeddings",
+            &json!({"input": texts[1], "encoding_format": "base64"}),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
-    let bytes = base64::engine::general_purpose::STANDARD.decode(body["data"][0]["embedding"].as_str().unwrap()).unwrap();
-    let decoded: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(body["data"][0]["embedding"].as_str().unwrap())
+        .unwrap();
+    let decoded: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     assert!(relative_error(&decoded, &normalized(&reference.embeddings[1])) <= 1e-4);
 
     // Pre-tokenized input: the text's own token ids give the text's embedding.
     let tokenizer = TextTokenizer::from_file(&tiny().join("tokenizer.json"), 128, None).unwrap();
-    let ids: Vec<Vec<u32>> =
-        texts[..3].iter().map(|t| tokenizer.encode(0, &Input::Text(t.clone()), true).unwrap()).collect();
+    let ids: Vec<Vec<u32>> = texts[..3]
+        .iter()
+        .map(|t| tokenizer.encode(0, &Input::Text(t.clone()), true).unwrap())
+        .collect();
     let (status, body) = server.post("/v1/embeddings", &json!({"input": ids})).await;
     assert_eq!(status, 200, "{body}");
     for (i, item) in body["data"].as_array().unwrap().iter().enumerate() {
-        assert!(relative_error(&as_vec(&item["embedding"]), &normalized(&reference.embeddings[i])) <= 1e-4);
+        assert!(
+            relative_error(
+                &as_vec(&item["embedding"]),
+                &normalized(&reference.embeddings[i])
+            ) <= 1e-4
+        );
     }
-    let (status, body) = server.post("/v1/embeddings", &json!({"input": ids[0]})).await;
+    let (status, body) = server
+        .post("/v1/embeddings", &json!({"input": ids[0]}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]
 async fn a_text_embeds_the_same_alone_and_beside_much_longer_texts() {
-    let server = Server::start(&["--max-batch-tokens", "2048", "--max-batch-size", "16", "--intra-op-threads", "1"]).await;
+    let server = Server::start(&[
+        "--max-batch-tokens",
+        "2048",
+        "--max-batch-size",
+        "16",
+        "--intra-op-threads",
+        "1",
+    ])
+    .await;
     let short = "a kitten rested on the rug";
     let long = "a much longer text that fills the whole context window of the model ".repeat(12);
-    let (status, alone) = server.post("/v1/embed", &json!({"inputs": short, "normalize": false})).await;
+    let (status, alone) = server
+        .post("/v1/embed", &json!({"inputs": short, "normalize": false}))
+        .await;
     assert_eq!(status, 200);
     let alone = as_vec(&alone["embeddings"][0]);
     // First in the request, so it anchors a batch that the long texts then join: the short text
     // runs padded to 128 tokens beside them.
     let mut inputs = vec![short.to_string()];
     inputs.extend((0..7).map(|i| format!("{i} {long}")));
-    let (status, body) = server.post("/v1/embed", &json!({"inputs": inputs, "normalize": false})).await;
+    let (status, body) = server
+        .post("/v1/embed", &json!({"inputs": inputs, "normalize": false}))
+        .await;
     assert_eq!(status, 200);
     let beside = as_vec(&body["embeddings"][0]);
     let d = max_abs_diff(&beside, &alone);
-    assert!(d <= 1e-5, "the text beside long ones differs from the text alone by {d:e}");
+    assert!(
+        d <= 1e-5,
+        "the text beside long ones differs from the text alone by {d:e}"
+    );
     // And it did share the batch: two batches in all (alone, then 8 x 128 padded tokens).
     let metrics = server.metrics().await;
-    assert_eq!(metric_value(&metrics, "aft_batch_size_count"), 2.0, "{metrics}");
-    assert_eq!(metric_value(&metrics, r#"aft_batch_size_bucket{le="8"}"#), 2.0, "{metrics}");
-    assert_eq!(metric_value(&metrics, r#"aft_batch_tokens_bucket{le="512"}"#), 1.0, "{metrics}");
+    assert_eq!(
+        metric_value(&metrics, "aft_batch_size_count"),
+        2.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(&metrics, r#"aft_batch_size_bucket{le="8"}"#),
+        2.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(&metrics, r#"aft_batch_tokens_bucket{le="512"}"#),
+        1.0,
+        "{metrics}"
+    );
     // The eager model agrees with both.
     let reference = reference(&tiny(), &[short.to_string()]);
     assert!(relative_error(&beside, &reference.embeddings[0]) <= 1e-4);
@@ -121,7 +204,12 @@ async fn a_text_embeds_the_same_alone_and_beside_much_longer_texts() {
 async fn sixty_four_concurrent_clients_get_their_own_answers() {
     let server = Server::start(FAST).await;
     let texts: Vec<String> = (0..64)
-        .map(|i| format!("client number {i} asks about {} things", "many ".repeat(i % 13)))
+        .map(|i| {
+            format!(
+                "client number {i} asks about {} things",
+                "many ".repeat(i % 13)
+            )
+        })
         .collect();
     let reference = reference(&tiny(), &texts);
     let base = server.base.clone();
@@ -146,11 +234,20 @@ async fn sixty_four_concurrent_clients_get_their_own_answers() {
     for (i, task) in tasks.into_iter().enumerate() {
         let got = task.await.unwrap();
         let err = relative_error(&got, &reference.embeddings[i]);
-        assert!(err <= 1e-4, "client {i} got someone else's answer or a wrong one ({err:e})");
+        assert!(
+            err <= 1e-4,
+            "client {i} got someone else's answer or a wrong one ({err:e})"
+        );
     }
     let metrics = server.metrics().await;
     assert_eq!(metric_value(&metrics, "aft_inputs_total"), 64.0);
-    assert_eq!(metric_value(&metrics, r#"aft_requests_total{route="/v1/embed",status="200"}"#), 64.0);
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"aft_requests_total{route="/v1/embed",status="200"}"#
+        ),
+        64.0
+    );
 }
 
 #[tokio::test]
@@ -162,7 +259,10 @@ async fn routes_headers_and_metrics() {
         let (status, body) = server.get(path).await;
         assert_eq!((status, body), (200, json!({"status": "ready"})), "{path}");
     }
-    assert_eq!(server.get("/health/live").await, (200, json!({"status": "ok"})));
+    assert_eq!(
+        server.get("/health/live").await,
+        (200, json!({"status": "ok"}))
+    );
 
     let (status, models) = server.get("/v1/models").await;
     assert_eq!(status, 200);
@@ -185,13 +285,27 @@ async fn routes_headers_and_metrics() {
     let (status, doc) = server.get("/openapi.json").await;
     assert_eq!(status, 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for path in ["/v1/embed", "/v1/embeddings", "/v1/classify", "/v1/models", "/info", "/health/ready", "/metrics"] {
-        assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
+    for path in [
+        "/v1/embed",
+        "/v1/embeddings",
+        "/v1/classify",
+        "/v1/models",
+        "/info",
+        "/health/ready",
+        "/metrics",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
     }
     assert!(doc["components"]["schemas"].get("EmbedRequest").is_some());
     let docs = client.get(server.url("/docs")).send().await.unwrap();
     assert_eq!(docs.status(), 200);
-    assert!(docs.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(docs.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
     assert!(docs.text().await.unwrap().contains("/v1/embeddings"));
 
     // Request ids: echoed when sent, generated otherwise; timing headers in milliseconds.
@@ -224,7 +338,10 @@ async fn routes_headers_and_metrics() {
     assert_eq!(assert_error_shape(&body), "not_found");
     let r = client.get(server.url("/v1/embed")).send().await.unwrap();
     assert_eq!(r.status(), 405);
-    assert_eq!(assert_error_shape(&r.json().await.unwrap()), "method_not_allowed");
+    assert_eq!(
+        assert_error_shape(&r.json().await.unwrap()),
+        "method_not_allowed"
+    );
     let (status, body) = server.post("/health", &json!({})).await;
     assert_eq!(status, 405);
     assert_error_shape(&body);
@@ -248,33 +365,67 @@ async fn routes_headers_and_metrics() {
         assert!(metrics.contains(name), "{name} missing:\n{metrics}");
     }
     assert_eq!(
-        metric_value(&metrics, r#"aft_model_info{device="cpu",model="tiny-aft",variant="local",version="0.1.0"}"#),
+        metric_value(
+            &metrics,
+            r#"aft_model_info{device="cpu",model="tiny-aft",variant="local",version="0.1.0"}"#
+        ),
         1.0
     );
-    assert_eq!(metric_value(&metrics, r#"aft_requests_total{route="/v1/embed",status="200"}"#), 1.0);
-    assert_eq!(metric_value(&metrics, r#"aft_requests_total{route="unmatched",status="404"}"#), 2.0);
-    assert_eq!(metric_value(&metrics, r#"aft_requests_total{route="/v1/embed",status="405"}"#), 1.0);
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"aft_requests_total{route="/v1/embed",status="200"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"aft_requests_total{route="unmatched",status="404"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"aft_requests_total{route="/v1/embed",status="405"}"#
+        ),
+        1.0
+    );
     assert_eq!(metric_value(&metrics, "aft_workers_alive"), 1.0);
     assert_eq!(metric_value(&metrics, "aft_inputs_total"), 2.0);
     assert_eq!(metric_value(&metrics, "aft_queue_depth"), 0.0);
-    assert!(!metrics.contains("/v2/whatever"), "raw paths must not become labels");
+    assert!(
+        !metrics.contains("/v2/whatever"),
+        "raw paths must not become labels"
+    );
 }
 
 #[tokio::test]
 async fn classify_returns_softmax_top_k_and_needs_a_head() {
     // Without a head: a clear 400.
     let plain = Server::start(FAST).await;
-    let (status, body) = plain.post("/v1/classify", &json!({"inputs": "a cat"})).await;
+    let (status, body) = plain
+        .post("/v1/classify", &json!({"inputs": "a cat"}))
+        .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(assert_error_shape(&body), "no_classifier");
     drop(plain);
 
-    let labels = ["noun.animal", "noun.artifact", "noun.food", "noun.person", "noun.plant"];
+    let labels = [
+        "noun.animal",
+        "noun.artifact",
+        "noun.food",
+        "noun.person",
+        "noun.plant",
+    ];
     let bundle = tiny_with_head(&labels);
     let server = Server::start_bundle(&bundle, FAST).await;
     let texts = sample_texts();
     let reference = reference(&bundle, &texts);
-    let (status, body) = server.post("/v1/classify", &json!({"inputs": texts, "top_k": 3})).await;
+    let (status, body) = server
+        .post("/v1/classify", &json!({"inputs": texts, "top_k": 3}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["model"], "tiny-head");
     let results = body["results"].as_array().unwrap();
@@ -291,19 +442,30 @@ async fn classify_returns_softmax_top_k_and_needs_a_head() {
         for (got, (label, p)) in result.iter().zip(&expected) {
             assert_eq!(got["label"], labels[*label], "text {i}");
             let score = got["score"].as_f64().unwrap();
-            assert!((score - p).abs() <= 1e-4 * p.max(1e-3), "text {i}: {score} vs {p}");
+            assert!(
+                (score - p).abs() <= 1e-4 * p.max(1e-3),
+                "text {i}: {score} vs {p}"
+            );
         }
     }
     // top_k defaults to 1 and is capped at the number of labels.
-    let (_, body) = server.post("/v1/classify", &json!({"inputs": "a cat"})).await;
+    let (_, body) = server
+        .post("/v1/classify", &json!({"inputs": "a cat"}))
+        .await;
     assert_eq!(body["results"][0].as_array().unwrap().len(), 1);
-    let (_, body) = server.post("/v1/classify", &json!({"inputs": ["a cat"], "top_k": 50})).await;
+    let (_, body) = server
+        .post("/v1/classify", &json!({"inputs": ["a cat"], "top_k": 50}))
+        .await;
     let all = body["results"][0].as_array().unwrap();
     assert_eq!(all.len(), labels.len());
     let total: f64 = all.iter().map(|s| s["score"].as_f64().unwrap()).sum();
     assert!((total - 1.0).abs() < 1e-5);
-    assert!(all.windows(2).all(|w| w[0]["score"].as_f64() >= w[1]["score"].as_f64()));
-    let (status, body) = server.post("/v1/classify", &json!({"inputs": "a cat", "top_k": 0})).await;
+    assert!(all
+        .windows(2)
+        .all(|w| w[0]["score"].as_f64() >= w[1]["score"].as_f64()));
+    let (status, body) = server
+        .post("/v1/classify", &json!({"inputs": "a cat", "top_k": 0}))
+        .await;
     assert_eq!(status, 422);
     assert_eq!(assert_error_shape(&body), "invalid_input");
     let (_, info) = server.get("/info").await;
@@ -316,18 +478,36 @@ async fn an_inference_failure_answers_500_and_the_service_keeps_serving() {
     let bundle = faulty_bundle();
     let server = Server::start_bundle(&bundle, FAST).await;
     // Token id 1000 makes this model raise inside forward().
-    let (status, body) = server.post("/v1/embeddings", &json!({"input": [[101, 1000, 102]]})).await;
+    let (status, body) = server
+        .post("/v1/embeddings", &json!({"input": [[101, 1000, 102]]}))
+        .await;
     assert_eq!(status, 500, "{body}");
     assert_eq!(assert_error_shape(&body), "inference_failed");
-    assert!(body["error"]["message"].as_str().unwrap().contains("injected failure"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("injected failure"),
+        "{body}"
+    );
     // A request sharing nothing with the failing batch is fine, and the worker was not restarted.
-    let (status, _) = server.post("/v1/embeddings", &json!({"input": [[101, 2000, 102]]})).await;
+    let (status, _) = server
+        .post("/v1/embeddings", &json!({"input": [[101, 2000, 102]]}))
+        .await;
     assert_eq!(status, 200);
-    let (status, _) = server.post("/v1/embed", &json!({"inputs": "still serving"})).await;
+    let (status, _) = server
+        .post("/v1/embed", &json!({"inputs": "still serving"}))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(server.get("/health/ready").await.0, 200);
     let metrics = server.metrics().await;
-    assert_eq!(metric_value(&metrics, r#"aft_requests_total{route="/v1/embeddings",status="500"}"#), 1.0);
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"aft_requests_total{route="/v1/embeddings",status="500"}"#
+        ),
+        1.0
+    );
     assert_eq!(metric_value(&metrics, "aft_worker_restarts_total"), 0.0);
     let _ = std::fs::remove_dir_all(&bundle);
 }
@@ -359,4 +539,3 @@ m["name"] = "faulty"
     run_python(code, &[tiny().to_str().unwrap(), out.to_str().unwrap()]);
     out
 }
-

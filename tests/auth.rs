@@ -11,14 +11,29 @@ async fn api_keys_guard_every_route_but_health_and_metrics() {
     let key_file = dir.join("keys.txt");
     std::fs::write(&key_file, "# ops key\nkey-from-file-7f3a\n").unwrap();
     let mut args = FAST.to_vec();
-    args.extend(["--api-key", "key-from-flag-91bc", "--cors-allow-origin", "https://app.example"]);
+    args.extend([
+        "--api-key",
+        "key-from-flag-91bc",
+        "--cors-allow-origin",
+        "https://app.example",
+    ]);
     // (FAST has no --api-key or CORS flags, so nothing is given twice.)
-    let server = Server::spawn(&tiny(), &args, &[("AFT_API_KEY_FILE", key_file.to_str().unwrap())]);
+    let server = Server::spawn(
+        &tiny(),
+        &args,
+        &[("AFT_API_KEY_FILE", key_file.to_str().unwrap())],
+    );
     server.wait_ready().await;
     let client = reqwest::Client::new();
     let body = json!({"inputs": "hello"});
 
-    for auth in [None, Some("Bearer wrong-key"), Some("Basic a2V5"), Some("Bearer "), Some("key-from-flag-91bc")] {
+    for auth in [
+        None,
+        Some("Bearer wrong-key"),
+        Some("Basic a2V5"),
+        Some("Bearer "),
+        Some("key-from-flag-91bc"),
+    ] {
         let mut req = client.post(server.url("/v1/embed")).json(&body);
         if let Some(auth) = auth {
             req = req.header("authorization", auth);
@@ -44,13 +59,31 @@ async fn api_keys_guard_every_route_but_health_and_metrics() {
         }
     }
     for path in ["/v1/models", "/info", "/openapi.json", "/docs"] {
-        assert_eq!(client.get(server.url(path)).send().await.unwrap().status(), 401, "{path}");
+        assert_eq!(
+            client.get(server.url(path)).send().await.unwrap().status(),
+            401,
+            "{path}"
+        );
     }
     for path in ["/v1/embeddings", "/v1/classify"] {
-        assert_eq!(client.post(server.url(path)).json(&body).send().await.unwrap().status(), 401, "{path}");
+        assert_eq!(
+            client
+                .post(server.url(path))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            401,
+            "{path}"
+        );
     }
     for path in ["/health", "/health/live", "/health/ready", "/metrics"] {
-        assert_eq!(client.get(server.url(path)).send().await.unwrap().status(), 200, "{path}");
+        assert_eq!(
+            client.get(server.url(path)).send().await.unwrap().status(),
+            200,
+            "{path}"
+        );
     }
 
     // CORS: a preflight from the allowed origin passes without a key; others get no grant.
@@ -59,12 +92,18 @@ async fn api_keys_guard_every_route_but_health_and_metrics() {
             .request(reqwest::Method::OPTIONS, server.url("/v1/embed"))
             .header("origin", origin)
             .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "authorization,content-type")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
             .send()
     };
     let r = preflight("https://app.example").await.unwrap();
     assert!(r.status().is_success(), "{}", r.status());
-    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example");
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
     let r = preflight("https://evil.example").await.unwrap();
     assert!(!r.headers().contains_key("access-control-allow-origin"));
 

@@ -10,8 +10,16 @@ use serde_json::json;
 #[tokio::test]
 async fn a_full_queue_answers_429_with_retry_after_at_once() {
     let server = Server::start(&[
-        "--max-queue-size", "8", "--max-client-batch-size", "8", "--max-batch-size", "1",
-        "--max-batch-tokens", "128", "--intra-op-threads", "1",
+        "--max-queue-size",
+        "8",
+        "--max-client-batch-size",
+        "8",
+        "--max-batch-size",
+        "1",
+        "--max-batch-tokens",
+        "128",
+        "--intra-op-threads",
+        "1",
     ])
     .await;
     let long = "a long text that fills the window ".repeat(30);
@@ -22,9 +30,17 @@ async fn a_full_queue_answers_429_with_retry_after_at_once() {
             let (url, text) = (url.clone(), format!("{i} {long}"));
             tokio::spawn(async move {
                 let started = std::time::Instant::now();
-                let r = reqwest::Client::new().post(url).json(&json!({"inputs": vec![text; 8]})).send().await.unwrap();
+                let r = reqwest::Client::new()
+                    .post(url)
+                    .json(&json!({"inputs": vec![text; 8]}))
+                    .send()
+                    .await
+                    .unwrap();
                 let status = r.status().as_u16();
-                let retry_after = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+                let retry_after = r
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_owned());
                 let body: serde_json::Value = r.json().await.unwrap();
                 (status, retry_after, body, started.elapsed())
             })
@@ -50,7 +66,13 @@ async fn a_full_queue_answers_429_with_retry_after_at_once() {
     }
     assert!(ok >= 1 && refused >= 1, "ok {ok}, refused {refused}");
     let metrics = server.metrics().await;
-    assert_eq!(metric_value(&metrics, r#"aft_requests_total{route="/v1/embed",status="429"}"#), refused as f64);
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"aft_requests_total{route="/v1/embed",status="429"}"#
+        ),
+        refused as f64
+    );
     assert_eq!(metric_value(&metrics, "aft_queue_depth"), 0.0);
     // Refused requests cost no inference.
     assert_eq!(metric_value(&metrics, "aft_inputs_total"), (ok * 8) as f64);
@@ -59,8 +81,14 @@ async fn a_full_queue_answers_429_with_retry_after_at_once() {
 #[tokio::test]
 async fn a_slow_request_times_out_with_504_and_its_work_is_dropped() {
     let server = Server::start(&[
-        "--request-timeout", "30ms", "--max-batch-size", "1", "--max-batch-tokens", "128",
-        "--intra-op-threads", "1",
+        "--request-timeout",
+        "30ms",
+        "--max-batch-size",
+        "1",
+        "--max-batch-tokens",
+        "128",
+        "--intra-op-threads",
+        "1",
     ])
     .await;
     let long = "a long text that fills the window ".repeat(30);
@@ -83,8 +111,17 @@ async fn a_slow_request_times_out_with_504_and_its_work_is_dropped() {
     }
     assert_eq!(metric_value(&metrics, "aft_queue_depth"), 0.0);
     let batches = metric_value(&metrics, "aft_batch_size_count");
-    assert!(batches < 150.0, "{batches} of 300 abandoned inputs were still run");
-    assert_eq!(metric_value(&metrics, r#"aft_requests_total{route="/v1/embed",status="504"}"#), 1.0);
+    assert!(
+        batches < 150.0,
+        "{batches} of 300 abandoned inputs were still run"
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"aft_requests_total{route="/v1/embed",status="504"}"#
+        ),
+        1.0
+    );
 }
 
 /// Runs the binary to completion and returns (exit code, stderr + stdout).
@@ -94,7 +131,11 @@ fn run_to_exit(args: &[&str]) -> (i32, String) {
         .args(args)
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -106,14 +147,18 @@ fn cuda_on_a_machine_without_it_fails_with_one_clear_error() {
     }
     let tiny = tiny();
     for device in ["cuda", "cuda:1"] {
-        let (code, text) = run_to_exit(&["--model-dir", tiny.to_str().unwrap(), "--device", device]);
+        let (code, text) =
+            run_to_exit(&["--model-dir", tiny.to_str().unwrap(), "--device", device]);
         assert_eq!(code, 1, "{text}");
         assert!(text.contains("CUDA is not available"), "{text}");
         assert!(text.contains(&format!("--device {device}")), "{text}");
     }
     let (code, text) = run_to_exit(&["--model-dir", tiny.to_str().unwrap(), "--device", "tpu"]);
     assert_eq!(code, 1);
-    assert!(text.contains("expected cpu, cuda, cuda:N or auto"), "{text}");
+    assert!(
+        text.contains("expected cpu, cuda, cuda:N or auto"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -123,19 +168,31 @@ fn a_bad_bundle_fails_naming_the_file_and_field() {
         std::fs::copy(tiny().join(f), dir.join(f)).unwrap();
     }
     let manifest_path = dir.join("manifest.json");
-    let original: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let original: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
     let check = |edit: &dyn Fn(&mut serde_json::Value), field: &str| {
         let mut m = original.clone();
         edit(&mut m);
         std::fs::write(&manifest_path, m.to_string()).unwrap();
         let (code, text) = run_to_exit(&["--model-dir", dir.to_str().unwrap()]);
         assert_eq!(code, 1, "{text}");
-        assert!(text.contains("manifest.json") && text.contains(&format!("`{field}`")), "{field}: {text}");
+        assert!(
+            text.contains("manifest.json") && text.contains(&format!("`{field}`")),
+            "{field}: {text}"
+        );
     };
-    check(&|m| m["files"]["model.pt"]["sha256"] = json!("0".repeat(64)), "files.model.pt.sha256");
+    check(
+        &|m| m["files"]["model.pt"]["sha256"] = json!("0".repeat(64)),
+        "files.model.pt.sha256",
+    );
     check(&|m| m["format_version"] = json!(7), "format_version");
     check(&|m| m["dtype"] = json!("int4"), "dtype");
-    check(&|m| { m.as_object_mut().unwrap().remove("max_seq_len"); }, "max_seq_len");
+    check(
+        &|m| {
+            m.as_object_mut().unwrap().remove("max_seq_len");
+        },
+        "max_seq_len",
+    );
     let (code, text) = run_to_exit(&["--model-dir", "/nonexistent/bundle"]);
     assert_eq!(code, 1);
     assert!(text.contains("/nonexistent/bundle/manifest.json"), "{text}");
@@ -145,7 +202,12 @@ fn a_bad_bundle_fails_naming_the_file_and_field() {
 #[test]
 fn inconsistent_options_are_refused() {
     let (code, text) = run_to_exit(&[
-        "--model-dir", tiny().to_str().unwrap(), "--max-queue-size", "4", "--max-client-batch-size", "8",
+        "--model-dir",
+        tiny().to_str().unwrap(),
+        "--max-queue-size",
+        "4",
+        "--max-client-batch-size",
+        "8",
     ]);
     assert_eq!(code, 1);
     assert!(text.contains("--max-client-batch-size"), "{text}");

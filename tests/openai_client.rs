@@ -44,34 +44,66 @@ async fn the_official_openai_client_works() {
     args.extend(["--api-key", "sk-test-123"]);
     let server = Server::start(&args).await;
     let base = server.base.clone();
-    let stdout = tokio::task::spawn_blocking(move || run_python(SCRIPT, &[&base, "sk-test-123"])).await.unwrap();
+    let stdout = tokio::task::spawn_blocking(move || run_python(SCRIPT, &[&base, "sk-test-123"]))
+        .await
+        .unwrap();
     let out: Value = serde_json::from_str(stdout.trim()).unwrap();
 
     let client = reqwest::Client::new();
     let embed = |inputs: Value, extra: Value| {
         let mut body = json!({"inputs": inputs});
-        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         client
             .post(server.url("/v1/embed"))
             .bearer_auth("sk-test-123")
             .json(&body)
             .send()
     };
-    let expected: Value = embed(json!(["a cat sat on the mat", "hello"]), json!({})).await.unwrap().json().await.unwrap();
+    let expected: Value = embed(json!(["a cat sat on the mat", "hello"]), json!({}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     for i in 0..2 {
         let got = as_vec(&out["default"][i]);
         let want = as_vec(&expected["embeddings"][i]);
-        assert!(max_abs_diff(&got, &want) <= 1e-6, "input {i}: base64 round trip differs");
+        assert!(
+            max_abs_diff(&got, &want) <= 1e-6,
+            "input {i}: base64 round trip differs"
+        );
     }
-    assert_eq!(out["usage"], expected["usage"]["prompt_tokens"].as_u64().map(|t| json!([t, t])).unwrap());
+    assert_eq!(
+        out["usage"],
+        expected["usage"]["prompt_tokens"]
+            .as_u64()
+            .map(|t| json!([t, t]))
+            .unwrap()
+    );
     assert_eq!(out["model"], "tiny-aft");
-    let dims: Value = embed(json!("hello"), json!({"dimensions": 8})).await.unwrap().json().await.unwrap();
+    let dims: Value = embed(json!("hello"), json!({"dimensions": 8}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(out["float_dims"].as_array().unwrap().len(), 8);
     assert!(max_abs_diff(&as_vec(&out["float_dims"]), &as_vec(&dims["embeddings"][0])) <= 1e-6);
     // [CLS] hello [SEP] as ids is the text "hello".
     assert!(max_abs_diff(&as_vec(&out["ids"]), &as_vec(&expected["embeddings"][1])) <= 1e-6);
     assert_eq!(out["models"], json!(["tiny-aft"]));
-    assert_eq!(out["errors"]["model"], json!([404, "model_not_found", "invalid_request_error"]));
-    assert_eq!(out["errors"]["empty"], json!([422, "invalid_input", "invalid_request_error"]));
-    assert_eq!(out["errors"]["auth"], json!([401, "invalid_api_key", "authentication_error"]));
+    assert_eq!(
+        out["errors"]["model"],
+        json!([404, "model_not_found", "invalid_request_error"])
+    );
+    assert_eq!(
+        out["errors"]["empty"],
+        json!([422, "invalid_input", "invalid_request_error"])
+    );
+    assert_eq!(
+        out["errors"]["auth"],
+        json!([401, "invalid_api_key", "authentication_error"])
+    );
 }

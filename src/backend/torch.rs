@@ -30,7 +30,9 @@ pub fn parse_device(spec: &str) -> Result<Device, BackendError> {
         } else {
             "this binary was built without CUDA support (rebuild with `--features cuda`)"
         };
-        return Err(BackendError(format!("--device {spec}: CUDA is not available: {why}")));
+        return Err(BackendError(format!(
+            "--device {spec}: CUDA is not available: {why}"
+        )));
     }
     let count = usize::try_from(tch::Cuda::device_count()).unwrap_or(0);
     if cuda_index >= count {
@@ -69,8 +71,12 @@ impl TorchBackend {
     /// Loads the bundle's `model.pt` onto `device`, float32, eval mode.
     pub fn load(bundle: &Bundle, device: Device) -> Result<Self, BackendError> {
         let path = bundle.model_path();
-        let mut module = CModule::load_on_device(&path, device)
-            .map_err(|e| BackendError(format!("{}: cannot load TorchScript module: {e}", path.display())))?;
+        let mut module = CModule::load_on_device(&path, device).map_err(|e| {
+            BackendError(format!(
+                "{}: cannot load TorchScript module: {e}",
+                path.display()
+            ))
+        })?;
         // Casts only floating-point parameters and buffers; token ids stay integers.
         module.to(device, Kind::Float, false);
         module.f_set_eval().map_err(err("eval mode"))?;
@@ -137,7 +143,11 @@ impl TorchBackend {
                     _ => return Err(BackendError("forward must return (Tensor, Tensor)".into())),
                 }
             }
-            _ => return Err(BackendError("forward must return a (embeddings, logits) tuple".into())),
+            _ => {
+                return Err(BackendError(
+                    "forward must return a (embeddings, logits) tuple".into(),
+                ))
+            }
         };
         let embeddings = to_host(&embeddings, batch, self.embedding_dim, "embeddings")?;
         let logits = to_host(&logits, batch, self.num_labels, "logits")?;
@@ -197,13 +207,24 @@ impl TorchFactory {
         let intra_op_threads = if intra_op_threads > 0 {
             intra_op_threads
         } else {
-            let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            let cpus = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
             (cpus / workers.max(1)).max(1)
         };
         // The largest batch the batcher can form: longest sequences, as many as the budget allows.
-        let seq_len = bundle.manifest.max_seq_len.min(limits.max_batch_tokens).max(1);
+        let seq_len = bundle
+            .manifest
+            .max_seq_len
+            .min(limits.max_batch_tokens)
+            .max(1);
         let batch = (limits.max_batch_tokens / seq_len).clamp(1, limits.max_batch_size.max(1));
-        Self { bundle, device, intra_op_threads, warm_up: (batch, seq_len) }
+        Self {
+            bundle,
+            device,
+            intra_op_threads,
+            warm_up: (batch, seq_len),
+        }
     }
 
     pub fn intra_op_threads(&self) -> usize {

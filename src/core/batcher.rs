@@ -39,7 +39,11 @@ pub struct Selection {
 /// both limits and no more than half of it would be padding.
 pub fn select_batch(lengths: &[usize], limits: BatchLimits) -> Selection {
     let Some(&anchor_len) = lengths.first() else {
-        return Selection { indices: Vec::new(), padded_tokens: 0, full: false };
+        return Selection {
+            indices: Vec::new(),
+            padded_tokens: 0,
+            full: false,
+        };
     };
     let mut candidates: Vec<usize> = (1..lengths.len()).collect();
     candidates.sort_by_key(|&i| (lengths[i].abs_diff(anchor_len), i));
@@ -63,7 +67,11 @@ pub fn select_batch(lengths: &[usize], limits: BatchLimits) -> Selection {
     let padded_tokens = indices.len() * longest;
     let full = indices.len() >= limits.max_batch_size
         || (indices.len() + 1) * longest > limits.max_batch_tokens;
-    Selection { indices, padded_tokens, full }
+    Selection {
+        indices,
+        padded_tokens,
+        full,
+    }
 }
 
 /// A batch on its way to a worker; the permit marks the worker busy until the batch is done.
@@ -110,7 +118,10 @@ impl Batcher {
             if entries.is_empty() {
                 continue;
             }
-            if let Err(err) = self.jobs.send(Job { entries, _permit: permit }) {
+            if let Err(err) = self.jobs.send(Job {
+                entries,
+                _permit: permit,
+            }) {
                 // Every worker is gone: nothing can run this batch.
                 for entry in err.0.entries {
                     let _ = entry.reply.send(Err(InferError::ShuttingDown));
@@ -139,7 +150,9 @@ impl Batcher {
 
     /// Waits until the oldest input has waited `max_wait` or the batch is full.
     async fn wait_for_more(&mut self, pending: &mut VecDeque<Entry>) {
-        let Some(oldest) = pending.front() else { return };
+        let Some(oldest) = pending.front() else {
+            return;
+        };
         let deadline = tokio::time::Instant::from_std(oldest.enqueued + self.max_wait);
         loop {
             let lengths: Vec<usize> = pending.iter().map(|e| e.ids.len()).collect();
@@ -176,7 +189,9 @@ impl Batcher {
         *pending = rest;
         self.depth.release(taken.len());
         self.metrics.batch_size.observe(taken.len() as f64);
-        self.metrics.batch_tokens.observe(selection.padded_tokens as f64);
+        self.metrics
+            .batch_tokens
+            .observe(selection.padded_tokens as f64);
         let now = Instant::now();
         for entry in &taken {
             self.metrics
@@ -191,7 +206,10 @@ impl Batcher {
 mod tests {
     use super::*;
 
-    const LIMITS: BatchLimits = BatchLimits { max_batch_tokens: 64, max_batch_size: 4 };
+    const LIMITS: BatchLimits = BatchLimits {
+        max_batch_tokens: 64,
+        max_batch_size: 4,
+    };
 
     #[test]
     fn empty_queue_gives_empty_batch() {
@@ -233,7 +251,13 @@ mod tests {
     fn groups_similar_lengths() {
         // Oldest is 5 tokens: the other short ones join, the long ones wait.
         let lengths = [5, 30, 6, 31, 4, 5];
-        let s = select_batch(&lengths, BatchLimits { max_batch_tokens: 1000, max_batch_size: 4 });
+        let s = select_batch(
+            &lengths,
+            BatchLimits {
+                max_batch_tokens: 1000,
+                max_batch_size: 4,
+            },
+        );
         assert_eq!(s.indices, vec![0, 2, 4, 5]);
         assert_eq!(s.padded_tokens, 24);
         // Then the long ones go together.
@@ -243,7 +267,13 @@ mod tests {
 
     #[test]
     fn refuses_batches_that_are_mostly_padding() {
-        let s = select_batch(&[2, 2, 2, 60], BatchLimits { max_batch_tokens: 1000, max_batch_size: 8 });
+        let s = select_batch(
+            &[2, 2, 2, 60],
+            BatchLimits {
+                max_batch_tokens: 1000,
+                max_batch_size: 8,
+            },
+        );
         assert_eq!(s.indices, vec![0, 1, 2]);
         assert!(!s.full);
     }

@@ -94,7 +94,11 @@ pub struct Infer {
 
 impl Infer {
     /// Starts the batcher and the workers. Must be called inside a tokio runtime.
-    pub fn start(factory: Arc<dyn BackendFactory>, config: InferConfig, metrics: Arc<Metrics>) -> Self {
+    pub fn start(
+        factory: Arc<dyn BackendFactory>,
+        config: InferConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let workers = config.workers.max(1);
         let depth = Arc::new(Depth::new(config.max_queue_size, metrics.clone()));
         let (queue, receiver) = Queue::new(depth.clone());
@@ -110,14 +114,21 @@ impl Infer {
             metrics,
         };
         let handle = tokio::spawn(batcher.run());
-        Self { queue, depth, pool, batcher: Mutex::new(Some(handle)) }
+        Self {
+            queue,
+            depth,
+            pool,
+            batcher: Mutex::new(Some(handle)),
+        }
     }
 
     /// Runs every sequence through the model; outputs come back in input order. Inputs may be
     /// spread over several batches. Dropping the future withdraws the inputs not yet running.
     pub async fn run(&self, sequences: Vec<Vec<u32>>) -> Result<Inference, InferError> {
         if self.pool.alive() == 0 {
-            return Err(InferError::NotReady(self.readiness().err().unwrap_or_default()));
+            return Err(InferError::NotReady(
+                self.readiness().err().unwrap_or_default(),
+            ));
         }
         let now = std::time::Instant::now();
         let mut replies = Vec::with_capacity(sequences.len());
@@ -126,7 +137,11 @@ impl Infer {
             .map(|ids| {
                 let (reply, rx) = tokio::sync::oneshot::channel();
                 replies.push(rx);
-                Entry { ids, enqueued: now, reply }
+                Entry {
+                    ids,
+                    enqueued: now,
+                    reply,
+                }
             })
             .collect();
         self.queue.push(entries)?;
@@ -155,7 +170,9 @@ impl Infer {
                     return Err(format!("worker {i} of {total} is loading the model"))
                 }
                 WorkerState::Dead(reason) => {
-                    return Err(format!("worker {i} of {total} is down ({reason}); restarting"))
+                    return Err(format!(
+                        "worker {i} of {total} is down ({reason}); restarting"
+                    ))
                 }
                 WorkerState::Stopped => return Err("the service is shutting down".into()),
             }
@@ -196,13 +213,22 @@ impl Infer {
     pub async fn shutdown(&self) {
         self.pool.stop();
         self.queue.close();
-        let handle = self.batcher.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let handle = self
+            .batcher
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(handle) = handle {
             let _ = handle.await;
         }
         // The batcher has dropped the job channel: workers finish their batch and stop.
         let mut changed = self.pool.subscribe();
-        while self.pool.states().iter().any(|s| matches!(s, WorkerState::Ready | WorkerState::Loading)) {
+        while self
+            .pool
+            .states()
+            .iter()
+            .any(|s| matches!(s, WorkerState::Ready | WorkerState::Loading))
+        {
             if changed.changed().await.is_err() {
                 break;
             }

@@ -44,7 +44,11 @@ pub(crate) struct Depth {
 
 impl Depth {
     pub fn new(capacity: usize, metrics: Arc<Metrics>) -> Self {
-        Self { value: AtomicUsize::new(0), capacity, metrics }
+        Self {
+            value: AtomicUsize::new(0),
+            capacity,
+            metrics,
+        }
     }
 
     fn try_reserve(&self, n: usize) -> bool {
@@ -86,7 +90,13 @@ pub(crate) struct Queue {
 impl Queue {
     pub fn new(depth: Arc<Depth>) -> (Self, mpsc::UnboundedReceiver<Vec<Entry>>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self { sender: RwLock::new(Some(tx)), depth }, rx)
+        (
+            Self {
+                sender: RwLock::new(Some(tx)),
+                depth,
+            },
+            rx,
+        )
     }
 
     /// Admits every entry or none.
@@ -107,6 +117,9 @@ impl Queue {
 
     /// Refuses new work; the batcher finishes what was admitted, then stops.
     pub fn close(&self) {
-        self.sender.write().unwrap_or_else(|p| p.into_inner()).take();
+        self.sender
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
     }
 }

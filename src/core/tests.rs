@@ -62,7 +62,10 @@ impl Backend for FakeBackend {
         // The output identifies the input: [first id, length].
         Ok(sequences
             .iter()
-            .map(|s| ModelOutput { embedding: vec![s[0] as f32, s.len() as f32], logits: vec![] })
+            .map(|s| ModelOutput {
+                embedding: vec![s[0] as f32, s.len() as f32],
+                logits: vec![],
+            })
             .collect())
     }
 }
@@ -81,7 +84,10 @@ impl BackendFactory for FakeFactory {
 
 fn config(max_batch_size: usize, max_batch_tokens: usize, max_queue_size: usize) -> InferConfig {
     InferConfig {
-        limits: BatchLimits { max_batch_tokens, max_batch_size },
+        limits: BatchLimits {
+            max_batch_tokens,
+            max_batch_size,
+        },
         max_wait: Duration::ZERO,
         max_queue_size,
         workers: 1,
@@ -94,7 +100,11 @@ async fn start(config: InferConfig, open: bool) -> (Arc<Infer>, Arc<Shared>, Arc
         shared.gate.open();
     }
     let metrics = Arc::new(Metrics::new().unwrap());
-    let infer = Infer::start(Arc::new(FakeFactory(shared.clone())), config, metrics.clone());
+    let infer = Infer::start(
+        Arc::new(FakeFactory(shared.clone())),
+        config,
+        metrics.clone(),
+    );
     infer.wait_ready().await.unwrap();
     (Arc::new(infer), shared, metrics)
 }
@@ -123,7 +133,9 @@ async fn results_come_back_to_the_right_request_in_order() {
     for r in 0..32u32 {
         let infer = infer.clone();
         tasks.push(tokio::spawn(async move {
-            let inputs: Vec<Vec<u32>> = (0..3).map(|i| seq(r * 10 + i, 1 + (r as usize + i as usize) % 7)).collect();
+            let inputs: Vec<Vec<u32>> = (0..3)
+                .map(|i| seq(r * 10 + i, 1 + (r as usize + i as usize) % 7))
+                .collect();
             let out = infer.run(inputs.clone()).await.unwrap();
             for (input, output) in inputs.iter().zip(&out.outputs) {
                 assert_eq!(output.embedding, vec![input[0] as f32, input.len() as f32]);
@@ -143,13 +155,29 @@ async fn batches_respect_size_and_padded_token_limits() {
         let infer = infer.clone();
         async move { infer.run(vec![seq(1, 3)]).await }
     });
-    eventually("first batch to start", || shared.started.load(Ordering::SeqCst) == 1).await;
+    eventually("first batch to start", || {
+        shared.started.load(Ordering::SeqCst) == 1
+    })
+    .await;
     let lengths = [3usize, 4, 3, 10, 3, 3, 12, 4, 3];
     let rest = tokio::spawn({
         let infer = infer.clone();
-        async move { infer.run(lengths.iter().enumerate().map(|(i, &l)| seq(100 + i as u32, l)).collect()).await }
+        async move {
+            infer
+                .run(
+                    lengths
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &l)| seq(100 + i as u32, l))
+                        .collect(),
+                )
+                .await
+        }
     });
-    eventually("inputs to be queued", || infer.queue_depth() == lengths.len()).await;
+    eventually("inputs to be queued", || {
+        infer.queue_depth() == lengths.len()
+    })
+    .await;
     shared.gate.open();
     first.await.unwrap().unwrap();
     let out = rest.await.unwrap().unwrap();
@@ -158,14 +186,23 @@ async fn batches_respect_size_and_padded_token_limits() {
         assert_eq!(o.embedding, vec![(100 + i) as f32, lengths[i] as f32]);
     }
     let batches = shared.batches.lock().unwrap().clone();
-    assert!(batches.len() >= 3, "9 inputs in batches of at most 4: {batches:?}");
+    assert!(
+        batches.len() >= 3,
+        "9 inputs in batches of at most 4: {batches:?}"
+    );
     for batch in &batches {
         let longest = batch.iter().map(Vec::len).max().unwrap();
         assert!(batch.len() <= 4, "batch too large: {batch:?}");
-        assert!(batch.len() * longest <= 40, "over the token budget: {batch:?}");
+        assert!(
+            batch.len() * longest <= 40,
+            "over the token budget: {batch:?}"
+        );
     }
     // The short inputs were grouped together rather than padded to the long ones.
-    assert_eq!(batches[1].iter().map(Vec::len).collect::<Vec<_>>(), vec![3, 3, 3, 3]);
+    assert_eq!(
+        batches[1].iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![3, 3, 3, 3]
+    );
     assert_eq!(metrics.queue_depth.get(), 0);
 }
 
@@ -216,8 +253,19 @@ async fn work_for_departed_requests_is_dropped_before_inference() {
     busy.await.unwrap().unwrap();
     let after = infer.run(vec![seq(50, 2)]).await.unwrap();
     assert_eq!(after.outputs[0].embedding, vec![50.0, 2.0]);
-    let seen: Vec<u32> = shared.batches.lock().unwrap().iter().flatten().map(|s| s[0]).collect();
-    assert_eq!(seen, vec![1, 50], "cancelled inputs must not reach the model");
+    let seen: Vec<u32> = shared
+        .batches
+        .lock()
+        .unwrap()
+        .iter()
+        .flatten()
+        .map(|s| s[0])
+        .collect();
+    assert_eq!(
+        seen,
+        vec![1, 50],
+        "cancelled inputs must not reach the model"
+    );
     assert_eq!(infer.queue_depth(), 0);
 }
 
@@ -225,10 +273,17 @@ async fn work_for_departed_requests_is_dropped_before_inference() {
 async fn an_inference_error_fails_the_batch_and_the_worker_keeps_serving() {
     let (infer, shared, metrics) = start(config(8, 1000, 100), true).await;
     let err = infer.run(vec![seq(FAIL, 3)]).await.unwrap_err();
-    assert!(matches!(err, InferError::Backend(ref m) if m.contains("fake failure")), "{err:?}");
+    assert!(
+        matches!(err, InferError::Backend(ref m) if m.contains("fake failure")),
+        "{err:?}"
+    );
     let ok = infer.run(vec![seq(7, 3)]).await.unwrap();
     assert_eq!(ok.outputs[0].embedding, vec![7.0, 3.0]);
-    assert_eq!(shared.creates.load(Ordering::SeqCst), 1, "no restart for an ordinary error");
+    assert_eq!(
+        shared.creates.load(Ordering::SeqCst),
+        1,
+        "no restart for an ordinary error"
+    );
     assert_eq!(metrics.worker_restarts.get(), 0);
 }
 
@@ -238,7 +293,10 @@ async fn a_panicking_worker_is_reported_and_restarted() {
     assert_eq!(metrics.workers_alive.get(), 1);
     let err = infer.run(vec![seq(PANIC, 3)]).await.unwrap_err();
     assert!(matches!(err, InferError::WorkerDied), "{err:?}");
-    eventually("restart", || shared.creates.load(Ordering::SeqCst) == 2 && infer.readiness().is_ok()).await;
+    eventually("restart", || {
+        shared.creates.load(Ordering::SeqCst) == 2 && infer.readiness().is_ok()
+    })
+    .await;
     assert_eq!(metrics.worker_restarts.get(), 1);
     assert_eq!(metrics.workers_alive.get(), 1);
     let ok = infer.run(vec![seq(8, 2)]).await.unwrap();
@@ -250,11 +308,17 @@ async fn readiness_reports_a_dead_worker() {
     let (infer, shared, metrics) = start(config(8, 1000, 100), true).await;
     shared.fail_create.store(true, Ordering::SeqCst);
     let _ = infer.run(vec![seq(PANIC, 1)]).await;
-    eventually("a failed restart", || shared.creates.load(Ordering::SeqCst) >= 2).await;
+    eventually("a failed restart", || {
+        shared.creates.load(Ordering::SeqCst) >= 2
+    })
+    .await;
     let reason = infer.readiness().unwrap_err();
     assert!(reason.contains("worker 0 of 1"), "{reason}");
     assert_eq!(metrics.workers_alive.get(), 0);
-    assert!(matches!(infer.run(vec![seq(1, 1)]).await, Err(InferError::NotReady(_))));
+    assert!(matches!(
+        infer.run(vec![seq(1, 1)]).await,
+        Err(InferError::NotReady(_))
+    ));
     // Once loading works again the supervisor brings it back.
     shared.fail_create.store(false, Ordering::SeqCst);
     eventually("recovery", || infer.readiness().is_ok()).await;
@@ -300,10 +364,16 @@ async fn shutdown_finishes_admitted_work_and_refuses_new() {
         async move { infer.shutdown().await }
     });
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert!(matches!(infer.run(vec![seq(9, 1)]).await, Err(InferError::ShuttingDown)));
+    assert!(matches!(
+        infer.run(vec![seq(9, 1)]).await,
+        Err(InferError::ShuttingDown)
+    ));
     shared.gate.open();
     let out = pending.await.unwrap().unwrap();
     assert_eq!(out.outputs.len(), 5);
     stopper.await.unwrap();
-    assert!(infer.worker_states().iter().all(|s| *s == WorkerState::Stopped));
+    assert!(infer
+        .worker_states()
+        .iter()
+        .all(|s| *s == WorkerState::Stopped));
 }

@@ -64,11 +64,17 @@ impl WorkerPool {
     }
 
     pub fn states(&self) -> Vec<WorkerState> {
-        self.states.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn alive(&self) -> usize {
-        self.states().iter().filter(|s| **s == WorkerState::Ready).count()
+        self.states()
+            .iter()
+            .filter(|s| **s == WorkerState::Ready)
+            .count()
     }
 
     pub fn subscribe(&self) -> watch::Receiver<()> {
@@ -160,7 +166,10 @@ fn worker_main(pool: Arc<WorkerPool>, index: usize) {
         }
         Err(panic) => {
             pool.failures.lock().unwrap_or_else(PoisonError::into_inner)[index] += 1;
-            watch.reason = Some(format!("panicked while loading the model: {}", panic_message(&panic)));
+            watch.reason = Some(format!(
+                "panicked while loading the model: {}",
+                panic_message(&panic)
+            ));
             return;
         }
     };
@@ -169,7 +178,11 @@ fn worker_main(pool: Arc<WorkerPool>, index: usize) {
     tracing::info!(worker = index, "inference worker ready");
     loop {
         // Workers take turns waiting on the shared channel; the lock is released before running.
-        let job = pool.jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let job = pool
+            .jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .recv();
         let Ok(job) = job else {
             watch.reason = None;
             return;
@@ -194,11 +207,17 @@ fn run_job(backend: &mut dyn Backend, job: Job, metrics: &Metrics) -> Result<(),
     let started = Instant::now();
     let result = catch_unwind(AssertUnwindSafe(|| backend.forward(&sequences)));
     let inference_time = started.elapsed();
-    metrics.inference_duration.observe(inference_time.as_secs_f64());
+    metrics
+        .inference_duration
+        .observe(inference_time.as_secs_f64());
     let outputs = match result {
         Ok(Ok(outputs)) if outputs.len() == entries.len() => outputs,
         Ok(Ok(outputs)) => {
-            let msg = format!("the model returned {} outputs for {} inputs", outputs.len(), entries.len());
+            let msg = format!(
+                "the model returned {} outputs for {} inputs",
+                outputs.len(),
+                entries.len()
+            );
             fail_all(entries, InferError::Backend(msg));
             return Ok(());
         }
@@ -215,7 +234,11 @@ fn run_job(backend: &mut dyn Backend, job: Job, metrics: &Metrics) -> Result<(),
     };
     for (entry, output) in entries.into_iter().zip(outputs) {
         let queue_time = started.saturating_duration_since(entry.enqueued);
-        let _ = entry.reply.send(Ok(Completed { output, queue_time, inference_time }));
+        let _ = entry.reply.send(Ok(Completed {
+            output,
+            queue_time,
+            inference_time,
+        }));
     }
     Ok(())
 }

@@ -35,7 +35,9 @@ impl ApiKeys {
             );
         }
         all.retain(|k| !k.is_empty());
-        Ok(Self { digests: all.iter().map(|k| digest(k)).collect() })
+        Ok(Self {
+            digests: all.iter().map(|k| digest(k)).collect(),
+        })
     }
 
     pub fn enabled(&self) -> bool {

@@ -29,15 +29,16 @@ fn rejection_to_error(rejection: JsonRejection) -> ApiError {
     let message = rejection.body_text();
     let too_large = rejection.status() == StatusCode::PAYLOAD_TOO_LARGE;
     match rejection {
-        JsonRejection::JsonDataError(_) => ApiError::InvalidInput { param: None, message },
+        JsonRejection::JsonDataError(_) => ApiError::InvalidInput {
+            param: None,
+            message,
+        },
         JsonRejection::JsonSyntaxError(_) => ApiError::InvalidJson(message),
         JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
             "expected a JSON body with `Content-Type: application/json`".into(),
         ),
         // Reading the body failed: too large, or the connection broke.
-        JsonRejection::BytesRejection(_) if too_large => {
-            ApiError::PayloadTooLarge(message)
-        }
+        JsonRejection::BytesRejection(_) if too_large => ApiError::PayloadTooLarge(message),
         JsonRejection::BytesRejection(_) => ApiError::InvalidJson(message),
         _ => ApiError::InvalidJson(message),
     }

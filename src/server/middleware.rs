@@ -63,7 +63,11 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     let mut response = next.run(req).instrument(span.clone()).await;
 
     let elapsed = started.elapsed();
-    let timing = response.extensions().get::<Timing>().copied().unwrap_or_default();
+    let timing = response
+        .extensions()
+        .get::<Timing>()
+        .copied()
+        .unwrap_or_default();
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&id) {
         headers.insert(REQUEST_ID, value);
@@ -73,8 +77,14 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     headers.insert(TOTAL_TIME, millis(elapsed));
 
     let status = response.status();
-    metrics.requests.with_label_values(&[route.as_str(), status.as_str()]).inc();
-    metrics.request_duration.with_label_values(&[route.as_str()]).observe(elapsed.as_secs_f64());
+    metrics
+        .requests
+        .with_label_values(&[route.as_str(), status.as_str()])
+        .inc();
+    metrics
+        .request_duration
+        .with_label_values(&[route.as_str()])
+        .observe(elapsed.as_secs_f64());
     let total_ms = elapsed.as_secs_f64() * 1000.0;
     span.in_scope(|| {
         // Probes and scrapes arrive every few seconds; keep them out of the info log.

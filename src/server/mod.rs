@@ -55,16 +55,38 @@ impl AppState {
         let bundle = Arc::new(Bundle::load(&config.model_dir).context("invalid model bundle")?);
         let manifest = &bundle.manifest;
         let device = parse_device(&config.device)?;
-        let tokenizer = TextTokenizer::from_file(&bundle.tokenizer_path(), manifest.max_seq_len, manifest.vocab_size())
-            .context("cannot load the tokenizer")?;
-        let keys = ApiKeys::load(&config.api_keys, config.api_key_file.as_deref()).map_err(anyhow::Error::msg)?;
+        let tokenizer = TextTokenizer::from_file(
+            &bundle.tokenizer_path(),
+            manifest.max_seq_len,
+            manifest.vocab_size(),
+        )
+        .context("cannot load the tokenizer")?;
+        let keys = ApiKeys::load(&config.api_keys, config.api_key_file.as_deref())
+            .map_err(anyhow::Error::msg)?;
         let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
-        let model_name = config.model_name.clone().unwrap_or_else(|| manifest.name.clone());
+        let model_name = config
+            .model_name
+            .clone()
+            .unwrap_or_else(|| manifest.name.clone());
         let version = env!("CARGO_PKG_VERSION");
-        metrics.set_model_info(&model_name, manifest.variant(), &device_name(device), version);
+        metrics.set_model_info(
+            &model_name,
+            manifest.variant(),
+            &device_name(device),
+            version,
+        );
 
-        let limits = BatchLimits { max_batch_tokens: config.max_batch_tokens, max_batch_size: config.max_batch_size };
-        let factory = TorchFactory::new(bundle.clone(), device, config.workers, config.intra_op_threads, limits);
+        let limits = BatchLimits {
+            max_batch_tokens: config.max_batch_tokens,
+            max_batch_size: config.max_batch_size,
+        };
+        let factory = TorchFactory::new(
+            bundle.clone(),
+            device,
+            config.workers,
+            config.intra_op_threads,
+            limits,
+        );
         tracing::info!(
             model = %model_name,
             dir = %bundle.dir.display(),
@@ -98,7 +120,8 @@ impl AppState {
                 max_batch_tokens: config.max_batch_tokens,
                 max_batch_size: config.max_batch_size,
                 max_queue_size: config.max_queue_size,
-                request_timeout_ms: u64::try_from(config.request_timeout.as_millis()).unwrap_or(u64::MAX),
+                request_timeout_ms: u64::try_from(config.request_timeout.as_millis())
+                    .unwrap_or(u64::MAX),
             },
             manifest: serde_json::to_value(manifest).context("manifest")?,
         };
@@ -161,13 +184,19 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .route("/v1/embed", post(routes::embed))
         .route("/v1/embeddings", post(routes::openai_embeddings))
         .route("/v1/classify", post(routes::classify))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::timeout));
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::timeout,
+        ));
     let protected = inference
         .route("/v1/models", get(routes::models))
         .route("/info", get(routes::info))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/docs", get(openapi::docs_page))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_api_key));
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_api_key,
+        ));
     let open = Router::new()
         .route("/health", get(routes::health))
         .route("/health/live", get(routes::live))
@@ -178,9 +207,15 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::body_limit,
+        ))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe));
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::observe,
+        ));
     if let Some(cors) = cors(&config.cors_allow_origins) {
         app = app.layer(cors);
     }
@@ -257,11 +292,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let server = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
     let mut server = tokio::spawn(async move { server.await });
     tokio::select! {
+        // A stop request wins over the server finishing (which graceful shutdown makes it do).
+        biased;
+        _ = stopped(stop_rx) => {}
         result = &mut server => {
             result.context("server task")?.context("server")?;
-            return Ok(());
+            anyhow::bail!("the server stopped without being asked to");
         }
-        _ = stopped(stop_rx) => {}
     }
 
     state.stopping.store(true, Ordering::Release);

@@ -65,7 +65,10 @@ pub async fn docs_page(State(state): State<AppState>) -> Html<String> {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// A plain HTML page listing every operation with its summary and description; the full schemas

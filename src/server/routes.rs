@@ -123,20 +123,29 @@ pub async fn classify(
     ApiJson(req): ApiJson<ClassifyRequest>,
 ) -> Result<(Extension<Timing>, Json<ClassifyResponse>), ApiError> {
     let service = &state.service;
-    let out = service.classify(req.inputs.into_inputs(), req.top_k, req.truncate).await?;
+    let out = service
+        .classify(req.inputs.into_inputs(), req.top_k, req.truncate)
+        .await?;
     let results = out
         .results
         .into_iter()
         .map(|scores| {
             scores
                 .into_iter()
-                .map(|s| LabelScore { label: s.label, score: s.score })
+                .map(|s| LabelScore {
+                    label: s.label,
+                    score: s.score,
+                })
                 .collect()
         })
         .collect();
     Ok((
         Extension(out.timing),
-        Json(ClassifyResponse { model: service.model_name.clone(), results, usage: out.usage.into() }),
+        Json(ClassifyResponse {
+            model: service.model_name.clone(),
+            results,
+            usage: out.usage.into(),
+        }),
     ))
 }
 
@@ -190,7 +199,11 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiErr
     if state.stopping.load(std::sync::atomic::Ordering::Acquire) {
         return Err(ApiError::Unavailable("the service is shutting down".into()));
     }
-    state.service.infer().readiness().map_err(ApiError::Unavailable)?;
+    state
+        .service
+        .infer()
+        .readiness()
+        .map_err(ApiError::Unavailable)?;
     Ok(Json(Health { status: "ready" }))
 }
 
@@ -207,12 +220,25 @@ pub async fn health(state: State<AppState>) -> Result<Json<Health>, ApiError> {
     responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"))
 )]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let text = state.metrics.render().map_err(|e| ApiError::Internal(format!("metrics: {e}")))?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
+    let text = state
+        .metrics
+        .render()
+        .map_err(|e| ApiError::Internal(format!("metrics: {e}")))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 pub async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::NotFound { method: method.to_string(), path: uri.path().to_owned() }
+    ApiError::NotFound {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
 }
 
 pub async fn method_not_allowed(method: Method) -> ApiError {

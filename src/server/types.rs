@@ -59,7 +59,11 @@ fn string_schema() -> ObjectBuilder {
 }
 
 fn token_ids_schema() -> ArrayBuilder {
-    ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)))
+    ArrayBuilder::new().items(
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0)),
+    )
 }
 
 impl PartialSchema for TextInputs {
@@ -67,7 +71,9 @@ impl PartialSchema for TextInputs {
         OneOfBuilder::new()
             .item(string_schema())
             .item(ArrayBuilder::new().items(string_schema()))
-            .description(Some("A text, or a list of texts (answers keep their order)."))
+            .description(Some(
+                "A text, or a list of texts (answers keep their order).",
+            ))
             .into()
     }
 }
@@ -134,7 +140,11 @@ impl<'de> Deserialize<'de> for OpenAiInput {
                 while let Some(item) = seq.next_element::<Item>()? {
                     items.push(item);
                 }
-                let mixed = || de::Error::custom("input mixes strings, token ids and token-id arrays; use one kind");
+                let mixed = || {
+                    de::Error::custom(
+                        "input mixes strings, token ids and token-id arrays; use one kind",
+                    )
+                };
                 match items.first() {
                     None => Ok(OpenAiInput(Vec::new())),
                     Some(Item::Text(_)) => items
@@ -209,7 +219,10 @@ pub struct Usage {
 
 impl From<crate::service::Usage> for Usage {
     fn from(u: crate::service::Usage) -> Self {
-        Self { prompt_tokens: u.prompt_tokens, total_tokens: u.total_tokens }
+        Self {
+            prompt_tokens: u.prompt_tokens,
+            total_tokens: u.total_tokens,
+        }
     }
 }
 
@@ -354,7 +367,9 @@ mod tests {
     use super::*;
 
     fn openai(json: &str) -> Result<Vec<Input>, String> {
-        serde_json::from_str::<OpenAiInput>(json).map(|i| i.0).map_err(|e| e.to_string())
+        serde_json::from_str::<OpenAiInput>(json)
+            .map(|i| i.0)
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -362,7 +377,10 @@ mod tests {
         assert_eq!(openai(r#""hi""#).unwrap(), vec![Input::Text("hi".into())]);
         assert_eq!(openai(r#"["a","b"]"#).unwrap().len(), 2);
         assert_eq!(openai("[1,2,3]").unwrap(), vec![Input::Ids(vec![1, 2, 3])]);
-        assert_eq!(openai("[[1,2],[3]]").unwrap(), vec![Input::Ids(vec![1, 2]), Input::Ids(vec![3])]);
+        assert_eq!(
+            openai("[[1,2],[3]]").unwrap(),
+            vec![Input::Ids(vec![1, 2]), Input::Ids(vec![3])]
+        );
         assert_eq!(openai("[-1]").unwrap(), vec![Input::Ids(vec![-1])]);
         assert!(openai("[]").unwrap().is_empty());
         assert!(openai(r#"["a", 1]"#).unwrap_err().contains("mixes"));

@@ -22,7 +22,14 @@ pub fn tiny() -> PathBuf {
 
 /// Flags that keep start-up quick on a small machine: the warm-up runs at the largest batch the
 /// limits allow, so the limits stay small.
-pub const FAST: &[&str] = &["--max-batch-tokens", "1024", "--max-batch-size", "16", "--intra-op-threads", "1"];
+pub const FAST: &[&str] = &[
+    "--max-batch-tokens",
+    "1024",
+    "--max-batch-size",
+    "16",
+    "--intra-op-threads",
+    "1",
+];
 
 pub struct Server {
     child: Child,
@@ -54,7 +61,14 @@ impl Server {
         cmd.envs(env.iter().copied())
             .arg("--model-dir")
             .arg(bundle)
-            .args(["--host", "127.0.0.1", "--port", "0", "--log-level", "info,aft_serve=debug"])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--log-level",
+                "info,aft_serve=debug",
+            ])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -82,10 +96,17 @@ impl Server {
             Ok(addr) => addr,
             Err(_) => {
                 let _ = child.kill();
-                panic!("aft-serve did not report its address; logs:\n{}", logs.lock().unwrap().join("\n"));
+                panic!(
+                    "aft-serve did not report its address; logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
             }
         };
-        Server { child, base: format!("http://{addr}"), logs }
+        Server {
+            child,
+            base: format!("http://{addr}"),
+            logs,
+        }
     }
 
     pub async fn wait_ready(&self) {
@@ -97,7 +118,11 @@ impl Server {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "server never became ready; logs:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "server never became ready; logs:\n{}",
+                self.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -116,7 +141,16 @@ impl Server {
 
     /// Sends SIGTERM and waits (up to `limit`) for the process to exit.
     pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        self.signal("TERM", limit)
+    }
+
+    /// Sends `SIG<name>` and waits (up to `limit`) for the process to exit.
+    pub fn signal(&mut self, name: &str, limit: Duration) -> ExitStatus {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
         assert!(status.success());
         self.wait_exit(limit)
     }
@@ -127,26 +161,44 @@ impl Server {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "aft-serve did not exit; logs:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "aft-serve did not exit; logs:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     /// POSTs JSON and returns the status and the parsed body.
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let r = reqwest::Client::new().post(self.url(path)).json(body).send().await.unwrap();
+        let r = reqwest::Client::new()
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = reqwest::Client::new().get(self.url(path)).send().await.unwrap();
+        let r = reqwest::Client::new()
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn metrics(&self) -> String {
-        reqwest::get(self.url("/metrics")).await.unwrap().text().await.unwrap()
+        reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 
@@ -160,22 +212,42 @@ impl Drop for Server {
 /// `... listening on 127.0.0.1:PORT ...` in a log line (human or JSON format).
 fn listening_address(line: &str) -> Option<String> {
     let rest = &line[line.find("listening on ")? + "listening on ".len()..];
-    let addr: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']')).collect();
+    let addr: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))
+        .collect();
     (!addr.is_empty()).then_some(addr)
 }
 
 /// Asserts the one error shape, and returns the code.
 pub fn assert_error_shape(body: &Value) -> String {
-    let err = body.get("error").unwrap_or_else(|| panic!("no `error` object in {body}"));
-    assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "message: {body}");
-    assert!(err["type"].as_str().is_some_and(|m| !m.is_empty()), "type: {body}");
-    let code = err["code"].as_str().unwrap_or_else(|| panic!("code: {body}"));
-    assert_eq!(body.as_object().unwrap().len(), 1, "only `error` at the top: {body}");
+    let err = body
+        .get("error")
+        .unwrap_or_else(|| panic!("no `error` object in {body}"));
+    assert!(
+        err["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "message: {body}"
+    );
+    assert!(
+        err["type"].as_str().is_some_and(|m| !m.is_empty()),
+        "type: {body}"
+    );
+    let code = err["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("code: {body}"));
+    assert_eq!(
+        body.as_object().unwrap().len(),
+        1,
+        "only `error` at the top: {body}"
+    );
     code.to_owned()
 }
 
 pub fn python() -> PathBuf {
-    std::env::var_os("AFT_VENV").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv")).join("bin/python")
+    std::env::var_os("AFT_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv"))
+        .join("bin/python")
 }
 
 /// Runs a Python snippet (in models/, so `aft` imports) with `args`; panics with its output on
@@ -187,6 +259,7 @@ pub fn run_python(code: &str, args: &[&str]) -> String {
     std::fs::write(&script, code).unwrap();
     let out = Command::new(python())
         .current_dir(repo().join("models"))
+        .env("PYTHONPATH", repo().join("models"))
         .arg(&script)
         .args(args)
         .output()
@@ -223,7 +296,11 @@ pub fn reference(bundle: &Path, texts: &[String]) -> Reference {
         .arg(&output)
         .output()
         .expect("run aft.reference");
-    assert!(out.status.success(), "aft.reference failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "aft.reference failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&std::fs::read(&output).unwrap()).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     let matrix = |key: &str| -> Vec<Vec<f32>> {
@@ -231,13 +308,24 @@ pub fn reference(bundle: &Path, texts: &[String]) -> Reference {
             .as_array()
             .unwrap()
             .iter()
-            .map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
+            .map(|row| {
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+                    .collect()
+            })
             .collect()
     };
     Reference {
         embeddings: matrix("embeddings"),
         logits: matrix("logits"),
-        token_counts: v["token_counts"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect(),
+        token_counts: v["token_counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as usize)
+            .collect(),
     }
 }
 
@@ -251,7 +339,11 @@ pub fn tempdir(name: &str) -> PathBuf {
 }
 
 pub fn as_vec(v: &Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 pub fn normalized(v: &[f32]) -> Vec<f32> {
@@ -262,14 +354,22 @@ pub fn normalized(v: &[f32]) -> Vec<f32> {
 /// ||a - b|| / ||b||.
 pub fn relative_error(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len(), "lengths differ");
-    let diff = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum::<f64>().sqrt();
+    let diff = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(x - y).powi(2))
+        .sum::<f64>()
+        .sqrt();
     let norm = b.iter().map(|y| f64::from(*y).powi(2)).sum::<f64>().sqrt();
     diff / norm.max(f64::MIN_POSITIVE)
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Texts of many lengths, some longer than the tiny model's 128 tokens.
@@ -310,7 +410,14 @@ with torch.no_grad():
 export_bundle(model.eval(), tokenizer, out, name="tiny-head", labels=labels, dtype="float32")
 "#;
     let labels = serde_json::to_string(labels).unwrap();
-    run_python(code, &[out.to_str().unwrap(), tiny().join("tokenizer.json").to_str().unwrap(), &labels]);
+    run_python(
+        code,
+        &[
+            out.to_str().unwrap(),
+            tiny().join("tokenizer.json").to_str().unwrap(),
+            &labels,
+        ],
+    );
     out
 }
 

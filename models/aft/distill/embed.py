@@ -4,6 +4,8 @@ Writes under --out: the teacher's vector for every vocabulary token alone (token
 then shards, so that training can start on whatever is ready: the held-out evaluation sample
 first, then the training texts in a fixed random order, 2,048 per shard.
 Run:  python -m aft.distill.embed --corpus ../.work/corpus --out ../.work/teacher
+Resumable: complete shards are kept and new ones continue the order, skipping cached texts;
+`--max-words` prefers short texts for the new shards, `--minutes` caps the wall time.
 """
 
 from __future__ import annotations
@@ -37,16 +39,19 @@ def train_order(corpus: Path, seed: int = 0) -> list[dict]:
 
 
 def write_shard(path: Path, recs: list[dict], emb: np.ndarray) -> None:
-    np.save(path.with_suffix(".npy"), emb.astype(np.float16))
+    """Texts first, then the .npy (via a rename): an existing .npy marks a complete shard."""
     with open(path.with_suffix(".jsonl"), "w") as fh:
         for r in recs:
             fh.write(json.dumps(r) + "\n")
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, emb.astype(np.float16))
+    tmp.rename(path.with_suffix(".npy"))
 
 
 def load_shards(folder: Path, prefix: str) -> tuple[list[dict], np.ndarray]:
     """All complete shards named prefix-*.npy (texts + float32 embeddings)."""
     recs, embs = [], []
-    for npy in sorted(folder.glob(f"{prefix}-*.npy")):
+    for npy in sorted(folder.glob(f"{prefix}-[0-9][0-9][0-9].npy")):
         rows = load(npy.with_suffix(".jsonl"))
         e = np.load(npy)
         if len(rows) == len(e):
@@ -62,6 +67,15 @@ def main() -> None:
     ap.add_argument("--heldout", type=int, default=4096)
     ap.add_argument("--max-train", type=int, default=200_000)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--max-words",
+        type=int,
+        default=0,
+        help="new shards: skip texts longer than this many words (0: no limit)",
+    )
+    ap.add_argument(
+        "--minutes", type=float, default=0.0, help="stop after the shard that passes this (wall)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -81,16 +95,28 @@ def main() -> None:
         )
         print(f"heldout: {len(held_texts)} texts", flush=True)
 
+    # Resume: complete shards are kept; new shards continue the fixed random order, skipping
+    # texts already cached (and, with --max-words, long ones), until --max-train texts in all.
     teacher = Teacher(max_len=TRAIN_MAX_LEN)
-    recs = train_order(args.corpus)[: args.max_train]
-    t0 = time.time()
-    for i, s in enumerate(range(0, len(recs), SHARD)):
-        path = args.out / f"train-{i:03d}"
-        if path.with_suffix(".npy").exists():
-            continue
-        chunk = recs[s : s + SHARD]
-        write_shard(path, chunk, teacher.encode([r["text"] for r in chunk]))
-        print(f"train shard {i}: {s + len(chunk)} texts, {time.time() - t0:.0f}s", flush=True)
+    cached, _ = load_shards(args.out, "train")
+    done = {r["text"] for r in cached}
+    i = len(sorted(args.out.glob("train-[0-9][0-9][0-9].npy")))
+    todo = [
+        r
+        for r in train_order(args.corpus)
+        if r["text"] not in done
+        and (not args.max_words or len(r["text"].split()) <= args.max_words)
+    ][: max(0, args.max_train - len(cached))]
+    print(f"cached {len(cached)} texts in {i} shards; {len(todo)} to do", flush=True)
+    t0, n = time.time(), len(cached)
+    for s in range(0, len(todo), SHARD):
+        if args.minutes and time.time() - t0 > args.minutes * 60:
+            break
+        chunk = todo[s : s + SHARD]
+        write_shard(args.out / f"train-{i:03d}", chunk, teacher.encode([r["text"] for r in chunk]))
+        n += len(chunk)
+        print(f"train shard {i}: {n} texts, {time.time() - t0:.0f}s", flush=True)
+        i += 1
 
 
 if __name__ == "__main__":

@@ -165,8 +165,12 @@ def distill(args) -> tuple[AFTEncoder, dict]:
         budget is set (CPU time, unlike wall time, hardly depends on what else the machine
         runs, so equal-budget comparisons stay fair on shared cores)."""
         if budget:  # held-out checks are not charged to the budget
-            return (time.process_time() - c0 - c_eval) / budget
-        return step / args.steps
+            p = (time.process_time() - c0 - c_eval) / budget
+        else:
+            p = step / args.steps
+        if args.wall_minutes:  # a hard deadline as well: whichever runs out first
+            p = max(p, (time.time() - t0) / (args.wall_minutes * 60.0))
+        return p
 
     def lr_factor(p: float) -> float:  # linear warm-up over 5%, cosine decay to 5%
         if p < 0.05:
@@ -215,14 +219,14 @@ def distill(args) -> tuple[AFTEncoder, dict]:
 
 def fit_head(model: AFTEncoder, args, log: dict) -> list[str]:
     """Linear topic head on the frozen encoder's raw pooled embeddings of WordNet glosses."""
-    from aft.distill.corpus import load
+    from aft.distill.corpus import LEXNAMES, load
 
     tok = load_tokenizer(MAX_SEQ_LEN)
     train = [r for r in load(args.corpus / "train.jsonl") if r["kind"] == "definition"]
     # A random subset: encoding all 105k glosses on 2 shared cores takes too long for little gain.
     random.Random(args.seed).shuffle(train)
     train = train[: args.head_max]
-    labels = sorted({r["lexname"] for r in train})
+    labels = sorted(LEXNAMES)  # all 45, whichever the subset happens to contain
     t0 = time.time()
     x = embed_raw(model, [e.ids for e in tok.encode_batch([r["text"] for r in train])])
     y = torch.tensor([labels.index(r["lexname"]) for r in train])
@@ -260,6 +264,9 @@ def main() -> None:
     ap.add_argument("--rel-weight", type=float, default=2.0)
     ap.add_argument("--max-train", type=int, default=0, help="use the first N cached texts")
     ap.add_argument("--cpu-minutes", type=float, default=0.0, help="budget in CPU time (not steps)")
+    ap.add_argument(
+        "--wall-minutes", type=float, default=0.0, help="also stop by wall time (deadline)"
+    )
     ap.add_argument("--eval-every", type=float, default=0.25, help="fraction of the run")
     ap.add_argument("--train-embeddings", action="store_true", help="also train the token table")
     ap.add_argument("--head-epochs", type=int, default=300)
