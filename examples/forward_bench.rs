@@ -395,7 +395,7 @@ fn main() -> Result<()> {
     let file = std::fs::File::open(&args.corpus)
         .with_context(|| format!("opening {}", args.corpus.display()))?;
     let mut texts = Vec::new();
-    let mut buckets = Vec::new();
+    let mut buckets: Vec<String> = Vec::new();
     for line in std::io::BufReader::new(file).lines() {
         let line = line?;
         if line.trim().is_empty() {
@@ -408,6 +408,7 @@ fn main() -> Result<()> {
                 .context("corpus line without text")?
                 .to_string(),
         );
+        buckets.push(v["bucket"].as_str().unwrap_or("").to_string());
     }
     if texts.is_empty() {
         bail!("empty corpus {}", args.corpus.display());
