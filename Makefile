@@ -1,5 +1,5 @@
 # Thin front for scripts/: `make run` serves the default model, `make test` runs every check.
-.PHONY: run test setup build lint fmt
+.PHONY: run test setup build lint fmt model bench
 
 run:            ## set up, build and serve models/aft-mini on :8080
 	scripts/run
@@ -16,3 +16,9 @@ fmt:            ## format Rust and Python sources
 
 lint:           ## formatting checks and linters, without tests
 	. scripts/env.sh && cargo fmt --all -- --check && cargo clippy --release --locked --all-targets -- -D warnings && ruff format --check . && ruff check .
+
+model:          ## retrain the default bundle models/aft-mini from registry packages (~45 min)
+	scripts/train-aft-mini
+
+bench:          ## every benchmark table and plot in docs/BENCHMARKS.md (~40 min, quiet machine)
+	bench/run-all
