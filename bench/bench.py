@@ -499,8 +499,11 @@ def part_compare(a: argparse.Namespace) -> None:
         "single_short": {},
         "config": {},
     }
+    out["aft_serve_config"] = serve_config()
     out["config"] = {
-        "aft-serve": "defaults (see aft-serve --help)",
+        "aft-serve": "flags "
+        + (" ".join(serve_args()) or "(none: built-in defaults)")
+        + "; other settings at their defaults",
         "python-plain": "uvicorn 1 worker, torch.set_num_threads(2), async handler",
         "python-batched": "uvicorn 1 worker, torch.set_num_threads(2), "
         "asyncio batching (64 seq / 8192 padded tokens)",

@@ -84,6 +84,39 @@ def bare_forward(limit: dict, threads: int) -> dict:
     return (limit.get("single_short_by_threads") or {}).get(str(threads)) or limit["single_short"]
 
 
+def saturation_points(compare: dict, w: int, t: int, mbt: int) -> list[tuple[str, float]]:
+    """Every saturation measurement of aft-serve with this configuration in the run."""
+    pts = [("sweep max", max(p["ok_per_s"] for p in compare["closed"]["aft-serve"]))]
+    config, profile = load("config"), load("profile")
+    for r in (config or {}).get("runs", []):
+        if (r["workers"], r["intra_op_threads"], r["max_batch_tokens"]) == (w, t, mbt):
+            pts.append(("config study c=256", r["c256"]["ok_per_s"]))
+    if profile and profile.get("server_args") == [
+        "--workers",
+        str(w),
+        "--intra-op-threads",
+        str(t),
+        "--max-batch-tokens",
+        str(mbt),
+    ]:
+        pts.append(("profile c=256", profile["load"]["ok_per_s"]))
+    return pts
+
+
+def rss_tail_change(soak: dict) -> tuple[float, float] | None:
+    """(RSS change over the soak's second half, time RSS last grew) from the samples."""
+    smp = soak.get("rss_samples") or []
+    if len(smp) < 4:
+        return None
+    half = smp[-1]["t"] / 2
+    mid = next(x for x in smp if x["t"] >= half)
+    last_growth = 0.0
+    for a, b in zip(smp, smp[1:], strict=False):
+        if b["rss_kib"] > a["rss_kib"]:
+            last_growth = b["t"]
+    return (smp[-1]["rss_kib"] - mid["rss_kib"]) / mid["rss_kib"], last_growth
+
+
 def headline(limit, compare, overload, soak) -> tuple[str, list[str]]:
     lines = []
     rows = []
@@ -107,6 +140,19 @@ def headline(limit, compare, overload, soak) -> tuple[str, list[str]]:
                         pass_fail(ratio >= 0.85),
                     ]
                 )
+                sats = saturation_points(compare, w, t, lim["max_batch_tokens"])
+                if len(sats) > 1:
+                    med = sorted(v for _, v in sats)[len(sats) // 2]
+                    ratio = med / lim["sentences_per_s"]
+                    rows.append(
+                        [
+                            "Same, median of this run's saturation measurements of that "
+                            "configuration (" + ", ".join(f"{n}: {f(v)}" for n, v in sats) + ")",
+                            ">= 0.85",
+                            f"{ratio:.2f} ({f(med)} / {f(lim['sentences_per_s'])} sentences/s)",
+                            pass_fail(ratio >= 0.85),
+                        ]
+                    )
         if "python-plain" in sat:
             p = sat["python-plain"]
             ratio = a["ok_per_s"] / p["ok_per_s"]
@@ -182,6 +228,18 @@ def headline(limit, compare, overload, soak) -> tuple[str, list[str]]:
                 pass_fail(abs(g) <= 0.05 and r["errors"] == 0),
             ]
         )
+        tail = rss_tail_change(soak)
+        if tail:
+            rows.append(
+                [
+                    "Soak: RSS change over the second half (context: is it a leak or a slow "
+                    "warm-up?)",
+                    "–",
+                    f"{100 * tail[0]:+.2f}%; RSS last grew at t = {tail[1]:.0f} s of "
+                    f"{soak['rss_samples'][-1]['t']:.0f} s",
+                    "",
+                ]
+            )
     text = table(["target", "goal", "measured (one run)", ""], rows) if rows else "(no results)\n"
     return text, lines
 

@@ -54,7 +54,7 @@ pub struct Config {
     pub intra_op_threads: usize,
 
     /// Most tokens in one batch, counting padding (batch size x longest sequence).
-    #[arg(long, env = "AFT_MAX_BATCH_TOKENS", default_value_t = 8192)]
+    #[arg(long, env = "AFT_MAX_BATCH_TOKENS", default_value_t = 2048)]
     pub max_batch_tokens: usize,
 
     /// Most sequences in one batch.
