@@ -19,6 +19,10 @@ Everything here is TorchScript-compatible: the encoder scripts these functions i
 import torch
 from torch import Tensor
 
+# Up to this length, local and conv run as dense (banded) bias matrices through AFT-full's matrix
+# products: on CPU a few BLAS calls beat the band path's small per-offset steps at short T.
+DENSE_MAX = 256
+
 
 def _consts(x: Tensor) -> tuple[float, float, float]:
     """(cancel, tiny, neg) for x's dtype. A sum whose terms cancel down to `cancel` times the sum
@@ -28,6 +32,17 @@ def _consts(x: Tensor) -> tuple[float, float, float]:
     if x.dtype == torch.float64:
         return 1e-8, 1.4916681462400413e-154, -1e300
     return 0.06, 1.0842021724855044e-19, -1e37
+
+
+def _exp(x: Tensor) -> Tensor:
+    """exp of arguments clamped at the bottom of the normal range (float32: exp(-87) ~ 1.6e-38).
+
+    CPU exp is 6-16x slower on inputs whose result underflows to zero or a denormal, and masked
+    entries here are huge negatives. Every argument is already shifted so the largest term is 1,
+    so the clamp moves a term by at most 1.6e-38 (float64: exp(-700) ~ 1e-304) of the largest:
+    far below what the sums resolve or the underflow checks test for."""
+    lo = -700.0 if x.dtype == torch.float64 else -87.0
+    return torch.exp(x.clamp_min(lo))
 
 
 def _key_mask(k: Tensor, key_padding_mask: Tensor | None) -> Tensor:
@@ -55,15 +70,15 @@ def _global_sums(
     cancel, tiny, neg = _consts(km)
     if not causal:
         m = km.amax(1, keepdim=True).detach()
-        e = torch.exp(km - m) * mask
+        e = _exp(km - m) * mask
         return m, (e * v).sum(1, keepdim=True), e.sum(1, keepdim=True)
     # Causal: a prefix log-sum-exp keeps every prefix exact. V's sign is split off first.
     m = torch.cummax(km, 1)[0].detach()
     lv = torch.log(v.abs().clamp_min(tiny * tiny))
     pos = torch.logcumsumexp(km + torch.where(v > 0, lv, neg), 1)
     negs = torch.logcumsumexp(km + torch.where(v < 0, lv, neg), 1)
-    num = torch.exp(pos - m) - torch.exp(negs - m)
-    den = torch.exp(torch.logcumsumexp(km, 1) - m)
+    num = _exp(pos - m) - _exp(negs - m)
+    den = _exp(torch.logcumsumexp(km, 1) - m)
     has = _has_key(mask, True)
     return m, num * has, den * has
 
@@ -158,6 +173,54 @@ def _finish(
     return y
 
 
+def _aft_dense(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    wh: Tensor,
+    kind: str,
+    w_exact: Tensor,
+    window: int,
+    key_padding_mask: Tensor | None,
+    causal: bool,
+    fallback: bool,
+    block: int,
+) -> Tensor:
+    """AFT with a dense bias wh: (h, T, T), one matrix per group of d / h channels (h = 1: one
+    for all). exp(wh) times exp(K) V, `block` rows of wh at a time: O(T^2 d) time, O(h block T +
+    T d) extra memory (never T x T x d). Every term is positive, so only underflow loses accuracy;
+    flagged rows go to the exact path with the variant's own bias (`kind`, `w_exact`)."""
+    B, T, d = v.shape
+    h = wh.shape[0]
+    g = d // h
+    cancel, tiny, neg = _consts(k)
+    mask = _key_mask(k, key_padding_mask)
+    km = k.masked_fill(mask == 0, neg)
+    ek = _exp(km - km.amax(1, keepdim=True).detach()) * mask
+    # (B, h, T', g): each head's channels, so that one batched matmul serves every head.
+    ekv = (ek * v).reshape(B, T, h, g).transpose(1, 2)
+    ekh = ek.reshape(B, T, h, g).transpose(1, 2)
+    real = mask[:, None, None, :, 0] > 0  # (B, 1, 1, T'): real keys
+    idx = torch.arange(T, device=k.device)
+    nums: list[Tensor] = []
+    dens: list[Tensor] = []
+    for r0 in range(0, T, block):
+        r1 = min(T, r0 + block)
+        allowed = real & (idx[None, :] <= idx[r0:r1, None]) if causal else real
+        ww = torch.where(allowed, wh[None, :, r0:r1], neg)  # (B, h, rows, T')
+        ew = _exp(ww - ww.amax(-1, keepdim=True).detach()) * allowed
+        nums.append(ew @ ekv)
+        dens.append(ew @ ekh)
+    if len(nums) > 1:
+        nums, dens = [torch.cat(nums, 2)], [torch.cat(dens, 2)]
+    num = nums[0].transpose(1, 2).reshape(B, T, d)
+    den = dens[0].transpose(1, 2).reshape(B, T, d)
+    has = _has_key(mask, causal)
+    bad = (den < tiny).any(-1) & has[:, :, 0]
+    y = _finish(num, den, bad, has, k, v, mask, causal, w_exact, kind, window, fallback)
+    return torch.sigmoid(q) * y
+
+
 def aft_full(
     q: Tensor,
     k: Tensor,
@@ -171,30 +234,9 @@ def aft_full(
     """AFT-full. q, k, v: (B, T, d); w: (T, T) or larger (sliced). O(T^2 d) time: exp(w) (T x T)
     times exp(K) V (T x d), taken `block` rows of w at a time, so the extra memory is
     O(block T + T d) (w itself, an input, is T x T)."""
-    B, T, d = q.shape
-    cancel, tiny, neg = _consts(k)
+    T = q.shape[1]
     w = w[:T, :T]
-    mask = _key_mask(k, key_padding_mask)
-    km = k.masked_fill(mask == 0, neg)
-    ek = torch.exp(km - km.amax(1, keepdim=True).detach()) * mask
-    ekv = ek * v
-    real = mask[:, None, :, 0] > 0  # (B, 1, T'): real keys
-    idx = torch.arange(T, device=k.device)
-    nums: list[Tensor] = []
-    dens: list[Tensor] = []
-    for r0 in range(0, T, block):
-        r1 = min(T, r0 + block)
-        allowed = real & (idx[None, :] <= idx[r0:r1, None]) if causal else real
-        ww = torch.where(allowed, w[r0:r1], neg)
-        ew = torch.exp(ww - ww.amax(-1, keepdim=True).detach()) * allowed  # (B, rows, T')
-        nums.append(ew @ ekv)
-        dens.append(ew @ ek)
-    num, den = torch.cat(nums, 1), torch.cat(dens, 1)
-    has = _has_key(mask, causal)
-    # Every term is positive, so only underflow loses accuracy: a tiny denominator flags it.
-    bad = (den < tiny).any(-1) & has[:, :, 0]
-    y = _finish(num, den, bad, has, k, v, mask, causal, w, "full", 0, fallback)
-    return torch.sigmoid(q) * y
+    return _aft_dense(q, k, v, w[None], "full", w, 0, key_padding_mask, causal, fallback, block)
 
 
 def _aft_band(
@@ -236,20 +278,20 @@ def _aft_band(
             wm[:, r0:r1] = torch.maximum(wm[:, r0:r1], cand)
     else:
         wm = wd.amax(1).clamp_min(0.0)[None, None, :]
-    outside = torch.exp(-wm)  # weight of keys outside the band, relative to the maximum
+    outside = _exp(-wm)  # weight of keys outside the band, relative to the maximum
 
     num = (outside * g_num).expand(B, T, d).contiguous()
     den = (outside * g_den).expand(B, T, d).contiguous()
     den_abs = den.detach().clone()  # sum of |terms|: measures cancellation
     # Without causal, one key reference m serves every row: exp(K - m) and exp(K - m) V once.
-    ek = torch.exp(km - m) * mask
+    ek = _exp(km - m) * mask
     ekv = ek * v
     for o in offsets:
         r0, r1, a, b = max(0, -o), T - max(0, o), max(0, o), T + min(0, o)  # rows, keys
         wo = w.diagonal(o)[:, None] if kind == "local" else w[:, o + half]
-        c = torch.exp(wo - _rows(wm, r0, r1)) - _rows(outside, r0, r1)  # exp(w) - 1, scaled
+        c = _exp(wo - _rows(wm, r0, r1)) - _rows(outside, r0, r1)  # exp(w) - 1, scaled
         if causal:  # the reference m_t differs per row: exp(K_t' - m_t) for this tap
-            e = torch.exp(km[:, a:b] - m[:, r0:r1]) * mask[:, a:b]
+            e = _exp(km[:, a:b] - m[:, r0:r1]) * mask[:, a:b]
             ev = e * v[:, a:b]
         else:
             e, ev = ek[:, a:b], ekv[:, a:b]
@@ -273,16 +315,25 @@ def aft_local(
     key_padding_mask: Tensor | None = None,
     causal: bool = False,
     fallback: bool = True,
+    dense_max: int = DENSE_MAX,
 ) -> Tensor:
     """AFT-local: bias w[t, t'] where |t - t'| < window, 0 (not -inf) outside. w: (T, T) or larger.
 
-    Only the 2 * window - 1 diagonals of w are read: O(T window d) time, O(T d) extra memory."""
+    T > dense_max: only the 2 * window - 1 diagonals of w are read, O(T window d) time, O(T d)
+    extra memory. Shorter inputs take AFT-full's matrix products over the banded bias instead,
+    O(T^2 d) but a few large BLAS calls rather than one small step per diagonal."""
     T = q.shape[1]
     if window < 1:
         raise ValueError("window must be >= 1")
     if window >= T:  # the band covers everything
         return aft_full(q, k, v, w, key_padding_mask, causal, fallback)
-    return _aft_band(q, k, v, w[:T, :T], "local", window, key_padding_mask, causal, fallback)
+    w = w[:T, :T]
+    if T <= dense_max:
+        idx = torch.arange(T, device=w.device)
+        near = (idx[None, :] - idx[:, None]).abs() < window
+        wh = torch.where(near, w, 0.0)[None]
+        return _aft_dense(q, k, v, wh, "local", w, window, key_padding_mask, causal, fallback, 256)
+    return _aft_band(q, k, v, w, "local", window, key_padding_mask, causal, fallback)
 
 
 def aft_simple(
@@ -310,19 +361,28 @@ def aft_conv(
     key_padding_mask: Tensor | None = None,
     causal: bool = False,
     fallback: bool = True,
+    dense_max: int = DENSE_MAX,
 ) -> Tensor:
     """AFT-conv with h heads. q, v: (B, T, d) in h groups of d / h channels; k: (B, T, h), one key
     per head; w: (h, S), S odd, a 1-D kernel per head: the bias of key t' for query t is
     w[head, t' - t + S // 2] within the kernel and 0 outside. `causal` keeps taps with t' <= t.
 
-    Computed as conv(exp(K) V, exp(w) - 1) + sum_t' exp(K_t') V_t' over the denominator with V = 1,
-    the convolution written as a sum over the S taps: O(T S d) time, O(T d + h S) memory."""
+    T > dense_max: conv(exp(K) V, exp(w) - 1) + sum_t' exp(K_t') V_t' over the denominator with
+    V = 1, the convolution written as a sum over the S taps: O(T S d) time, O(T d + h S) memory.
+    Shorter inputs: one (T, T) banded bias per head through batched matrix products (as AFT-full),
+    O(T^2 d) time, O(h T^2 + T d) memory."""
     d = q.shape[2]
     h, s = w.shape
     if d % h != 0 or s % 2 != 1 or k.shape[2] != h:
         raise ValueError("aft_conv needs d % h == 0, an odd kernel and k of shape (B, T, h)")
     g = d // h
     kd = k.repeat_interleave(g, 2)  # each head's key scalar, for each of its channels
-    return _aft_band(
-        q, kd, v, w.repeat_interleave(g, 0), "conv", 0, key_padding_mask, causal, fallback
-    )
+    wd = w.repeat_interleave(g, 0)
+    T = q.shape[1]
+    if T <= dense_max:  # one (T, T) bias matrix per head, zero beyond the kernel
+        idx = torch.arange(T, device=w.device)
+        off = idx[None, :] - idx[:, None] + s // 2
+        inside = (off >= 0) & (off < s)
+        wh = torch.where(inside[None], w[:, off.clamp(0, s - 1)], 0.0)
+        return _aft_dense(q, kd, v, wh, "conv", wd, 0, key_padding_mask, causal, fallback, 256)
+    return _aft_band(q, kd, v, wd, "conv", 0, key_padding_mask, causal, fallback)

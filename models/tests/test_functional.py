@@ -4,7 +4,10 @@ import pytest
 import torch
 from aft import functional as A
 
-VARIANTS = ["full", "local", "simple", "conv"]
+# "local" and "conv" take the dense (banded matrix) path at these short lengths; "/band" forces
+# the per-offset band path that longer inputs take.
+VARIANTS = ["full", "local", "simple", "conv", "local/band", "conv/band"]
+BIASED = ["full", "local", "conv", "local/band", "conv/band"]
 B, T, D, H, S, WINDOW = 2, 10, 4, 2, 5, 3
 
 
@@ -30,9 +33,14 @@ def loop_reference(q, k, v, bias, mask, causal):
     return y
 
 
+def base(variant):
+    return variant.split("/")[0]
+
+
 def dense_bias(variant, w, T):
     """The (T, T[, d]) bias each variant's w stands for."""
     idx = torch.arange(T)
+    variant = base(variant)
     if variant == "full":
         return w[:T, :T]
     if variant == "local":
@@ -46,6 +54,9 @@ def dense_bias(variant, w, T):
 
 
 def run(variant, q, k, v, w, mask=None, causal=False, **kw):
+    variant, _, path = variant.partition("/")
+    if path == "band":
+        kw["dense_max"] = 0
     if variant == "full":
         return A.aft_full(q, k, v, w, mask, causal, **kw)
     if variant == "local":
@@ -62,8 +73,9 @@ def inputs(variant, k_scale=3.0, w_scale=3.0, dtype=torch.float64, seed=0, t=T):
         return ((torch.rand(*shape, generator=g, dtype=torch.float64) * 2 - 1) * scale).to(dtype)
 
     q, v = uniform(B, t, D, scale=3), uniform(B, t, D, scale=3)
-    k = uniform(B, t, H if variant == "conv" else D, scale=k_scale)
-    w = uniform(H, S, scale=w_scale) if variant == "conv" else uniform(t, t, scale=w_scale)
+    conv = base(variant) == "conv"
+    k = uniform(B, t, H if conv else D, scale=k_scale)
+    w = uniform(H, S, scale=w_scale) if conv else uniform(t, t, scale=w_scale)
     return q, k, v, w
 
 
@@ -74,7 +86,7 @@ def padding_mask(t=T):
 
 
 def reference(variant, q, k, v, w, mask, causal):
-    kk = k.repeat_interleave(D // H, -1) if variant == "conv" else k
+    kk = k.repeat_interleave(D // H, -1) if base(variant) == "conv" else k
     return loop_reference(q, kk, v, dense_bias(variant, w.double(), q.shape[1]), mask, causal)
 
 
@@ -99,9 +111,10 @@ def extreme_inputs(variant, dtype):
     """Keys and biases both of size 80 that break the fast forms, though every true term
     exp(K + w) is about 1. full/local: K and w peak at alternate t', so each product
     exp(K - max K) exp(w - max w) underflows in float32. conv: K = 80 everywhere and a kernel of
-    -80 covering every key, so global sum + (exp(w) - 1) terms cancel to nothing."""
+    -80 covering every key, so the band path's global sum + (exp(w) - 1) terms cancel to nothing
+    (the dense path has no such cancellation)."""
     q, k, v, w = inputs(variant, 1, 1, dtype=dtype, seed=1)
-    if variant == "conv":
+    if base(variant) == "conv":
         g = torch.Generator().manual_seed(2)
         w = (torch.rand(H, 2 * T - 1, generator=g, dtype=torch.float64) * 2 - 81).to(dtype)
         return q, k + 80, v, w
@@ -109,13 +122,16 @@ def extreme_inputs(variant, dtype):
     return q, k + 80 * sign[None, :, None], v, w - 80 * sign[None, :]
 
 
-@pytest.mark.parametrize("variant", ["full", "local", "conv"])
+@pytest.mark.parametrize("variant", BIASED)
 @pytest.mark.parametrize("causal", [False, True])
 def test_extreme_falls_back_to_exact(variant, causal):
     q, k, v, w = extreme_inputs(variant, torch.float32)
     mask = padding_mask()
     ref = reference(variant, q, k, v, w, mask, causal)
     fast = run(variant, q, k, v, w, mask, causal, fallback=False)
+    if variant == "conv":  # dense conv: every term positive, nothing cancels, no fallback needed
+        assert torch.isfinite(fast).all() and rel_err(fast, ref) < 1e-4
+        return
     assert not torch.isfinite(fast).all() or rel_err(fast, ref) > 1e-2  # the fast form fails...
     y = run(variant, q, k, v, w, mask, causal)
     assert torch.isfinite(y).all() and rel_err(y, ref) < 1e-4  # ...and is caught
@@ -127,13 +143,15 @@ def test_extreme_float64_and_scripted(variant):
     mask = padding_mask()
     ref = reference(variant, q, k, v, w, mask, True)
     assert rel_err(run(variant, q, k, v, w, mask, True), ref) < 1e-6
+    name, path = base(variant), variant.partition("/")[2]
     fn = {"full": A.aft_full, "local": A.aft_local, "simple": A.aft_simple, "conv": A.aft_conv}
-    scripted = torch.jit.script(fn[variant])
-    args = (q, k, v) if variant == "simple" else (q, k, v, w)
-    if variant == "local":
+    scripted = torch.jit.script(fn[name])
+    args = (q, k, v) if name == "simple" else (q, k, v, w)
+    if name == "local":
         args = args + (WINDOW,)
     q32 = [a.float() if isinstance(a, torch.Tensor) else a for a in args]
-    assert torch.equal(scripted(*q32, mask, True), fn[variant](*q32, mask, True))
+    rest = (mask, True) if name in ("full", "simple") else (mask, True, True, 0 if path else 256)
+    assert torch.equal(scripted(*q32, *rest), fn[name](*q32, *rest))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -181,14 +199,14 @@ def test_padding_invariance(variant, causal, dtype, tol):
 @pytest.mark.parametrize("causal", [False, True])
 def test_gradcheck(variant, causal):
     q, k, v, w = (x[:, :6] if x.dim() == 3 else x for x in inputs(variant, 2, 2))
-    if variant != "conv":
+    if base(variant) != "conv":
         w = w[:6, :6]
     mask = padding_mask(6)
     args = [x.clone().requires_grad_() for x in (q, k, v, w)]
     assert torch.autograd.gradcheck(lambda *a: run(variant, *a, mask, causal), args)
 
 
-@pytest.mark.parametrize("variant", ["full", "local", "conv"])
+@pytest.mark.parametrize("variant", ["full", "local", "local/band", "conv/band"])
 def test_gradcheck_exact_path(variant):
     q, k, v, w = extreme_inputs(variant, torch.float64)
     k, w = k * 5, w * 5  # |K| + |w| up to 800: the float64 fast form underflows too
@@ -196,26 +214,32 @@ def test_gradcheck_exact_path(variant):
     fast = run(variant, q, k, v, w, mask, fallback=False)
     assert not torch.allclose(fast, run(variant, q, k, v, w, mask), rtol=1e-3, atol=1e-3)
     args = [x[:, :6] if x.dim() == 3 else x for x in (q, k, v)]
-    args = [x.clone().requires_grad_() for x in args + [w if variant == "conv" else w[:6, :6]]]
+    args = [
+        x.clone().requires_grad_() for x in args + [w if base(variant) == "conv" else w[:6, :6]]
+    ]
     assert torch.autograd.gradcheck(lambda *a: run(variant, *a, mask[:, :6]), args)
 
 
-def test_local_bias_gradient_inside_window_only():
+@pytest.mark.parametrize("dense_max", [A.DENSE_MAX, 0], ids=["dense", "band"])
+def test_local_bias_gradient_inside_window_only(dense_max):
     q, k, v, w = inputs("local")
     w = w.clone().requires_grad_()
-    A.aft_local(q, k, v, w, WINDOW).sum().backward()
+    A.aft_local(q, k, v, w, WINDOW, dense_max=dense_max).sum().backward()
     idx = torch.arange(T)
     inside = (idx[:, None] - idx[None, :]).abs() < WINDOW
     assert (w.grad[inside] != 0).all() and (w.grad[~inside] == 0).all()
 
 
-def test_conv_kernel_gradient():
+@pytest.mark.parametrize("dense_max", [A.DENSE_MAX, 0], ids=["dense", "band"])
+def test_conv_kernel_gradient(dense_max):
     q, k, v, w = inputs("conv")
     w = w.clone().requires_grad_()
-    A.aft_conv(q, k, v, w).sum().backward()
+    A.aft_conv(q, k, v, w, dense_max=dense_max).sum().backward()
     assert (w.grad != 0).all()
     w.grad = None
-    A.aft_conv(q, k, v, w, causal=True).sum().backward()  # taps after t are unused
+    A.aft_conv(
+        q, k, v, w, causal=True, dense_max=dense_max
+    ).sum().backward()  # taps after t: unused
     assert (w.grad[:, : S // 2 + 1] != 0).all() and (w.grad[:, S // 2 + 1 :] == 0).all()
 
 
@@ -233,3 +257,16 @@ def test_full_row_blocks(causal):
     mask = padding_mask()
     whole = A.aft_full(q, k, v, w, mask, causal)
     torch.testing.assert_close(A.aft_full(q, k, v, w, mask, causal, block=3), whole)
+
+
+@pytest.mark.parametrize("variant", ["local", "conv"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_dense_and_band_paths_agree(variant, causal):
+    """Longer than the band: both paths compute the same banded bias, in the same order of size."""
+    q, k, v, w = inputs(variant, 4, 4, t=40)
+    mask = padding_mask(40)
+    dense, band = (
+        run(variant, q, k, v, w, mask, causal),
+        run(variant + "/band", q, k, v, w, mask, causal),
+    )
+    torch.testing.assert_close(dense, band, rtol=1e-10, atol=1e-10)
