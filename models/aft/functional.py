@@ -200,16 +200,22 @@ def _aft_dense(
     # (B, h, T', g): each head's channels, so that one batched matmul serves every head.
     ekv = (ek * v).reshape(B, T, h, g).transpose(1, 2)
     ekh = ek.reshape(B, T, h, g).transpose(1, 2)
-    real = mask[:, None, None, :, 0] > 0  # (B, 1, 1, T'): real keys
     idx = torch.arange(T, device=k.device)
     nums: list[Tensor] = []
     dens: list[Tensor] = []
     for r0 in range(0, T, block):
         r1 = min(T, r0 + block)
-        allowed = real & (idx[None, :] <= idx[r0:r1, None]) if causal else real
-        ww = torch.where(allowed, wh[None, :, r0:r1], neg)  # (B, h, rows, T')
-        ew = _exp(ww - ww.amax(-1, keepdim=True).detach()) * allowed
-        nums.append(ew @ ekv)
+        # exp(w) has no batch dimension: padded keys are already zero in ek, so the bias is
+        # shifted by its row maximum over all keys (the shift cancels; a padded key holding the
+        # maximum can only make real terms smaller, and underflow is caught below).
+        ww = wh[:, r0:r1]  # (h, rows, T')
+        if causal:
+            later = idx[None, :] > idx[r0:r1, None]
+            ww = ww.masked_fill(later, neg)
+            ew = _exp(ww - ww.amax(-1, keepdim=True).detach()).masked_fill(later, 0.0)
+        else:
+            ew = _exp(ww - ww.amax(-1, keepdim=True).detach())
+        nums.append(ew @ ekv)  # (h, rows, T') @ (B, h, T', g): broadcast over the batch
         dens.append(ew @ ekh)
     if len(nums) > 1:
         nums, dens = [torch.cat(nums, 2)], [torch.cat(dens, 2)]
