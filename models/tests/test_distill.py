@@ -1,5 +1,9 @@
 """Distillation pieces that need neither WordNet nor the teacher wheel: split, parsing, loss."""
 
+import os
+import subprocess
+import sys
+
 import torch
 import torch.nn.functional as F
 from aft.distill import corpus
@@ -9,7 +13,22 @@ from aft.distill.train import distill_loss, student_config
 def test_split_is_deterministic_and_about_ten_percent():
     groups = [f"n:{i:08d}" for i in range(20000)]
     held = [g for g in groups if corpus.is_heldout(g)]
-    assert held == [g for g in groups if corpus.is_heldout(g)]
+    # Another interpreter with another string-hash seed (Python's hash() would differ) agrees.
+    script = (
+        "import sys; from aft.distill import corpus; "
+        "print(*[g for g in sys.stdin.read().split() if corpus.is_heldout(g)])"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", script],
+        input="\n".join(groups),
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert other.stdout.split() == held
+    # Pinned: aft-mini's held-out metrics were measured on this split; a new hash would move it.
+    assert len(held) == 1957 and held[:3] == ["n:00000011", "n:00000017", "n:00000021"]
     assert 0.08 < len(held) / len(groups) < 0.12
 
 
