@@ -16,6 +16,8 @@ log-sum-exp over blocks of keys (`_exact`). Pass `fallback=False` to see the fas
 Everything here is TorchScript-compatible: the encoder scripts these functions into model.pt.
 """
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -24,14 +26,34 @@ from torch import Tensor
 DENSE_MAX = 256
 
 
-def _consts(x: Tensor) -> tuple[float, float, float]:
-    """(cancel, tiny, neg) for x's dtype. A sum whose terms cancel down to `cancel` times the sum
-    of their magnitudes keeps a relative error of about 2e-8 (float64) or 2e-6 (float32): eps /
-    cancel. `tiny` is the square root of the smallest normal: a sum of positive terms above it
-    lost nothing to underflow that matters. `neg` is a huge negative stand-in for -inf."""
+class _Limits(NamedTuple):
+    """Per-dtype thresholds. A sum whose terms cancel down to `cancel` times the sum of their
+    magnitudes keeps a relative error of about 2e-8 (float64) or 2e-6 (float32): eps / cancel.
+    `tiny` is the square root of the smallest normal: a sum of positive terms above it lost
+    nothing to underflow that matters. `neg` is a huge negative stand-in for -inf."""
+
+    cancel: float
+    tiny: float
+    neg: float
+
+
+def _limits(x: Tensor) -> _Limits:
     if x.dtype == torch.float64:
-        return 1e-8, 1.4916681462400413e-154, -1e300
-    return 0.06, 1.0842021724855044e-19, -1e37
+        return _Limits(1e-8, 1.4916681462400413e-154, -1e300)
+    return _Limits(0.06, 1.0842021724855044e-19, -1e37)
+
+
+class _Operands(NamedTuple):
+    """A biased variant's inputs, prepared once for its fast path and the exact fallback."""
+
+    k: Tensor  # (B, T, d); conv: each head's key repeated over its channels
+    v: Tensor  # (B, T, d)
+    mask: Tensor  # (B, T, 1) float, 1 on real keys
+    km: Tensor  # k with padded keys set to a huge negative
+    causal: bool
+    kind: str  # the bias's form, as `_bias` reads it: "full", "local" or "conv"
+    w: Tensor  # full, local: (T, T); conv: (d, S), each head's kernel repeated over its channels
+    window: int  # local: bias kept where |t - t'| < window
 
 
 def _exp(x: Tensor) -> Tensor:
@@ -52,6 +74,20 @@ def _key_mask(k: Tensor, key_padding_mask: Tensor | None) -> Tensor:
     return key_padding_mask[:, : k.shape[1], None].to(k.dtype)
 
 
+def _operands(
+    k: Tensor,
+    v: Tensor,
+    key_padding_mask: Tensor | None,
+    causal: bool,
+    kind: str,
+    w: Tensor,
+    window: int,
+) -> _Operands:
+    mask = _key_mask(k, key_padding_mask)
+    km = k.masked_fill(mask == 0, _limits(k).neg)
+    return _Operands(k, v, mask, km, causal, kind, w, window)
+
+
 def _has_key(mask: Tensor, causal: bool) -> Tensor:
     """(B, T or 1, 1) bool: does the row see at least one real key?"""
     if causal:
@@ -67,16 +103,16 @@ def _global_sums(
     m_t is the largest allowed key (global, or running when causal), so the denominator is >= 1
     wherever a key is allowed. km is K with padded keys set to a huge negative number.
     """
-    cancel, tiny, neg = _consts(km)
     if not causal:
         m = km.amax(1, keepdim=True).detach()
         e = _exp(km - m) * mask
         return m, (e * v).sum(1, keepdim=True), e.sum(1, keepdim=True)
     # Causal: a prefix log-sum-exp keeps every prefix exact. V's sign is split off first.
+    lim = _limits(km)
     m = torch.cummax(km, 1)[0].detach()
-    lv = torch.log(v.abs().clamp_min(tiny * tiny))
-    pos = torch.logcumsumexp(km + torch.where(v > 0, lv, neg), 1)
-    negs = torch.logcumsumexp(km + torch.where(v < 0, lv, neg), 1)
+    lv = torch.log(v.abs().clamp_min(lim.tiny * lim.tiny))
+    pos = torch.logcumsumexp(km + torch.where(v > 0, lv, lim.neg), 1)
+    negs = torch.logcumsumexp(km + torch.where(v < 0, lv, lim.neg), 1)
     num = _exp(pos - m) - _exp(negs - m)
     den = _exp(torch.logcumsumexp(km, 1) - m)
     has = _has_key(mask, True)
@@ -104,23 +140,13 @@ def _bias(w: Tensor, kind: str, window: int, t: Tensor, j0: int, j1: int) -> Ten
     return torch.zeros(t.shape[0], j1 - j0, 1, dtype=w.dtype, device=w.device)
 
 
-def _exact(
-    k: Tensor,
-    v: Tensor,
-    mask: Tensor,
-    causal: bool,
-    w: Tensor,
-    kind: str,
-    window: int,
-    b_idx: Tensor,
-    t_idx: Tensor,
-    block: int = 64,
-) -> Tensor:
+def _exact(ops: _Operands, b_idx: Tensor, t_idx: Tensor, block: int = 64) -> Tensor:
     """Exact rows (b_idx, t_idx) of the weighted average, by an online log-sum-exp.
 
     Works on `block` rows x `block` keys x d at a time, so memory stays bounded (never T x T x d).
     """
-    cancel, tiny, neg = _consts(k)
+    k, v, mask = ops.k, ops.v, ops.mask
+    neg = _limits(k).neg
     T, d = k.shape[1], v.shape[2]
     outs = []
     for i in range(0, b_idx.shape[0], block):
@@ -131,10 +157,11 @@ def _exact(
         for j0 in range(0, T, block):
             j1 = min(T, j0 + block)
             ok = mask[:, j0:j1, 0][b] > 0
-            if causal:
+            if ops.causal:
                 ok = ok & (torch.arange(j0, j1, device=k.device)[None, :] <= t[:, None])
             ok = ok[:, :, None]
-            logit = (k[:, j0:j1][b] + _bias(w, kind, window, t, j0, j1)).masked_fill(~ok, neg)
+            bias = _bias(ops.w, ops.kind, ops.window, t, j0, j1)
+            logit = (k[:, j0:j1][b] + bias).masked_fill(~ok, neg)
             new = torch.maximum(mx, logit.amax(1).detach())
             p = torch.exp(logit - new[:, None]) * ok
             scale = torch.exp(mx - new)
@@ -146,61 +173,38 @@ def _exact(
 
 
 def _finish(
-    num: Tensor,
-    den: Tensor,
-    bad: Tensor,
-    has: Tensor,
-    k: Tensor,
-    v: Tensor,
-    mask: Tensor,
-    causal: bool,
-    w: Tensor,
-    kind: str,
-    window: int,
-    fallback: bool,
+    q: Tensor, ops: _Operands, num: Tensor, den: Tensor, suspect: Tensor, fallback: bool
 ) -> Tensor:
-    """num / den, 0 on rows without keys, and the exact path on `bad` rows (B, T)."""
-    ok = has.expand_as(den)
-    if fallback:
-        ok = ok & ~bad[:, :, None]
+    """sigmoid(Q) * num / den, 0 on rows without keys; rows where any channel is `suspect`
+    (B, T, d: the fast form may have underflowed or cancelled) are recomputed by `_exact`."""
+    has = _has_key(ops.mask, ops.causal)
+    if not fallback:
+        return torch.sigmoid(q) * torch.where(has, num / den, 0.0)  # the fast form, NaN and all
+    bad = suspect.any(-1) & has[:, :, 0]
+    ok = has.expand_as(den) & ~bad[:, :, None]
     y = torch.where(ok, num / torch.where(ok, den, 1.0), 0.0)
-    if fallback and bool(bad.any()):
+    if bool(bad.any()):
         rows = bad.nonzero()
         b_idx, t_idx = rows[:, 0], rows[:, 1]
-        y[b_idx, t_idx] = _exact(k, v, mask, causal, w, kind, window, b_idx, t_idx)
-    elif not fallback:
-        y = torch.where(has, num / den, 0.0)  # what the fast form gives, NaN and all
-    return y
+        y[b_idx, t_idx] = _exact(ops, b_idx, t_idx)
+    return torch.sigmoid(q) * y
 
 
-def _aft_dense(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    wh: Tensor,
-    kind: str,
-    w_exact: Tensor,
-    window: int,
-    key_padding_mask: Tensor | None,
-    causal: bool,
-    fallback: bool,
-    block: int,
-) -> Tensor:
+def _aft_dense(q: Tensor, ops: _Operands, wh: Tensor, fallback: bool, block: int) -> Tensor:
     """AFT with a dense bias wh: (h, T, T), one matrix per group of d / h channels (h = 1: one
     for all). exp(wh) times exp(K) V, `block` rows of wh at a time: O(T^2 d) time, O(h block T +
     T d) extra memory (never T x T x d). Every term is positive, so only underflow loses accuracy;
-    flagged rows go to the exact path with the variant's own bias (`kind`, `w_exact`)."""
-    B, T, d = v.shape
+    flagged rows go to the exact path with the variant's own bias (`ops.kind`, `ops.w`)."""
+    B, T, d = ops.v.shape
     h = wh.shape[0]
     g = d // h
-    cancel, tiny, neg = _consts(k)
-    mask = _key_mask(k, key_padding_mask)
-    km = k.masked_fill(mask == 0, neg)
-    ek = _exp(km - km.amax(1, keepdim=True).detach()) * mask
+    lim = _limits(ops.k)
+    km = ops.km
+    ek = _exp(km - km.amax(1, keepdim=True).detach()) * ops.mask
     # (B, h, T', g): each head's channels, so that one batched matmul serves every head.
-    ekv = (ek * v).reshape(B, T, h, g).transpose(1, 2)
+    ekv = (ek * ops.v).reshape(B, T, h, g).transpose(1, 2)
     ekh = ek.reshape(B, T, h, g).transpose(1, 2)
-    idx = torch.arange(T, device=k.device)
+    idx = torch.arange(T, device=km.device)
     nums: list[Tensor] = []
     dens: list[Tensor] = []
     for r0 in range(0, T, block):
@@ -209,9 +213,9 @@ def _aft_dense(
         # shifted by its row maximum over all keys (the shift cancels; a padded key holding the
         # maximum can only make real terms smaller, and underflow is caught below).
         ww = wh[:, r0:r1]  # (h, rows, T')
-        if causal:
+        if ops.causal:
             later = idx[None, :] > idx[r0:r1, None]
-            ww = ww.masked_fill(later, neg)
+            ww = ww.masked_fill(later, lim.neg)
             ew = _exp(ww - ww.amax(-1, keepdim=True).detach()).masked_fill(later, 0.0)
         else:
             ew = _exp(ww - ww.amax(-1, keepdim=True).detach())
@@ -221,10 +225,7 @@ def _aft_dense(
         nums, dens = [torch.cat(nums, 2)], [torch.cat(dens, 2)]
     num = nums[0].transpose(1, 2).reshape(B, T, d)
     den = dens[0].transpose(1, 2).reshape(B, T, d)
-    has = _has_key(mask, causal)
-    bad = (den < tiny).any(-1) & has[:, :, 0]
-    y = _finish(num, den, bad, has, k, v, mask, causal, w_exact, kind, window, fallback)
-    return torch.sigmoid(q) * y
+    return _finish(q, ops, num, den, den < lim.tiny, fallback)
 
 
 def aft_full(
@@ -242,32 +243,23 @@ def aft_full(
     O(block T + T d) (w itself, an input, is T x T)."""
     T = q.shape[1]
     w = w[:T, :T]
-    return _aft_dense(q, k, v, w[None], "full", w, 0, key_padding_mask, causal, fallback, block)
+    ops = _operands(k, v, key_padding_mask, causal, "full", w, 0)
+    return _aft_dense(q, ops, w[None], fallback, block)
 
 
-def _aft_band(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    w: Tensor,
-    kind: str,
-    window: int,
-    key_padding_mask: Tensor | None,
-    causal: bool,
-    fallback: bool,
-) -> Tensor:
+def _aft_band(q: Tensor, ops: _Operands, fallback: bool) -> Tensor:
     """AFT with a bias that is zero beyond a band of offsets t' - t (local and conv).
 
     The paper's rewriting: exp(w) = 1 + (exp(w) - 1), so the answer is the global (simple) sum plus
     a correction over the band only. O(T * band * d) time, O(T d) memory.
     local: w (T, T), band |t' - t| < window; conv: w (d, S), bias of t' is w[:, t' - t + S // 2].
     """
+    v, mask, km, w, causal = ops.v, ops.mask, ops.km, ops.w, ops.causal
+    local = ops.kind == "local"
     B, T, d = v.shape
-    cancel, tiny, neg = _consts(k)
-    mask = _key_mask(k, key_padding_mask)
-    km = k.masked_fill(mask == 0, neg)
+    lim = _limits(ops.k)
     m, g_num, g_den = _global_sums(km, v, mask, causal)
-    half = window - 1 if kind == "local" else w.shape[1] // 2
+    half = ops.window - 1 if local else w.shape[1] // 2
     offsets: list[int] = []
     for o in range(-half, half + 1):
         if abs(o) < T and not (causal and o > 0):
@@ -276,11 +268,11 @@ def _aft_band(
     # Bias maximum (at least 0, the bias outside the band): per row over the taps on real keys
     # for local; per channel over the kernel for conv, the same for every row.
     wd = w.detach()
-    if kind == "local":
+    if local:
         wm = torch.zeros(B, T, 1, dtype=v.dtype, device=v.device)
         for o in offsets:
             r0, r1 = max(0, -o), T - max(0, o)  # rows t whose key t + o exists
-            cand = torch.where(mask[:, r0 + o : r1 + o] > 0, wd.diagonal(o)[:, None], neg)
+            cand = torch.where(mask[:, r0 + o : r1 + o] > 0, wd.diagonal(o)[:, None], lim.neg)
             wm[:, r0:r1] = torch.maximum(wm[:, r0:r1], cand)
     else:
         wm = wd.amax(1).clamp_min(0.0)[None, None, :]
@@ -294,7 +286,7 @@ def _aft_band(
     ekv = ek * v
     for o in offsets:
         r0, r1, a, b = max(0, -o), T - max(0, o), max(0, o), T + min(0, o)  # rows, keys
-        wo = w.diagonal(o)[:, None] if kind == "local" else w[:, o + half]
+        wo = w.diagonal(o)[:, None] if local else w[:, o + half]
         c = _exp(wo - _rows(wm, r0, r1)) - _rows(outside, r0, r1)  # exp(w) - 1, scaled
         if causal:  # the reference m_t differs per row: exp(K_t' - m_t) for this tap
             e = _exp(km[:, a:b] - m[:, r0:r1]) * mask[:, a:b]
@@ -305,11 +297,9 @@ def _aft_band(
         den[:, r0:r1].addcmul_(c, e)
         den_abs[:, r0:r1].addcmul_(c.detach().abs(), e.detach())
 
-    has = _has_key(mask, causal)
     # Flag underflow (tiny den) and cancellation (den much smaller than the sum of |terms|).
-    bad = ((den < tiny) | (den < cancel * den_abs)).any(-1) & has[:, :, 0]
-    y = _finish(num, den, bad, has, k, v, mask, causal, w, kind, window, fallback)
-    return torch.sigmoid(q) * y
+    suspect = (den < lim.tiny) | (den < lim.cancel * den_abs)
+    return _finish(q, ops, num, den, suspect, fallback)
 
 
 def aft_local(
@@ -334,12 +324,12 @@ def aft_local(
     if window >= T:  # the band covers everything
         return aft_full(q, k, v, w, key_padding_mask, causal, fallback)
     w = w[:T, :T]
+    ops = _operands(k, v, key_padding_mask, causal, "local", w, window)
     if T <= dense_max:
         idx = torch.arange(T, device=w.device)
         near = (idx[None, :] - idx[:, None]).abs() < window
-        wh = torch.where(near, w, 0.0)[None]
-        return _aft_dense(q, k, v, wh, "local", w, window, key_padding_mask, causal, fallback, 256)
-    return _aft_band(q, k, v, w, "local", window, key_padding_mask, causal, fallback)
+        return _aft_dense(q, ops, torch.where(near, w, 0.0)[None], fallback, 256)
+    return _aft_band(q, ops, fallback)
 
 
 def aft_simple(
@@ -353,8 +343,7 @@ def aft_simple(
 
     O(T d) time and memory; exact without a fallback (the denominator is always >= 1)."""
     mask = _key_mask(k, key_padding_mask)
-    cancel, tiny, neg = _consts(k)
-    m, num, den = _global_sums(k.masked_fill(mask == 0, neg), v, mask, causal)
+    m, num, den = _global_sums(k.masked_fill(mask == 0, _limits(k).neg), v, mask, causal)
     has = _has_key(mask, causal)
     return torch.sigmoid(q) * torch.where(has, num / torch.where(has, den, 1.0), 0.0)
 
@@ -384,11 +373,12 @@ def aft_conv(
     g = d // h
     kd = k.repeat_interleave(g, 2)  # each head's key scalar, for each of its channels
     wd = w.repeat_interleave(g, 0)
+    ops = _operands(kd, v, key_padding_mask, causal, "conv", wd, 0)
     T = q.shape[1]
     if T <= dense_max:  # one (T, T) bias matrix per head, zero beyond the kernel
         idx = torch.arange(T, device=w.device)
         off = idx[None, :] - idx[:, None] + s // 2
         inside = (off >= 0) & (off < s)
         wh = torch.where(inside[None], w[:, off.clamp(0, s - 1)], 0.0)
-        return _aft_dense(q, kd, v, wh, "conv", wd, 0, key_padding_mask, causal, fallback, 256)
-    return _aft_band(q, kd, v, wd, "conv", 0, key_padding_mask, causal, fallback)
+        return _aft_dense(q, ops, wh, fallback, 256)
+    return _aft_band(q, ops, fallback)

@@ -11,16 +11,26 @@ from torch import Tensor
 from aft.functional import aft_conv, aft_full, aft_local, aft_simple
 
 
-class AFTFull(nn.Module):
-    """AFT-full with a factorised position bias w = u v^T, u and v of shape (max_len, rank)."""
+class _AFTLayer(nn.Module):
+    """The linear q, k, v and output projections every layer puts around its AFT operation."""
 
-    def __init__(self, d_model: int, max_len: int, bias_rank: int = 64, causal: bool = False):
+    def __init__(self, d_model: int, key_dim: int, causal: bool):
         super().__init__()
         self.causal = causal
         self.to_q = nn.Linear(d_model, d_model)
-        self.to_k = nn.Linear(d_model, d_model)
+        self.to_k = nn.Linear(d_model, key_dim)
         self.to_v = nn.Linear(d_model, d_model)
         self.out = nn.Linear(d_model, d_model)
+
+    def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self.to_q(x), self.to_k(x), self.to_v(x)
+
+
+class AFTFull(_AFTLayer):
+    """AFT-full with a factorised position bias w = u v^T, u and v of shape (max_len, rank)."""
+
+    def __init__(self, d_model: int, max_len: int, bias_rank: int = 64, causal: bool = False):
+        super().__init__(d_model, d_model, causal)
         # Small random (not zero) so both factors get gradients from the start.
         self.pos_u = nn.Parameter(torch.randn(max_len, bias_rank) * 0.02)
         self.pos_v = nn.Parameter(torch.randn(max_len, bias_rank) * 0.02)
@@ -29,7 +39,7 @@ class AFTFull(nn.Module):
         return self.pos_u[:T] @ self.pos_v[:T].t()
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)
+        q, k, v = self.qkv(x)
         y = aft_full(q, k, v, self.bias(x.shape[1]), mask, self.causal)
         return self.out(y)
 
@@ -44,28 +54,23 @@ class AFTLocal(AFTFull):
         self.window = window
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)
+        q, k, v = self.qkv(x)
         y = aft_local(q, k, v, self.bias(x.shape[1]), self.window, mask, self.causal)
         return self.out(y)
 
 
-class AFTSimple(nn.Module):
+class AFTSimple(_AFTLayer):
     """AFT-simple: no position bias; a softmax over time of the keys weights the values."""
 
     def __init__(self, d_model: int, causal: bool = False):
-        super().__init__()
-        self.causal = causal
-        self.to_q = nn.Linear(d_model, d_model)
-        self.to_k = nn.Linear(d_model, d_model)
-        self.to_v = nn.Linear(d_model, d_model)
-        self.out = nn.Linear(d_model, d_model)
+        super().__init__(d_model, d_model, causal)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)
+        q, k, v = self.qkv(x)
         return self.out(aft_simple(q, k, v, mask, self.causal))
 
 
-class AFTConv(nn.Module):
+class AFTConv(_AFTLayer):
     """AFT-conv: h heads, one key scalar per head, a 1-D kernel of odd size per head.
 
     The kernel is re-parameterised as in the paper, w = gamma (w - mean) / std + beta per head,
@@ -73,14 +78,9 @@ class AFTConv(nn.Module):
     """
 
     def __init__(self, d_model: int, n_heads: int, kernel_size: int, causal: bool = False):
-        super().__init__()
         if d_model % n_heads != 0 or kernel_size % 2 != 1:
             raise ValueError("AFTConv needs d_model % n_heads == 0 and an odd kernel_size")
-        self.causal = causal
-        self.to_q = nn.Linear(d_model, d_model)
-        self.to_k = nn.Linear(d_model, n_heads)
-        self.to_v = nn.Linear(d_model, d_model)
-        self.out = nn.Linear(d_model, d_model)
+        super().__init__(d_model, n_heads, causal)  # one key scalar per head
         self.kernel = nn.Parameter(torch.randn(n_heads, kernel_size))
         self.gamma = nn.Parameter(torch.ones(n_heads, 1))
         self.beta = nn.Parameter(torch.zeros(n_heads, 1))
@@ -91,5 +91,5 @@ class AFTConv(nn.Module):
         return self.gamma * w + self.beta
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)
+        q, k, v = self.qkv(x)
         return self.out(aft_conv(q, k, v, self.bias(), mask, self.causal))
