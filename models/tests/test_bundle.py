@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from aft import bundle, export, fixtures, reference
+from aft.distill.teacher import batch_ids
 from aft.encoder import AFTEncoder, EncoderConfig
 
 TINY = fixtures.TINY_DIR
@@ -32,15 +33,8 @@ def small_model(num_labels=0, variant="conv"):
 
 
 def tokenize(bundle_dir, texts):
-    ids = reference.Tokenizer.from_file(str(Path(bundle_dir) / "tokenizer.json"))
-    encs = [ids.encode(t) for t in texts]
-    T = max(len(e.ids) for e in encs)
-    input_ids = torch.zeros(len(encs), T, dtype=torch.long)
-    mask = torch.zeros(len(encs), T, dtype=torch.long)
-    for i, e in enumerate(encs):
-        input_ids[i, : len(e.ids)] = torch.tensor(e.ids)
-        mask[i, : len(e.ids)] = 1
-    return input_ids, mask
+    """Right-padded (input_ids, attention_mask) from the bundle's own tokenizer.json."""
+    return batch_ids(reference.Tokenizer.from_file(str(Path(bundle_dir) / "tokenizer.json")), texts)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
