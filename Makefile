@@ -1,5 +1,7 @@
 # Thin front for scripts/: `make run` serves the default model, `make test` runs every check.
-.PHONY: run test setup build lint fmt model bench
+.PHONY: run test setup lint fmt model bench
+# scripts/env.sh (venv on PATH, LIBTORCH_USE_PYTORCH) is bash: it reads BASH_SOURCE.
+SHELL := bash
 
 run:            ## set up, build and serve models/aft-mini on :8080
 	scripts/run
@@ -11,8 +13,7 @@ setup:          ## Python environment + release build only
 	scripts/setup
 
 fmt:            ## format Rust and Python sources
-	cargo fmt --all
-	.venv/bin/ruff format .
+	. scripts/env.sh && cargo fmt --all && ruff format .
 
 lint:           ## formatting checks and linters, without tests
 	. scripts/env.sh && cargo fmt --all -- --check && cargo clippy --release --locked --all-targets -- -D warnings && ruff format --check . && ruff check .
