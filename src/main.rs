@@ -12,7 +12,7 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "aft-serve starting");
-    match aft_serve::server::run(config).await {
+    match aft_serve::app::run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");

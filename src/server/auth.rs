@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use crate::error::ApiError;
+use super::error::ApiError;
 
 #[derive(Default)]
 pub struct ApiKeys {

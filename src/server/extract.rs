@@ -6,7 +6,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use super::error::ApiError;
 
 pub struct ApiJson<T>(pub T);
 
@@ -29,10 +29,7 @@ fn rejection_to_error(rejection: JsonRejection) -> ApiError {
     let message = rejection.body_text();
     let too_large = rejection.status() == StatusCode::PAYLOAD_TOO_LARGE;
     match rejection {
-        JsonRejection::JsonDataError(_) => ApiError::InvalidInput {
-            param: None,
-            message,
-        },
+        JsonRejection::JsonDataError(_) => ApiError::InvalidBody(message),
         JsonRejection::JsonSyntaxError(_) => ApiError::InvalidJson(message),
         JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
             "expected a JSON body with `Content-Type: application/json`".into(),

@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use tracing::Instrument;
 
 use super::AppState;
-use crate::error::ApiError;
+use super::error::ApiError;
 use crate::service::Timing;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

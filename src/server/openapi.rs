@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::routes;
 use super::AppState;
-use crate::error::{ErrorBody, ErrorDetail};
+use super::error::{ErrorBody, ErrorDetail};
 
 #[derive(OpenApi)]
 #[openapi(

@@ -9,8 +9,8 @@ use base64::Engine;
 use super::extract::ApiJson;
 use super::types::*;
 use super::AppState;
-use crate::error::{ApiError, ErrorBody};
-use crate::service::{EmbedOptions, Timing};
+use super::error::{ApiError, ErrorBody};
+use crate::service::{EmbedOptions, ServiceError, Timing};
 
 #[utoipa::path(
     post, path = "/v1/embed", tag = "inference",
@@ -30,7 +30,7 @@ pub async fn embed(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<EmbedRequest>,
 ) -> Result<(Extension<Timing>, Json<EmbedResponse>), ApiError> {
-    let service = &state.service;
+    let service = &state.model.service;
     let options = EmbedOptions {
         truncate: req.truncate,
         normalize: req.normalize.unwrap_or(service.bundle.manifest.normalize),
@@ -65,10 +65,10 @@ pub async fn openai_embeddings(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<OpenAiEmbeddingsRequest>,
 ) -> Result<(Extension<Timing>, Json<OpenAiEmbeddingsResponse>), ApiError> {
-    let service = &state.service;
+    let service = &state.model.service;
     if let Some(model) = &req.model {
         if *model != service.model_name {
-            return Err(ApiError::ModelNotFound(model.clone()));
+            return Err(ServiceError::ModelNotFound(model.clone()).into());
         }
     }
     let options = EmbedOptions {
@@ -122,7 +122,7 @@ pub async fn classify(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<ClassifyRequest>,
 ) -> Result<(Extension<Timing>, Json<ClassifyResponse>), ApiError> {
-    let service = &state.service;
+    let service = &state.model.service;
     let out = service
         .classify(req.inputs.into_inputs(), req.top_k, req.truncate)
         .await?;
@@ -155,14 +155,15 @@ pub async fn classify(
     security((), ("bearer" = []))
 )]
 pub async fn models(State(state): State<AppState>) -> Json<ModelList> {
-    let created = humantime::parse_rfc3339_weak(&state.service.bundle.manifest.created_at)
+    let service = &state.model.service;
+    let created = humantime::parse_rfc3339_weak(&service.bundle.manifest.created_at)
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs());
     Json(ModelList {
         object: "list",
         data: vec![ModelCard {
-            id: state.service.model_name.clone(),
+            id: service.model_name.clone(),
             object: "model",
             created,
             owned_by: "aft-serve",
@@ -176,7 +177,7 @@ pub async fn models(State(state): State<AppState>) -> Json<ModelList> {
     security((), ("bearer" = []))
 )]
 pub async fn info(State(state): State<AppState>) -> Json<Info> {
-    Json(state.info.as_ref().clone())
+    Json(state.model.info.clone())
 }
 
 #[utoipa::path(
@@ -197,13 +198,9 @@ pub async fn live() -> Json<Health> {
 )]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     if state.stopping.load(std::sync::atomic::Ordering::Acquire) {
-        return Err(ApiError::Unavailable("the service is shutting down".into()));
+        return Err(ServiceError::ShuttingDown.into());
     }
-    state
-        .service
-        .infer()
-        .readiness()
-        .map_err(ApiError::Unavailable)?;
+    state.model.service.readiness()?;
     Ok(Json(Health { status: "ready" }))
 }
 

@@ -1,14 +1,18 @@
 //! What the routes call: validate a request's inputs, tokenize them, run them through the core and
-//! turn model outputs into answers (normalised embeddings, top-k labels). No HTTP here.
+//! turn model outputs into answers (normalised embeddings, top-k labels). No HTTP here: errors are
+//! [`ServiceError`]s, which the HTTP layer maps to statuses.
+
+mod error;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::bundle::Bundle;
 use crate::core::{Infer, Inference};
-use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::tokenize::{Input, TokenizerPool};
+
+pub use error::ServiceError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
@@ -80,8 +84,19 @@ impl Service {
         }
     }
 
-    pub fn infer(&self) -> &Arc<Infer> {
-        &self.infer
+    /// `Ok` when the model is loaded and warm in every worker; otherwise why not.
+    pub fn readiness(&self) -> Result<(), ServiceError> {
+        self.infer.readiness().map_err(ServiceError::NotReady)
+    }
+
+    /// Waits until the model is loaded and warm in every worker; fails as soon as one fails.
+    pub async fn wait_ready(&self) -> Result<(), ServiceError> {
+        Ok(self.infer.wait_ready().await?)
+    }
+
+    /// Refuses new work and waits until everything admitted has been answered.
+    pub async fn shutdown(&self) {
+        self.infer.shutdown().await;
     }
 
     pub fn embedding_dim(&self) -> usize {
@@ -96,13 +111,13 @@ impl Service {
         &self,
         inputs: Vec<Input>,
         options: EmbedOptions,
-    ) -> Result<Embeddings, ApiError> {
+    ) -> Result<Embeddings, ServiceError> {
         let full = self.embedding_dim();
         let dimensions = match options.dimensions {
             None => full,
             Some(d) if (1..=full).contains(&d) => d,
             Some(d) => {
-                return Err(ApiError::invalid(
+                return Err(ServiceError::invalid(
                     "dimensions",
                     format!("dimensions must be between 1 and {full}, got {d}"),
                 ))
@@ -135,13 +150,13 @@ impl Service {
         inputs: Vec<Input>,
         top_k: usize,
         truncate: bool,
-    ) -> Result<Classifications, ApiError> {
+    ) -> Result<Classifications, ServiceError> {
         let labels = self.labels();
         if labels.is_empty() {
-            return Err(ApiError::NoClassifier(self.model_name.clone()));
+            return Err(ServiceError::NoClassifier(self.model_name.clone()));
         }
         if top_k == 0 {
-            return Err(ApiError::invalid("top_k", "top_k must be at least 1"));
+            return Err(ServiceError::invalid("top_k", "top_k must be at least 1"));
         }
         let (inference, usage) = self.run(inputs, truncate).await?;
         let timing = timing(&inference);
@@ -162,12 +177,12 @@ impl Service {
         &self,
         inputs: Vec<Input>,
         truncate: bool,
-    ) -> Result<(Inference, Usage), ApiError> {
+    ) -> Result<(Inference, Usage), ServiceError> {
         if inputs.is_empty() {
-            return Err(ApiError::invalid("inputs", "inputs must not be empty"));
+            return Err(ServiceError::invalid("inputs", "inputs must not be empty"));
         }
         if inputs.len() > self.max_client_batch_size {
-            return Err(ApiError::TooManyInputs {
+            return Err(ServiceError::TooManyInputs {
                 count: inputs.len(),
                 limit: self.max_client_batch_size,
             });

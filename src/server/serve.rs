@@ -1,0 +1,116 @@
+//! Serving: listen, watch the model come up, and shut down gracefully on SIGTERM/SIGINT.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::{router, ApiKeys, AppState, HttpConfig, ServedModel};
+use crate::metrics::Metrics;
+
+/// Resolves when SIGTERM or SIGINT arrives.
+async fn termination_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Serves `model` until SIGTERM/SIGINT, then stops accepting, finishes queued and in-flight
+/// requests within `http.shutdown_timeout`, and returns. Fails if the model cannot be loaded.
+pub async fn run(
+    model: ServedModel,
+    metrics: Arc<Metrics>,
+    keys: ApiKeys,
+    http: HttpConfig,
+) -> anyhow::Result<()> {
+    let state = AppState::new(model, metrics, keys, &http);
+    let app = router(state.clone(), &http);
+    let listener = TcpListener::bind(http.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", http.addr))?;
+    let addr = listener.local_addr().context("listener address")?;
+    // Tests and scripts parse this line for the port (with --port 0).
+    tracing::info!("listening on {addr}");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let startup_error: Arc<Mutex<Option<String>>> = Arc::default();
+    {
+        let model = state.model.clone();
+        let stop_tx = stop_tx.clone();
+        let startup_error = startup_error.clone();
+        tokio::spawn(async move {
+            match model.service.wait_ready().await {
+                Ok(()) => tracing::info!("ready"),
+                Err(err) => {
+                    tracing::error!(error = %err, "the model could not be loaded");
+                    if let Ok(mut slot) = startup_error.lock() {
+                        *slot = Some(err.to_string());
+                    }
+                    let _ = stop_tx.send(true);
+                }
+            }
+        });
+    }
+    {
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            termination_signal().await;
+            let _ = stop_tx.send(true);
+        });
+    }
+
+    let server = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let mut server = tokio::spawn(async move { server.await });
+    tokio::select! {
+        // A stop request wins over the server finishing (which graceful shutdown makes it do).
+        biased;
+        _ = stopped(stop_rx) => {}
+        result = &mut server => {
+            result.context("server task")?.context("server")?;
+            anyhow::bail!("the server stopped without being asked to");
+        }
+    }
+
+    state.stopping.store(true, Ordering::Release);
+    tracing::info!(timeout = ?http.shutdown_timeout, "shutting down: no new connections; finishing accepted requests");
+    let model = state.model.clone();
+    let drain = async move {
+        let served = server.await;
+        model.service.shutdown().await;
+        served
+    };
+    match tokio::time::timeout(http.shutdown_timeout, drain).await {
+        Ok(Ok(Ok(()))) => tracing::info!("shut down cleanly"),
+        Ok(Ok(Err(err))) => tracing::error!(error = %err, "server error while shutting down"),
+        Ok(Err(err)) => tracing::error!(error = %err, "server task failed while shutting down"),
+        Err(_) => tracing::warn!("shutdown timeout reached; abandoning the requests still running"),
+    }
+    let startup_error = startup_error.lock().ok().and_then(|mut e| e.take());
+    match startup_error {
+        Some(err) => Err(anyhow::anyhow!("the model could not be loaded: {err}")),
+        None => Ok(()),
+    }
+}

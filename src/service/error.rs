@@ -1,0 +1,81 @@
+//! What can go wrong serving a request, in the service's own terms. No transport here: the HTTP
+//! layer (`server::error`) gives each case its status, error type and code.
+
+use crate::core::InferError;
+use crate::tokenize::TokenizeError;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    /// A request field has a value the service cannot use.
+    #[error("{message}")]
+    InvalidInput { param: String, message: String },
+    #[error("inputs[{index}] has {tokens} tokens, more than the model's limit of {limit}; send truncate=true to truncate it")]
+    InputTooLong {
+        index: usize,
+        tokens: usize,
+        limit: usize,
+    },
+    #[error("{count} inputs in one request, more than the limit of {limit}")]
+    TooManyInputs { count: usize, limit: usize },
+    /// Classification asked of a model without a classifier head.
+    #[error("model {0:?} has no classifier head")]
+    NoClassifier(String),
+    #[error("the model `{0}` does not exist")]
+    ModelNotFound(String),
+    #[error("the request queue is full; retry later")]
+    QueueFull,
+    #[error("the service is shutting down")]
+    ShuttingDown,
+    /// The model is loading or a worker is down; the message says which.
+    #[error("{0}")]
+    NotReady(String),
+    #[error("inference failed: {0}")]
+    Inference(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidInput {
+            param: param.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<TokenizeError> for ServiceError {
+    fn from(err: TokenizeError) -> Self {
+        match err {
+            TokenizeError::TooLong { index, tokens, limit } => {
+                Self::InputTooLong { index, tokens, limit }
+            }
+            TokenizeError::Empty { index } => Self::invalid(
+                format!("inputs[{index}]"),
+                format!("inputs[{index}] is empty"),
+            ),
+            TokenizeError::TokenIdOutOfRange { index, position, id, vocab_size } => Self::invalid(
+                format!("inputs[{index}][{position}]"),
+                format!(
+                    "inputs[{index}][{position}] = {id} is not a token id (valid ids are 0..{vocab_size})"
+                ),
+            ),
+            TokenizeError::Tokenizer(msg) => Self::Internal(format!("tokenizer: {msg}")),
+            TokenizeError::Closed => Self::ShuttingDown,
+        }
+    }
+}
+
+impl From<InferError> for ServiceError {
+    fn from(err: InferError) -> Self {
+        match err {
+            InferError::QueueFull => Self::QueueFull,
+            InferError::ShuttingDown => Self::ShuttingDown,
+            InferError::NotReady(reason) => Self::NotReady(reason),
+            InferError::Backend(msg) => Self::Inference(msg),
+            InferError::WorkerDied => {
+                Self::Inference("the inference worker stopped while running this request".into())
+            }
+        }
+    }
+}
