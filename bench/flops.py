@@ -14,10 +14,8 @@ import sys
 from pathlib import Path
 
 import torch
+from aft.bundle import load_manifest, load_scripted, load_tokenizer
 from torch.utils.flop_counter import FlopCounterMode
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
-import common  # noqa: E402
 
 
 def formula_per_seq(cfg: dict, T: int) -> dict[str, float]:
@@ -70,17 +68,19 @@ def formula(cfg: dict, lengths: list[int]) -> dict | None:
 
 def main() -> None:
     model_dir, corpus = Path(sys.argv[1]), Path(sys.argv[2])
-    bundle = common.load_bundle(model_dir, threads=2)
-    manifest = json.loads((model_dir / "manifest.json").read_text())
+    manifest = load_manifest(model_dir)
+    model = load_scripted(model_dir)
+    tokenizer = load_tokenizer(model_dir, manifest)
     rows = [json.loads(line) for line in corpus.read_text().splitlines() if line.strip()]
     rows = rows[::25]  # a fixed 1-in-25 sample keeps the bucket mix
-    seqs = common.tokenize(bundle, [r["text"] for r in rows])
+    seqs = [e.ids for e in tokenizer.encode_batch([r["text"] for r in rows])]
     total_flops, total_tokens = 0, 0
     by_bucket: dict[str, list[int]] = {}
     for r, s in zip(rows, seqs, strict=True):
         counter = FlopCounterMode(display=False)
+        ids = torch.tensor([s], dtype=torch.long)
         with counter:
-            common.forward(bundle, [s])
+            model(ids, torch.ones_like(ids))
         f = counter.get_total_flops()
         total_flops += f
         total_tokens += len(s)
@@ -93,7 +93,7 @@ def main() -> None:
         "counted_per_token_by_bucket": {b: f / t for b, (f, t) in by_bucket.items()},
         "sample_texts": len(seqs),
         "mean_len": mean_len,
-        "params": sum(p.numel() for p in bundle.model.parameters()),
+        "params": sum(p.numel() for p in model.parameters()),
         "formula": formula(manifest.get("model", {}), [len(s) for s in seqs]),
     }
     print(json.dumps(out))

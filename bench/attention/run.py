@@ -44,8 +44,6 @@ def rss_kib(field: str) -> int:
 def case(variant: str, T: int) -> dict:
     """Run in the subprocess: one variant at one length."""
     import torch
-
-    sys.path.insert(0, str(ROOT / "models"))
     from aft import functional as A
 
     torch.set_num_threads(2)

@@ -11,17 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
+import common
 import torch
-import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import PlainTextResponse, Response
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+from fastapi.responses import Response
 
 
 def build_app(bundle: common.Bundle, max_batch_size: int, max_batch_tokens: int) -> FastAPI:
@@ -34,7 +29,7 @@ def build_app(bundle: common.Bundle, max_batch_size: int, max_batch_tokens: int)
     app = FastAPI(lifespan=lifespan)
     queue: asyncio.Queue = asyncio.Queue()
     executor = ThreadPoolExecutor(max_workers=1)
-    stats = {"batches": 0, "sum": 0}
+    stats = {"batches": 0, "inputs": 0}
 
     async def batcher() -> None:
         loop = asyncio.get_running_loop()
@@ -59,7 +54,7 @@ def build_app(bundle: common.Bundle, max_batch_size: int, max_batch_tokens: int)
                     fut.set_exception(exc)
                 continue
             stats["batches"] += 1
-            stats["sum"] += len(items)
+            stats["inputs"] += len(items)
             for i, (_, fut) in enumerate(items):
                 if not fut.done():
                     fut.set_result(emb[i])
@@ -80,16 +75,7 @@ def build_app(bundle: common.Bundle, max_batch_size: int, max_batch_tokens: int)
             common.response(bundle, emb, seqs, normalize, dims), media_type="application/json"
         )
 
-    @app.get("/health/ready")
-    async def ready() -> PlainTextResponse:
-        return PlainTextResponse("ok")
-
-    @app.get("/metrics")
-    async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(
-            common.batch_metrics_text(stats["batches"], stats["sum"], stats["sum"])
-        )
-
+    common.add_probe_routes(app, stats)
     return app
 
 
@@ -99,14 +85,7 @@ def main() -> None:
     ap.add_argument("--max-batch-tokens", type=int, default=8192)
     args = ap.parse_args()
     bundle = common.load_bundle(args.model_dir, args.threads)
-    uvicorn.run(
-        build_app(bundle, args.max_batch_size, args.max_batch_tokens),
-        host=args.host,
-        port=args.port,
-        workers=1,
-        log_level="warning",
-        access_log=False,
-    )
+    common.serve(build_app(bundle, args.max_batch_size, args.max_batch_tokens), args)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import uvicorn
+from aft.bundle import load_manifest, load_scripted, load_tokenizer
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
 from tokenizers import Tokenizer
 
 
@@ -25,18 +29,14 @@ class Bundle:
 
 
 def load_bundle(model_dir: Path, threads: int) -> Bundle:
+    """The bundle as aft-serve loads it (aft.bundle), on `threads` torch intra-op threads."""
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
-    manifest = json.loads((model_dir / "manifest.json").read_text())
-    model = torch.jit.load(str(model_dir / "model.pt"), map_location="cpu")
-    model = model.float().eval()  # parameters may be stored in float16
-    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    tok.enable_truncation(manifest["max_seq_len"])
-    tok.no_padding()
+    manifest = load_manifest(model_dir)
     return Bundle(
         name=manifest["name"],
-        model=model,
-        tokenizer=tok,
+        model=load_scripted(model_dir),
+        tokenizer=load_tokenizer(model_dir, manifest),
         max_seq_len=manifest["max_seq_len"],
         pad_id=manifest["pad_token_id"],
         normalize=manifest["normalize"],
@@ -84,11 +84,26 @@ def response(bundle: Bundle, emb: torch.Tensor, seqs, normalize, dimensions) -> 
     return json.dumps(out).encode()
 
 
-def batch_metrics_text(batches: int, batch_sum: int, inputs: int) -> str:
-    """Prometheus text with the aft-serve names the load driver reads."""
-    return (
-        f"aft_batch_size_sum {batch_sum}\naft_batch_size_count {batches}\n"
-        f"aft_inputs_total {inputs}\n"
+def add_probe_routes(app: FastAPI, stats: dict[str, int]) -> None:
+    """GET /health/ready, and GET /metrics with the aft-serve names the harness reads; `stats`
+    holds the running counts "batches" and "inputs" (one sequence per input)."""
+
+    @app.get("/health/ready")
+    async def ready() -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    @app.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(
+            f"aft_batch_size_sum {stats['inputs']}\naft_batch_size_count {stats['batches']}\n"
+            f"aft_inputs_total {stats['inputs']}\n"
+        )
+
+
+def serve(app: FastAPI, args: argparse.Namespace) -> None:
+    """One uvicorn worker, quiet (no access log: it would cost CPU under load)."""
+    uvicorn.run(
+        app, host=args.host, port=args.port, workers=1, log_level="warning", access_log=False
     )
 
 

@@ -9,15 +9,9 @@ Usage: .venv/bin/python bench/peers/plain_server.py --model-dir DIR [--port 8090
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-import uvicorn
+import common
 from fastapi import FastAPI, Request
-from fastapi.responses import PlainTextResponse, Response
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+from fastapi.responses import Response
 
 
 def build_app(bundle: common.Bundle, mode: str) -> FastAPI:
@@ -46,16 +40,7 @@ def build_app(bundle: common.Bundle, mode: str) -> FastAPI:
         async def embed_async(request: Request) -> Response:
             return handle(await request.json())
 
-    @app.get("/health/ready")
-    async def ready() -> PlainTextResponse:
-        return PlainTextResponse("ok")
-
-    @app.get("/metrics")
-    async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(
-            common.batch_metrics_text(stats["batches"], stats["inputs"], stats["inputs"])
-        )
-
+    common.add_probe_routes(app, stats)
     return app
 
 
@@ -64,14 +49,7 @@ def main() -> None:
     ap.add_argument("--mode", choices=["async", "sync"], default="async")
     args = ap.parse_args()
     bundle = common.load_bundle(args.model_dir, args.threads)
-    uvicorn.run(
-        build_app(bundle, args.mode),
-        host=args.host,
-        port=args.port,
-        workers=1,
-        log_level="warning",
-        access_log=False,
-    )
+    common.serve(build_app(bundle, args.mode), args)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer
 
 from aft.encoder import AFTEncoder, EncoderConfig
 from aft.export import FORMAT_VERSION, MANIFEST, file_entry
@@ -85,3 +86,19 @@ def load_eager(bundle_dir) -> AFTEncoder:
     state = {k: v.float() if v.is_floating_point() else v for k, v in scripted.state_dict().items()}
     model.load_state_dict(state)
     return model.eval()
+
+
+def load_tokenizer(bundle_dir, manifest: dict | None = None) -> Tokenizer:
+    """tokenizer.json as the service uses it: truncated to max_seq_len, no padding."""
+    d = Path(bundle_dir)
+    m = manifest if manifest is not None else load_manifest(d)
+    tok = Tokenizer.from_file(str(d / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(m["max_seq_len"])
+    return tok
+
+
+def load_scripted(bundle_dir) -> torch.jit.ScriptModule:
+    """model.pt as the service runs it: float32 (parameters may be stored in float16), eval mode."""
+    scripted = torch.jit.load(str(Path(bundle_dir) / "model.pt"), map_location="cpu")
+    return scripted.float().eval()

@@ -1,0 +1,30 @@
+"""The benchmark harness: everything the parts (bench/parts/) and the report (bench/page/) share.
+
+  plan       how long and at which points each part measures (full run or --quick)
+  corpus     the fixed texts, oha's request-body files and the corpus' make-up
+  servers    aft-serve and the Python peers on 127.0.0.1, through aft.serve_process
+  load       oha runs (closed and open loop) and their summary
+  metrics    /metrics scrapes and the stage figures between two scrapes
+  results    results/<part>.json, each with the run's facts (machine, model, plan)
+  context    what one run carries from part to part (the config study's choice, capacity)
+
+Run from bench/ scripts (bench/bench.py, bench/report.py), which put bench/ on sys.path.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench"
+CORPUS = BENCH / "corpus" / "texts.jsonl"
+# The interpreter running the harness is the venv's (bench/run-all sources scripts/env.sh);
+# the Python peers and flops.py run under the same one.
+PYTHON = sys.executable
+HOST = "127.0.0.1"
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)

@@ -1,0 +1,149 @@
+"""One run's results as the page reads them: the parts found, the facts they carry (machine,
+model, corpus, plan), and the figures several sections derive from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from statistics import median
+
+# Where the run's facts are read from, first found wins (every part carries them).
+FACTS_FROM = ("compare", "limit", "config", "profile", "overload", "soak")
+LIMIT_DEPTH = 256  # the limit's queue depth that stands for the service at saturation
+
+
+@dataclass
+class Run:
+    parts: dict[str, dict]
+
+    @property
+    def limit(self) -> dict | None:
+        return self.parts.get("limit")
+
+    @property
+    def compare(self) -> dict | None:
+        return self.parts.get("compare")
+
+    @property
+    def config(self) -> dict | None:
+        return self.parts.get("config")
+
+    @property
+    def profile(self) -> dict | None:
+        return self.parts.get("profile")
+
+    @property
+    def overload(self) -> dict | None:
+        return self.parts.get("overload")
+
+    @property
+    def soak(self) -> dict | None:
+        return self.parts.get("soak")
+
+    @property
+    def facts(self) -> dict:
+        for part in FACTS_FROM:
+            if part in self.parts and "run" in self.parts[part]:
+                return self.parts[part]["run"]
+        return {}
+
+    @property
+    def machine(self) -> dict:
+        return self.facts.get("machine", {})
+
+    @property
+    def nproc(self) -> int | None:
+        return self.machine.get("nproc")
+
+    @property
+    def quick(self) -> bool:
+        return any(
+            p.get("run", {}).get("plan", {}).get("name") == "quick" for p in self.parts.values()
+        )
+
+    @property
+    def minutes(self) -> float:
+        return sum(p.get("run", {}).get("part_seconds", 0) for p in self.parts.values()) / 60
+
+    # ------------------------------------------------------------------ derived figures
+
+    def aft_config(self) -> tuple[int, int, int]:
+        """(workers, intra-op threads, max batch tokens) aft-serve ran with in compare."""
+        c = (self.compare or {}).get("aft_serve_config") or {}
+        return c.get("workers", 1), c.get("intra_op_threads", 1), c.get("max_batch_tokens", 0)
+
+    def best_limit(
+        self, workers: int | None = None, threads: int | None = None, mbt: int | None = None
+    ) -> dict | None:
+        """The fastest in-process point at queue depth 256 matching the given settings."""
+        rows = [
+            r
+            for r in (self.limit or {}).get("service_shapes", [])
+            if r.get("queue_depth") == LIMIT_DEPTH
+            and (mbt is None or r.get("max_batch_tokens") == mbt)
+            and (workers is None or r["workers"] == workers)
+            and (threads is None or r["intra_op_threads"] == threads)
+        ]
+        return max(rows, key=lambda r: r["sentences_per_s"]) if rows else None
+
+    def service_limit(self) -> dict | None:
+        """The in-process limit at the configuration aft-serve ran with (any budget if that
+        one was not measured)."""
+        w, t, mbt = self.aft_config()
+        return self.best_limit(w, t, mbt) or self.best_limit(w, t)
+
+    def bare_forward(self) -> dict | None:
+        """forward_bench's one-short-sentence figures at aft-serve's intra-op threads."""
+        limit = self.limit or {}
+        by_threads = limit.get("single_short_by_threads") or {}
+        return by_threads.get(str(self.aft_config()[1])) or limit.get("single_short")
+
+    def saturation(self, kind: str) -> dict | None:
+        """The closed-loop sweep's highest-throughput point of one server."""
+        pts = (self.compare or {}).get("closed", {}).get(kind)
+        return max(pts, key=lambda p: p["ok_per_s"]) if pts else None
+
+    def saturation_points(self) -> list[tuple[str, float]]:
+        """Every saturation measurement of aft-serve at the configuration compare ran with."""
+        sat = self.saturation("aft-serve")
+        if not sat:
+            return []
+        w, t, mbt = self.aft_config()
+        pts = [("sweep max", sat["ok_per_s"])]
+        for r in (self.config or {}).get("runs", []):
+            if (r["workers"], r["intra_op_threads"], r["max_batch_tokens"]) == (w, t, mbt):
+                pts.append(("config study c=256", r["c256"]["ok_per_s"]))
+        profile = self.profile
+        if profile and profile.get("server_args") == self.compare.get("server_args", {}).get(
+            "aft-serve"
+        ):
+            pts.append(("profile c=256", profile["load"]["ok_per_s"]))
+        return pts
+
+    def saturation_median(self) -> float | None:
+        pts = self.saturation_points()
+        return median(v for _, v in pts) if pts else None
+
+    def open_point(self, kind: str, rate: float) -> dict | None:
+        pts = (self.compare or {}).get("open", {}).get(kind, [])
+        return next((p for p in pts if abs(p["rate"] - rate) < 0.06), None)
+
+    def soak_tail(self) -> dict | None:
+        """RSS change over the soak's second half, when RSS last grew, and its peak."""
+        smp = (self.soak or {}).get("rss_samples") or []
+        if len(smp) < 4:
+            return None
+        mid = next(x for x in smp if x["t"] >= smp[-1]["t"] / 2)
+        last_growth = 0.0
+        for a, b in zip(smp, smp[1:], strict=False):
+            if b["rss_kib"] > a["rss_kib"]:
+                last_growth = b["t"]
+        peak = max(smp, key=lambda x: x["rss_kib"])
+        return {
+            "second_half_change": (smp[-1]["rss_kib"] - mid["rss_kib"]) / mid["rss_kib"],
+            "mid_kib": mid["rss_kib"],
+            "end_kib": smp[-1]["rss_kib"],
+            "last_growth_t": last_growth,
+            "end_t": smp[-1]["t"],
+            "peak_kib": peak["rss_kib"],
+            "peak_t": peak["t"],
+        }
