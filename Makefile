@@ -1,5 +1,5 @@
 # Thin front for scripts/: `make run` serves the default model, `make test` runs every check.
-.PHONY: run test setup lint fmt model bench
+.PHONY: run test setup lint fmt model bench image-check
 # scripts/env.sh (venv on PATH, LIBTORCH_USE_PYTORCH) is bash: it reads BASH_SOURCE.
 SHELL := bash
 
@@ -8,6 +8,9 @@ run:            ## set up, build and serve models/aft-mini on :8080
 
 test:           ## set up, build and run every test and lint (what CI runs)
 	scripts/test
+
+image-check:    ## build the CPU image (docker, else buildah) and smoke-test it; opt-in: ~11 min, ~9 GB cold
+	scripts/check-image
 
 setup:          ## Python environment + release build only
 	scripts/setup
