@@ -37,23 +37,7 @@ def test_lexnames_are_the_45_wordnet_files():
     assert corpus.LEXNAMES[5] == "noun.animal" and corpus.LEXNAMES[44] == "adj.ppl"
 
 
-def test_wordnet_line_parsing(tmp_path, monkeypatch):
-    line = (
-        "02084071 05 n 01 dog 0 001 @ 02083346 n 0000 | a member of the genus Canis; "
-        '"the dog barked all night"; "dogs are loyal"  \n'
-    )
-    (tmp_path / "data.noun").write_text("  1 licence header\n" + line)
-    for pos in ("verb", "adj", "adv"):
-        (tmp_path / f"data.{pos}").write_text("")
-    monkeypatch.setattr(corpus, "WORDNET_DIR", tmp_path)
-    recs = corpus.wordnet_records()
-    assert [r["text"] for r in recs] == [
-        "a member of the genus Canis",
-        "the dog barked all night",
-        "dogs are loyal",
-    ]
-    assert {r["lexname"] for r in recs} == {"noun.animal"}
-    assert {r["group"] for r in recs} == {"n:02084071"}
+# WordNet parsing: tests/test_corpus.py (test_wordnet_line_parsing).
 
 
 def test_distill_loss_is_zero_at_the_teacher():

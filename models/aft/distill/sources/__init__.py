@@ -1,0 +1,72 @@
+"""The corpus sources, in deduplication priority order (a text seen twice is kept where it was
+seen first). Each source names the Debian packages it reads and a function from the unpacked
+package root to paragraph records {text, kind, doc[, lexname], atomic}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from aft.distill.sources import documents as D
+from aft.distill.sources import games, lexical
+from aft.distill.sources.reserved import is_reserved_package
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    packages: tuple[str, ...]
+    records: Callable[[Path], Iterator[dict]]
+    about: str
+
+
+def _source(name: str, specs: list[D.Files], about: str) -> Source:
+    packages = tuple(dict.fromkeys(s.package for s in specs))
+    return Source(name, packages, partial(D.document_records, source=name, specs=specs), about)
+
+
+SOURCES: list[Source] = [
+    Source("wordnet", ("wordnet-base",), lexical.wordnet, "WordNet 3.0 glosses and examples"),
+    Source(
+        "debian-descriptions",
+        (),
+        lexical.debian_descriptions,
+        "Debian package descriptions (apt's Translation-en index)",
+    ),
+    Source(
+        "gcide",
+        ("dict-gcide",),
+        lexical.gcide,
+        "GCIDE (Webster's 1913 + additions): definitions, notes, usage quotations",
+    ),
+    Source("foldoc", ("dict-foldoc",), lexical.foldoc, "Free On-line Dictionary of Computing"),
+    Source("jargon", ("dict-jargon",), lexical.jargon, "The Jargon File 4.4.7"),
+    _source("man-pages", D.MAN_PAGES, "manual pages: Linux man-pages, git, OpenSSL"),
+    _source("perl-doc", D.PERL_DOC, "Perl's manuals and FAQs (POD)"),
+    _source("linux-doc", D.LINUX_DOC, "Linux kernel documentation (reStructuredText)"),
+    _source(
+        "debian-docs",
+        D.DEBIAN_DOCS,
+        "Debian manuals: Administrator's Handbook, Reference, FAQ, Policy, Developer's "
+        "Reference, New Maintainers' Guide, project history, bug-tracker guides",
+    ),
+    _source("postgresql-doc", D.POSTGRESQL_DOC, "PostgreSQL 15 manual (HTML)"),
+    _source("gimp-help", D.GIMP_HELP, "GIMP user manual (HTML)"),
+    _source("gnome-help", D.GNOME_HELP, "GNOME desktop user help (Mallard)"),
+    Source("freeciv", ("freeciv-data",), games.freeciv, "Freeciv help and nation histories"),
+    Source("crawl", ("crawl-common",), games.crawl, "Dungeon Crawl Stone Soup descriptions"),
+]
+
+BY_NAME = {s.name: s for s in SOURCES}
+
+
+def all_packages(sources: list[Source]) -> list[str]:
+    """The packages to fetch; a reserved test-domain package is an error, not a silent skip."""
+    packages = list(dict.fromkeys(p for s in sources for p in s.packages))
+    reserved = [p for p in packages if is_reserved_package(p)]
+    if reserved:
+        raise ValueError(f"sources name reserved test-domain packages: {reserved}")
+    return packages

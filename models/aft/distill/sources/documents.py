@@ -1,0 +1,136 @@
+"""Document sources: files of unpacked Debian packages, each cleaned by its markup's cleaner.
+
+A document is one file (a man page, a POD file, a kernel .rst, an HTML chapter); its id is the
+source name and the file's path under the package's folder, so a file never straddles the
+train / held-out split.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aft.distill.sources.reserved import is_reserved_path
+from aft.distill.textclean import (
+    html_paragraphs,
+    mallard_paragraphs,
+    plaintext_paragraphs,
+    pod_paragraphs,
+    roff_paragraphs,
+)
+
+CLEANERS: dict[str, Callable[[str], list[str]]] = {
+    "roff": roff_paragraphs,
+    "html": html_paragraphs,
+    "mallard": mallard_paragraphs,
+    "pod": pod_paragraphs,
+    "text": plaintext_paragraphs,
+}
+
+
+def read_text(path: Path) -> str:
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        raw = gzip.decompress(raw)
+    elif path.suffix == ".bz2":
+        raw = bz2.decompress(raw)
+    return raw.decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class Files:
+    """Files of one package: glob patterns (relative to the unpacked root) and their markup."""
+
+    package: str
+    patterns: tuple[str, ...]
+    markup: str
+    exclude: str = r"$^"  # regex on the relative path
+
+
+def document_files(root: Path, spec: Files) -> Iterator[tuple[str, Path]]:
+    """(relative path, path) of a spec's files, sorted, reserved test domains excluded."""
+    seen = set()
+    for pattern in spec.patterns:
+        for path in sorted(root.glob(pattern)):
+            rel = path.relative_to(root).as_posix()
+            if rel in seen or not path.is_file() or re.search(spec.exclude, rel):
+                continue
+            seen.add(rel)
+            # Reserved test domains (Python docs / docstrings, fortune files): never read.
+            if is_reserved_path(rel):
+                continue
+            yield rel, path
+
+
+def document_records(root: Path, source: str, specs: list[Files]) -> Iterator[dict]:
+    for spec in specs:
+        clean = CLEANERS[spec.markup]
+        for rel, path in document_files(root, spec):
+            doc = f"{source}:{_doc_name(rel)}"
+            for para in clean(read_text(path)):
+                yield dict(text=para, kind=source, doc=doc, atomic=0)
+
+
+def _doc_name(rel: str) -> str:
+    """usr/share/man/man2/open.2.gz -> open.2; keeps folders below the package's own."""
+    rel = re.sub(r"\.(gz|bz2|xz)$", "", rel)
+    m = re.match(r"usr/share/man/man[^/]+/(.*)$", rel)
+    if m:
+        return m.group(1)
+    return re.sub(r"^usr/share/(?:doc/)?", "", rel)
+
+
+MAN_PAGES = [
+    # man-pages project: system calls, C library, files, conventions.
+    Files("manpages", ("usr/share/man/man[1-8]/*",), "roff"),
+    Files("manpages-dev", ("usr/share/man/man[23]/*",), "roff"),
+    Files("git-man", ("usr/share/man/man[1-7]/*",), "roff"),
+    Files("libssl-doc", ("usr/share/man/man[37]/*",), "roff"),
+]
+PERL_DOC = [Files("perl-doc", ("usr/share/perl/*/pod/*.pod",), "pod")]
+LINUX_DOC = [
+    Files(
+        "linux-doc-6.1",
+        (
+            "usr/share/doc/linux-doc-6.1/Documentation/**/*.rst.gz",
+            "usr/share/doc/linux-doc-6.1/Documentation/**/*.rst",
+            "usr/share/doc/linux-doc-6.1/Documentation/**/*.txt.gz",
+            "usr/share/doc/linux-doc-6.1/Documentation/**/*.txt",
+        ),
+        "text",
+        # Translations, ABI listings and device-tree bindings (field lists, not prose).
+        exclude=r"/Documentation/(translations|ABI|devicetree|output|sphinx)/",
+    )
+]
+DEBIAN_DOCS = [
+    Files("debian-handbook", ("usr/share/doc/debian-handbook/html/en-US/*.html",), "html"),
+    Files("debian-reference-en", ("usr/share/debian-reference/*.en.html",), "html"),
+    Files("debian-faq", ("usr/share/doc/debian/FAQ/*.en.html",), "html"),
+    Files(
+        "debian-policy",
+        ("usr/share/doc/debian-policy/*.html",),
+        "html",
+        exclude=r"-1\.html$",  # one-page duplicates of the chaptered documents
+    ),
+    Files("developers-reference", ("usr/share/developers-reference/_sources/*.rst.txt",), "text"),
+    Files("maint-guide", ("usr/share/doc/maint-guide/html/*.en.html",), "html"),
+    Files("debian-history", ("usr/share/doc/debian-history/docs/*.en.html",), "html"),
+    Files(
+        "debian-history",
+        (
+            "usr/share/doc/debian-history/*.txt.gz",
+            "usr/share/doc/debian-history/debian-manifesto.gz",
+        ),
+        "text",
+    ),
+    Files("doc-debian", ("usr/share/doc/debian/*.txt", "usr/share/doc/debian/*.txt.gz"), "text"),
+]
+POSTGRESQL_DOC = [
+    Files("postgresql-doc-15", ("usr/share/doc/postgresql-doc-15/html/*.html",), "html")
+]
+GIMP_HELP = [Files("gimp-help-en", ("usr/share/gimp/2.0/help/en/**/*.html",), "html")]
+GNOME_HELP = [Files("gnome-user-docs", ("usr/share/help/C/**/*.page",), "mallard")]

@@ -1,0 +1,94 @@
+"""Debian packages as corpus inputs: fetched with `apt-get download` and unpacked with
+`dpkg-deb -x` into a private folder, so that building the corpus installs nothing on the
+system (no dependencies, no services, no upgrades of shared libraries).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+from aft.distill.sources.reserved import is_reserved_package
+
+
+class MissingInputs(SystemExit):
+    """A package or index the build needs is not there; the message says how to get it."""
+
+
+def fetch(base: Path, packages: list[str]) -> dict[str, dict]:
+    """Download the .debs (latest candidate) into base/debs and unpack them into base/root."""
+    reserved = [p for p in packages if is_reserved_package(p)]
+    if reserved:
+        raise ValueError(f"reserved test-domain packages may not be fetched: {reserved}")
+    debs, root = base / "debs", base / "root"
+    debs.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+    cmd = ["apt-get", "download", *packages]
+    print("+ (in", debs, ")", " ".join(cmd), flush=True)
+    subprocess.run(cmd, cwd=debs, check=True)
+    manifest = fetched(base)  # earlier fetches stay listed
+    for pkg in packages:
+        found = sorted(debs.glob(f"{pkg}_*.deb"))
+        if not found:
+            raise MissingInputs(f"apt-get download left no .deb for {pkg}")
+        deb = found[-1]
+        fields = subprocess.run(
+            ["dpkg-deb", "-f", str(deb), "Package", "Version"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        info = dict(re.findall(r"^(\w+): (.*)$", fields, re.M))
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+        manifest[pkg] = {"version": info["Version"], "deb": deb.name}
+    (base / "packages.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    return manifest
+
+
+def fetched(base: Path) -> dict[str, dict]:
+    path = base / "packages.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def require(base: Path, packages: list[str], fetch_cmd: str) -> None:
+    have = fetched(base)
+    missing = [p for p in packages if p not in have]
+    if missing:
+        raise MissingInputs(
+            f"packages not fetched yet: {' '.join(missing)}\n"
+            f"run: {fetch_cmd}\n"
+            f"(that runs `apt-get download {' '.join(missing)}` and unpacks them under {base};"
+            " nothing is installed on the system)"
+        )
+
+
+def licence(root: Path, pkg: str) -> str:
+    """The licence names of a package's copyright file: the DEP-5 `License:` fields (in order
+    of first appearance), or, for a free-form file, the licence names it mentions."""
+    path = root / "usr/share/doc" / pkg / "copyright"
+    if not path.exists():
+        return "unknown (no copyright file)"
+    text = path.read_text(encoding="utf-8", errors="replace")
+    names: list[str] = []
+    for m in re.finditer(r"^License:[ \t]*(\S.*)$", text, re.M):
+        name = m.group(1).strip()
+        if name not in names:
+            names.append(name)
+    if names:
+        return "; ".join(names)
+    known = [
+        ("GPL-3", r"GNU General Public License.{0,40}version 3|GPL-?3"),
+        ("GPL-2", r"GNU General Public License.{0,40}version 2|GPL-?2"),
+        ("GPL", r"GNU General Public License|\bGPL\b"),
+        ("LGPL", r"GNU Lesser General Public|GNU Library General Public|\bLGPL"),
+        ("GFDL", r"GNU Free Documentation License"),
+        ("Artistic", r"Artistic License"),
+        ("BSD", r"\bBSD\b"),
+        ("MIT", r"\bMIT\b|Permission is hereby granted, free of charge"),
+        ("public domain", r"public domain"),
+        ("OPL", r"Open Publication License"),
+        ("CC-BY-SA", r"Creative Commons Attribution[- ]Share ?Alike"),
+    ]
+    flat = re.sub(r"\s+", " ", text)
+    found = [name for name, pat in known if re.search(pat, flat, re.I)]
+    return "; ".join(found) if found else "see copyright file"
