@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, NoReturn, TypeVar
@@ -87,7 +87,7 @@ class Context:
         """Run callback when every check is done (last in, first out), pass or fail."""
         self._cleanup.callback(callback)
 
-    def enter(self, manager: Any) -> Any:
+    def enter(self, manager: AbstractContextManager[T]) -> T:
         """Enter a context manager now and exit it when every check is done."""
         return self._cleanup.enter_context(manager)
 

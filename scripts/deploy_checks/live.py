@@ -6,6 +6,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from aft.serve_process import ServeError, ServeProcess
+
 from .framework import Check, Context, Skipped, fail
 from .metrics import CATALOG_PATH, Exposition, compare
 from .products import CATALOG, EXPOSITION, SERVICE, STAGED_BINARY, ServiceRecipe
@@ -36,11 +38,9 @@ def find_bundle(root: Path) -> Path:
     fail(f"no bundle ({', '.join(BUNDLES)})")
 
 
-def start_service(recipe: ServiceRecipe, ready_timeout: float = 180):
+def start_service(recipe: ServiceRecipe, ready_timeout: float = 180) -> ServeProcess:
     """A ServeProcess (not yet started) for the recipe, on 127.0.0.1 and a free port, run from
     a neutral folder so nothing resolves relative to the repository by accident."""
-    from aft.serve_process import ServeProcess
-
     return ServeProcess(
         args=["--model-dir", str(recipe.bundle), *recipe.args],
         binary=recipe.binary,
@@ -67,8 +67,6 @@ def send_traffic(base: str, rounds: int = 1) -> dict[int, int]:
 
 
 def check_live_service(ctx: Context) -> str:
-    from aft.serve_process import ServeError
-
     if ctx.options.metrics_file:
         raise Skipped(f"--metrics-file {ctx.options.metrics_file}: no service started")
     recipe = ServiceRecipe(

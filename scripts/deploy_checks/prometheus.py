@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from aft.serve_process import ServeError
 
 from .compose import PROMETHEUS_CONFIG
 from .framework import Check, Context, fail
@@ -65,9 +66,10 @@ def alert_test_coverage(test_file: Path, alerts: set[str]) -> list[str]:
     for test in doc.get("tests", []):
         for case in test.get("alert_rule_test", []):
             (fires if case.get("exp_alerts") else quiet).add(case["alertname"])
-    problems = [f"tests name unknown alerts {sorted((fires | quiet) - alerts)}"] * bool(
-        (fires | quiet) - alerts
-    )
+    problems = []
+    unknown = (fires | quiet) - alerts
+    if unknown:
+        problems.append(f"tests name unknown alerts {sorted(unknown)}")
     problems += [f"{a}: no case where it fires" for a in sorted(alerts - fires)]
     problems += [f"{a}: no case where it stays quiet" for a in sorted(alerts - quiet)]
     return problems
@@ -111,8 +113,6 @@ def live_config(root: Path, rule_files: list[Path], target: str) -> dict[str, An
 
 
 def check_prometheus_scrape(ctx: Context) -> str:
-    from aft.serve_process import ServeError
-
     try:
         srv = ctx.enter(start_service(ctx.get(SERVICE)))
     except ServeError as e:
