@@ -13,13 +13,16 @@ from aft.distill.sources.reserved import is_reserved_package, is_reserved_path
 from aft.distill.textclean import (
     chunks,
     dedup_key,
+    docbook_paragraphs,
     html_paragraphs,
+    info_paragraphs,
     is_prose,
     mallard_paragraphs,
     plaintext_paragraphs,
     pod_paragraphs,
     roff_paragraphs,
     sentences,
+    vim_help_paragraphs,
 )
 
 # ----------------------------------------------------------------------------- cleaners
@@ -152,6 +155,70 @@ def test_mallard_keeps_paragraphs_and_drops_metadata_titles_and_screens():
     ]
 
 
+def test_docbook_keeps_paras_and_drops_programlistings_and_dtd_entities():
+    src = (
+        "<chapter><title>Accounts</title><para>&app; keeps <emphasis>accounts</emphasis> "
+        "in a tree.</para><programlisting>gnucash --help</programlisting>"
+        "<note><para>Back up your file &amp; keep it safe.</para></note></chapter>"
+    )
+    assert docbook_paragraphs(src) == [
+        "keeps accounts in a tree.",
+        "Back up your file & keep it safe.",
+    ]
+
+
+INFO = """This is lilypond-learning.info, produced by makeinfo.
+
+\x1f
+File: lilypond-learning.info,  Node: Tutorial,  Next: Common notation,  Up: Top
+
+1 Tutorial
+**********
+
+This chapter gives a basic introduction to working with LilyPond.
+
+* Menu:
+
+* Compiling a file::
+* How to write input files::
+
+     \\relative { c'4 d e f }
+
+\x1fTag Table:
+Node: Top638
+"""
+
+
+def test_info_drops_node_headers_menus_examples_and_tag_table():
+    assert info_paragraphs(INFO.replace("\\x1f", "\x1f")) == [
+        "This is lilypond-learning.info, produced by makeinfo.",
+        "1 Tutorial",
+        "This chapter gives a basic introduction to working with LilyPond.",
+    ]
+
+
+VIM = """*change.txt*   For Vim version 9.0.
+
+==============================================================================
+1. Deleting text                                        *deleting* *E470*
+
+Deleting removes text and puts it in a |register| of your choice.  Example: >
+        :g/^$/d
+        :5,10d
+<
+The |:delete| command works on whole lines.
+ vim:tw=78:ts=8:noet:ft=help:norl:
+"""
+
+
+def test_vim_help_drops_tags_examples_and_rules_and_keeps_link_words():
+    assert vim_help_paragraphs(VIM) == [
+        "Deleting text",
+        "Deleting removes text and puts it in a register of your choice. Example:",
+        "The :delete command works on whole lines.",
+    ]
+
+
 GCIDE_ENTRY = """Abdicate \\Ab"di*cate\\, v. t. [L. abdicatus, p. p. of
    abdicare.]
    1. To surrender or relinquish, as sovereign power; to
@@ -200,6 +267,35 @@ def test_game_text_formats():
     assert list(games.freeciv_strings(ruleset)) == [
         ("unit_warriors", "Warriors"),
         ("unit_warriors", 'Warriors are the first unit.\n\nThey are "cheap".'),
+    ]
+
+
+def test_story_game_formats():
+    wml = (
+        '[message]\n    speaker=Konrad\n    message= _ "We must ""hurry"", friends."\n[/message]\n'
+    )
+    assert list(games.wml_strings(wml)) == ['We must "hurry", friends.']
+    es = (
+        'mission "FW Kornephoros"\n\ton complete\n\t\tconversation\n'
+        "\t\t\t`The last of the Navy vessels has been subdued.`\n"
+        '\t\tdialog "There are still Navy ships patrolling overhead."\n'
+    )
+    assert list(games.endless_sky_strings(es)) == [
+        ('mission "FW Kornephoros"', "The last of the Navy vessels has been subdued."),
+        ('mission "FW Kornephoros"', "There are still Navy ships patrolling overhead."),
+    ]
+    obj = {
+        "id": "stereo",
+        "name": {"str": "stereo"},
+        "description": {"str": "A stereo system."},
+        "//": "a comment",
+        "speaker_effect": [{"dynamic_line": "Hello there, stranger."}],
+    }
+    assert list(games._json_strings(obj)) == ["A stereo system.", "Hello there, stranger."]
+    table = "English\n\nOK\nOK\n\nSP_X_DESC\n'''A mollusc with\nfour tentacles.'''\n"
+    assert list(games.freeorion_entries(table)) == [
+        ("OK", "OK"),
+        ("SP_X_DESC", "A mollusc with\nfour tentacles."),
     ]
 
 

@@ -308,20 +308,36 @@ def html_paragraphs(src: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Mallard / DocBook-like XML (GNOME help)
+# Mallard and DocBook XML (GNOME help, GnuCash manuals)
 
 _XML_SKIP = re.compile(
-    r"<(info|code|screen|media|comment|title|desc|synopsis)\b[^>]*?(?:/>|>.*?</\1>)", re.S
+    r"<(info|code|screen|media|comment|title|desc|synopsis|programlisting|literallayout|"
+    r"indexterm|refmeta|bookinfo|articleinfo|figure)\b[^>]*?(?:/>|>.*?</\1>)",
+    re.S,
 )
 
 
-def mallard_paragraphs(src: str) -> list[str]:
-    """<p> elements of a Mallard page; metadata, titles, code and screen blocks dropped."""
+def xml_paragraphs(src: str, tags: tuple[str, ...] = ("p",)) -> list[str]:
+    """Text of the paragraph elements (Mallard <p>, DocBook <para>); metadata, titles, code and
+    screen blocks dropped, inline markup reduced to its words."""
     src = _XML_SKIP.sub(" ", src)
+    names = "|".join(tags)
     out = []
-    for body in re.findall(r"<p\b[^>]*>(.*?)</p>", src, re.S):
-        out.append(squash(html.unescape(re.sub(r"<[^>]+>", "", body))))
+    for m in re.finditer(rf"<({names})\b[^>]*>(.*?)</\1>", src, re.S):
+        body = m.group(2)
+        if re.search(rf"<({names})\b", body):
+            continue  # a wrapper around nested paragraphs: they are found on their own
+        text = html.unescape(re.sub(r"<[^>]+>", "", body))
+        out.append(squash(re.sub(r"&[\w.-]+;", "", text)))  # entities of an external DTD
     return [t for t in out if t]
+
+
+def mallard_paragraphs(src: str) -> list[str]:
+    return xml_paragraphs(src, ("p",))
+
+
+def docbook_paragraphs(src: str) -> list[str]:
+    return xml_paragraphs(src, ("para", "simpara"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,6 +414,9 @@ def _rst_inline(text: str) -> str:
     text = re.sub(r"(?<![\w*])\*([^*\s][^*]*?)\*", r"\1", text)
     text = re.sub(r"\[(\d+|#\w*|\*)\]_", "", text)  # footnote references
     text = re.sub(r"\|(\w[\w -]*)\|", r"\1", text)  # substitutions
+    text = re.sub(r"!?\[([^\]]+)\]\([^)]*\)", r"\1", text)  # markdown links and images
+    text = re.sub(r"\[([^\]]+)\]\[[^\]]*\]", r"\1", text)  # markdown reference links
+    text = re.sub(r"`([^`]+)`", r"\1", text)  # markdown code
     return text
 
 
@@ -427,3 +446,54 @@ def plaintext_paragraphs(src: str) -> list[str]:
             if text:
                 out.append(text)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# GNU Info and Vim help (plain text with their own apparatus)
+
+
+def info_paragraphs(src: str) -> list[str]:
+    """Prose of an Info file: node headers, the tag table, menus and section rules dropped,
+    then read as plain text (indented blocks are examples)."""
+    src = src.split("\x1fTag Table:", 1)[0]
+    keep = []
+    in_menu = False
+    for line in src.split("\n"):
+        if line.startswith("\x1f") or line.startswith(("File: ", "Indirect:", "Tag Table:")):
+            continue
+        if line.startswith("* Menu:"):
+            in_menu = True
+            continue
+        if in_menu and (line.startswith("* ") or not line.strip() or line[:1] in " \t"):
+            continue
+        in_menu = False
+        keep.append(line)
+    return plaintext_paragraphs("\n".join(keep))
+
+
+def vim_help_paragraphs(src: str) -> list[str]:
+    """Prose of a Vim help file: *tags* dropped, |links| kept as words, examples (after a line
+    ending in ">", until a line starting with "<" or a non-indented line) and rules dropped."""
+    keep: list[str] = []
+    in_example = False
+    for line in src.split("\n"):
+        if in_example:
+            if line.startswith("<"):
+                in_example = False
+                keep.append("")
+                continue
+            if not line.strip() or line[:1] in " \t":
+                continue
+            in_example = False
+            keep.append("")
+        if line.rstrip() == ">" or line.rstrip().endswith(" >"):
+            keep += [line.rstrip()[:-1], ""]
+            in_example = True
+            continue
+        if re.fullmatch(r"[=-]{10,}|vim:.*", line.strip()):  # rules, the modeline
+            continue
+        keep.append(line)
+    src = "\n".join(keep)
+    src = re.sub(r"\*[^*\s]+\*", "", src)
+    src = re.sub(r"\|([^|\s]+)\|", r"\1", src)
+    return plaintext_paragraphs(src)

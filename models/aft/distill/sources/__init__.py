@@ -28,6 +28,12 @@ def _source(name: str, specs: list[D.Files], about: str) -> Source:
     return Source(name, packages, partial(D.document_records, source=name, specs=specs), about)
 
 
+# The Wesnoth data package and each mainline campaign (its own package).
+WESNOTH_PACKAGES = ("wesnoth-1.16-data",) + tuple(
+    f"wesnoth-1.16-{c}"
+    for c in "did dm dw ei httt l low nr sof sota sotbe thot trow tsg ttb utbs".split()
+)
+
 SOURCES: list[Source] = [
     Source("wordnet", ("wordnet-base",), lexical.wordnet, "WordNet 3.0 glosses and examples"),
     Source(
@@ -56,8 +62,35 @@ SOURCES: list[Source] = [
     _source("postgresql-doc", D.POSTGRESQL_DOC, "PostgreSQL 15 manual (HTML)"),
     _source("gimp-help", D.GIMP_HELP, "GIMP user manual (HTML)"),
     _source("gnome-help", D.GNOME_HELP, "GNOME desktop user help (Mallard)"),
+    _source("gnucash-docs", D.GNUCASH_DOCS, "GnuCash tutorial and help (DocBook)"),
+    _source("vim-help", D.VIM_HELP, "Vim's help files"),
+    _source("lilypond-doc", D.LILYPOND_DOC, "LilyPond music typesetter manuals (Info)"),
+    _source("zsh-doc", D.ZSH_DOC, "Zsh manual (HTML)"),
+    _source("nodejs-doc", D.NODEJS_DOC, "Node.js API documentation (Markdown)"),
+    _source("sqlite-doc", D.SQLITE_DOC, "SQLite documentation (HTML)"),
+    _source("apache-doc", D.APACHE_DOC, "Apache HTTP Server manual (HTML)"),
+    _source("kicad-doc", D.KICAD_DOC, "KiCad user manuals (HTML)"),
     Source("freeciv", ("freeciv-data",), games.freeciv, "Freeciv help and nation histories"),
     Source("crawl", ("crawl-common",), games.crawl, "Dungeon Crawl Stone Soup descriptions"),
+    Source(
+        "wesnoth",
+        WESNOTH_PACKAGES,
+        games.wesnoth,
+        "Battle for Wesnoth: campaign dialogue and story, unit descriptions, help",
+    ),
+    Source(
+        "endless-sky",
+        ("endless-sky-data",),
+        games.endless_sky,
+        "Endless Sky: mission conversations, planet and ship descriptions",
+    ),
+    Source(
+        "cataclysm",
+        ("cataclysm-dda-data",),
+        games.cataclysm,
+        "Cataclysm: Dark Days Ahead: item and monster descriptions, NPC dialogue",
+    ),
+    Source("freeorion", ("freeorion-data",), games.freeorion, "FreeOrion encyclopedia texts"),
 ]
 
 BY_NAME = {s.name: s for s in SOURCES}

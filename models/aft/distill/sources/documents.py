@@ -16,11 +16,14 @@ from pathlib import Path
 
 from aft.distill.sources.reserved import is_reserved_path
 from aft.distill.textclean import (
+    docbook_paragraphs,
     html_paragraphs,
+    info_paragraphs,
     mallard_paragraphs,
     plaintext_paragraphs,
     pod_paragraphs,
     roff_paragraphs,
+    vim_help_paragraphs,
 )
 
 CLEANERS: dict[str, Callable[[str], list[str]]] = {
@@ -29,6 +32,9 @@ CLEANERS: dict[str, Callable[[str], list[str]]] = {
     "mallard": mallard_paragraphs,
     "pod": pod_paragraphs,
     "text": plaintext_paragraphs,
+    "docbook": docbook_paragraphs,
+    "info": info_paragraphs,
+    "vim": vim_help_paragraphs,
 }
 
 
@@ -134,3 +140,28 @@ POSTGRESQL_DOC = [
 ]
 GIMP_HELP = [Files("gimp-help-en", ("usr/share/gimp/2.0/help/en/**/*.html",), "html")]
 GNOME_HELP = [Files("gnome-user-docs", ("usr/share/help/C/**/*.page",), "mallard")]
+GNUCASH_DOCS = [
+    Files(
+        "gnucash-docs",
+        ("usr/share/help/C/gnucash-guide/*.xml", "usr/share/help/C/gnucash-help/*.xml"),
+        "docbook",
+    )
+]
+VIM_HELP = [Files("vim-runtime", ("usr/share/vim/vim*/doc/*.txt",), "vim")]
+LILYPOND_DOC = [
+    Files(
+        "lilypond-doc",
+        ("usr/share/info/lilypond-*.info*.gz",),
+        "info",
+        exclude=r"lilypond-internals",  # generated property tables, not prose
+    )
+]
+ZSH_DOC = [Files("zsh-doc", ("usr/share/doc/zsh-common/html/*.html",), "html")]
+NODEJS_DOC = [
+    Files(
+        "nodejs-doc", ("usr/share/doc/nodejs/api/*.md", "usr/share/doc/nodejs/api/*.md.gz"), "text"
+    )
+]
+SQLITE_DOC = [Files("sqlite3-doc", ("usr/share/doc/sqlite3/**/*.html",), "html")]
+APACHE_DOC = [Files("apache2-doc", ("usr/share/doc/apache2-doc/manual/en/**/*.html",), "html")]
+KICAD_DOC = [Files("kicad-doc-en", ("usr/share/doc/kicad/help/en/*.html",), "html")]
