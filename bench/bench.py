@@ -51,7 +51,7 @@ def main() -> None:
     ctx = Context(a.model_dir.resolve(), QUICK if a.quick else FULL, Results(a.results.resolve()))
     for part in a.parts:
         log(f"part {part} ({ctx.plan.name}), model {ctx.model_dir}, results {ctx.results.dir}")
-        ctx.part_started = time.monotonic()
+        ctx.begin()
         PARTS[part](ctx)
         log(f"part {part} done in {time.monotonic() - ctx.part_started:.0f} s")
 

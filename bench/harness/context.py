@@ -21,6 +21,12 @@ class Context:
     plan: Plan
     results: results.Results
     part_started: float = field(default_factory=time.monotonic)
+    machine_before: dict = field(default_factory=dict)
+
+    def begin(self) -> None:
+        """Marks the start of a part: its clock, and the machine as the part found it."""
+        self.part_started = time.monotonic()
+        self.machine_before = {**results.machine(), "oha": load.version()}
 
     @property
     def log_dir(self) -> Path:
@@ -39,7 +45,7 @@ class Context:
         facts = {
             "part_seconds": round(time.monotonic() - self.part_started, 1),
             "plan": self.plan.facts(),
-            "machine": {**results.machine(), "oha": load.version()},
+            "machine": self.machine_before,
             "model": results.model(self.model_dir),
             "corpus": self.corpus_facts,
             "peer_threads": servers.peer_threads(),

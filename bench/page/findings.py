@@ -28,10 +28,13 @@ def intro(run: Run) -> str:
     )
     rec = (run.config or {}).get("recommended")
     if rec:
-        text += (
-            f" The configuration study chose `--workers {rec['workers']} --intra-op-threads "
-            f"{rec['intra_op_threads']} --max-batch-tokens {rec['max_batch_tokens']}`, and "
-            "every later part ran aft-serve with those flags."
+        flags = [f"--workers {rec['workers']}", f"--intra-op-threads {rec['intra_op_threads']}"]
+        flags = " ".join([*flags, f"--max-batch-tokens {rec['max_batch_tokens']}"])
+        ran = " ".join((run.compare or {}).get("server_args", {}).get("aft-serve", []))
+        text += f" The configuration study chose `{flags}`" + (
+            ", and every later part ran aft-serve with those flags."
+            if ran == flags
+            else f"; the load comparison ran aft-serve with `{ran or 'its defaults'}`."
         )
     return text + "\n"
 
@@ -58,12 +61,11 @@ def service_vs_limit(run: Run) -> str | None:
     batches = sat.get("batches_per_s")
     if batches:
         text += f" A point holds about {batches * sat['seconds']:,.0f} batches."
-    busy = sat.get("inference_busy_s_per_s")
+    busy, workers = sat.get("inference_busy_s_per_s"), run.aft_config()[0]
     if busy is not None:
         text += (
-            f" At that point the inference workers were busy {pct(busy, 0)} of the wall clock "
-            "(Δ`aft_inference_duration_seconds_sum` per second"
-            + (f", {run.aft_config()[0]} worker(s))." if run.aft_config()[0] else ").")
+            f" At that point the inference worker(s) were busy {pct(busy / workers, 0)} of the "
+            f"wall clock (Δ`aft_inference_duration_seconds_sum` per second / {workers} worker(s))."
         )
     return text
 

@@ -38,13 +38,8 @@ def run(ctx: Context) -> None:
         log(f"overload before c=16: {load.fmt_point(out['before'])}")
 
         def sample(t: float) -> dict:
-            m = metrics.scrape(srv.url)
-            return {
-                "t": t,
-                "rss_kib": srv.rss_bytes() // 1024,
-                "queue_depth": m.get("aft_queue_depth"),
-                "in_flight": m.get("aft_requests_in_flight"),
-            }
+            state = metrics.queue_state(metrics.scrape(srv.url))
+            return {"t": t, "rss_kib": srv.rss_bytes() // 1024, **state}
 
         # No latency correction: the 200s' latencies are the admitted requests' own, not a
         # client-side backlog.
@@ -58,11 +53,7 @@ def run(ctx: Context) -> None:
             f" p99(200) {during['p99_ms']}"
         )
         time.sleep(SETTLE_S)
-        m = metrics.scrape(srv.url)
-        out["after_idle"] = {
-            "queue_depth": m.get("aft_queue_depth"),
-            "in_flight": m.get("aft_requests_in_flight"),
-        }
+        out["after_idle"] = metrics.queue_state(metrics.scrape(srv.url))
         out["after"] = load.measure(srv, mixed, p.overload_edge_s, 16)
         log(f"overload after c=16: {load.fmt_point(out['after'])}")
     ctx.write("overload", out)
