@@ -247,6 +247,17 @@ def test_gcide_entry_gives_definitions_and_quotations_without_apparatus():
     ]
 
 
+def test_gcide_leaves_out_senses_taken_from_wordnet():
+    entry = (
+        "10th \\10th\\ adj.\n   1. coming next after the ninth in a series\n\n"
+        "   Syn: tenth\n        [WordNet 1.5]\n\n"
+        "   2. The tenth part of a thing, as a tithe paid to the church.\n      [1913 Webster]\n"
+    )
+    assert list(lexical.gcide_paragraphs(entry)) == [
+        ("gcide-definition", "The tenth part of a thing, as a tithe paid to the church.")
+    ]
+
+
 def test_foldoc_entry_drops_tags_links_dates_and_urls():
     entry = (
         "Actors\n\n   <theory> A model for {concurrency} by {Carl Hewitt}.  Actors\n"

@@ -76,7 +76,8 @@ def chunks(paragraph: str, key: str, max_words: int = MAX_WORDS) -> list[str]:
     words = len(paragraph.split())
     if words <= max_words and stable_fraction(key + "#whole") < 0.25:
         return [paragraph]
-    target = 8 + int(stable_fraction(key) * (max_words - 8))
+    # Targets of 8-48 words: mostly one to three sentences, the length the service is sent.
+    target = 8 + int(stable_fraction(key) * (min(max_words, 48) - 8))
     out: list[str] = []
     cur: list[str] = []
     n = 0

@@ -23,8 +23,10 @@ class Source:
     about: str
 
 
-def _source(name: str, specs: list[D.Files], about: str) -> Source:
-    packages = tuple(dict.fromkeys(s.package for s in specs))
+def _source(name: str, specs: list[D.Files], about: str, extra: tuple[str, ...] = ()) -> Source:
+    """A document source; `extra` packages are fetched only for the copyright file that a
+    package's /usr/share/doc symlink points to."""
+    packages = tuple(dict.fromkeys([*(s.package for s in specs), *extra]))
     return Source(name, packages, partial(D.document_records, source=name, specs=specs), about)
 
 
@@ -60,12 +62,25 @@ SOURCES: list[Source] = [
         "Reference, New Maintainers' Guide, project history, bug-tracker guides",
     ),
     _source("postgresql-doc", D.POSTGRESQL_DOC, "PostgreSQL 15 manual (HTML)"),
-    _source("gimp-help", D.GIMP_HELP, "GIMP user manual (HTML)"),
+    _source("gimp-help", D.GIMP_HELP, "GIMP user manual (HTML)", ("gimp-help-common",)),
     _source("gnome-help", D.GNOME_HELP, "GNOME desktop user help (Mallard)"),
+    _source(
+        "gnu-info",
+        D.GNU_INFO,
+        "GNU manuals in Info format (coreutils, grep, sed, "
+        "autoconf, guile, R, Octave, Maxima, gnuplot, ...)",
+    ),
+    _source(
+        "rust-doc",
+        D.RUST_DOC,
+        "The Rust books: the Rust Programming Language, the "
+        "Reference, Rust by Example, the Rustonomicon, ...",
+    ),
+    _source("java-doc", D.JAVA_DOC, "OpenJDK 17 API documentation (Javadoc HTML)"),
     _source("gnucash-docs", D.GNUCASH_DOCS, "GnuCash tutorial and help (DocBook)"),
     _source("vim-help", D.VIM_HELP, "Vim's help files"),
     _source("lilypond-doc", D.LILYPOND_DOC, "LilyPond music typesetter manuals (Info)"),
-    _source("zsh-doc", D.ZSH_DOC, "Zsh manual (HTML)"),
+    _source("zsh-doc", D.ZSH_DOC, "Zsh manual (HTML)", ("zsh-common",)),
     _source("nodejs-doc", D.NODEJS_DOC, "Node.js API documentation (Markdown)"),
     _source("sqlite-doc", D.SQLITE_DOC, "SQLite documentation (HTML)"),
     _source("apache-doc", D.APACHE_DOC, "Apache HTTP Server manual (HTML)"),

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from aft.distill.sources.packages import package_files
 from aft.distill.sources.reserved import is_reserved_path
 from aft.distill.textclean import (
     docbook_paragraphs,
@@ -58,13 +59,18 @@ class Files:
 
 
 def document_files(root: Path, spec: Files) -> Iterator[tuple[str, Path]]:
-    """(relative path, path) of a spec's files, sorted, reserved test domains excluded."""
+    """(relative path, path) of a spec's files (of its own package, where the fetch recorded
+    the package's file list), sorted, reserved test domains excluded."""
     seen = set()
+    listed = root.parent / "lists" / f"{spec.package}.list"
+    own = package_files(root.parent, spec.package) if listed.exists() else None
     for pattern in spec.patterns:
         for path in sorted(root.glob(pattern)):
             rel = path.relative_to(root).as_posix()
             if rel in seen or not path.is_file() or re.search(spec.exclude, rel):
                 continue
+            if own is not None and rel not in own:
+                continue  # another package's file in a shared folder
             seen.add(rel)
             # Reserved test domains (Python docs / docstrings, fortune files): never read.
             if is_reserved_path(rel):
@@ -134,6 +140,13 @@ DEBIAN_DOCS = [
         "text",
     ),
     Files("doc-debian", ("usr/share/doc/debian/*.txt", "usr/share/doc/debian/*.txt.gz"), "text"),
+    Files("harden-doc", ("usr/share/doc/harden-doc/html/en-US/*.html",), "html"),
+    Files(
+        "debian-edu-doc-en",
+        ("usr/share/doc/debian-edu-doc-en/debian-edu-bookworm-manual.html",),
+        "html",
+    ),
+    Files("live-manual-html", ("usr/share/doc/live-manual/html/live-manual/*.en.html",), "html"),
 ]
 POSTGRESQL_DOC = [
     Files("postgresql-doc-15", ("usr/share/doc/postgresql-doc-15/html/*.html",), "html")
@@ -165,3 +178,45 @@ NODEJS_DOC = [
 SQLITE_DOC = [Files("sqlite3-doc", ("usr/share/doc/sqlite3/**/*.html",), "html")]
 APACHE_DOC = [Files("apache2-doc", ("usr/share/doc/apache2-doc/manual/en/**/*.html",), "html")]
 KICAD_DOC = [Files("kicad-doc-en", ("usr/share/doc/kicad/help/en/*.html",), "html")]
+# GNU manuals in Info format (Debian main: GPL, or GFDL without invariant sections).
+GNU_INFO = [
+    Files(pkg, ("usr/share/info/*.info*",), "info")
+    for pkg in (
+        "coreutils", "findutils", "grep", "sed", "gzip", "diffutils", "wget", "screen",
+        "autoconf-doc", "automake", "libtool-doc", "binutils-doc", "gnulib", "gnutls-doc",
+        "guile-3.0-doc", "mailutils-doc", "r-doc-info", "octave-doc", "gnuplot-doc",
+        "maxima-doc",
+    )
+]  # fmt: skip
+RUST_DOC = [
+    Files(
+        "rust-doc",
+        tuple(
+            f"usr/share/doc/rust-doc/html/{book}/**/*.html"
+            for book in (
+                "book",
+                "reference",
+                "rust-by-example",
+                "nomicon",
+                "edition-guide",
+                "embedded-book",
+                "rustc",
+                "rustdoc",
+                "unstable-book",
+            )
+        ),  # fmt: skip
+        "html",
+        exclude=r"/(print|toc|searchindex)\.html$",  # one-page copies of each book
+    )
+]
+JAVA_DOC = [
+    Files(
+        "openjdk-17-doc",
+        ("usr/share/doc/openjdk-17-jre-headless/api/**/*.html",),
+        "html",
+        # Cross-reference pages: lists of names, not prose.
+        exclude=r"/(class-use|index-files)/|/(package-tree|package-use|overview-tree|"
+        r"allclasses-index|allpackages-index|deprecated-list|constant-values|serialized-form|"
+        r"index-all|help-doc)\.html$",
+    )
+]

@@ -155,25 +155,34 @@ _GCIDE_LABEL = re.compile(r"^(?:\d+\.\s*)?(?:\([a-z]\)\s*)?(?:\((?:[A-Z][\w.]*\s
 def gcide_paragraphs(entry: str) -> Iterator[tuple[str, str]]:
     """(kind, text) of one GCIDE entry: definitions and notes ("gcide-definition") and the
     indented literary usage quotations ("gcide-quotation"); pronunciations (\\...\\),
-    etymologies and source tags ([...]), and author attributions (--Shak.) removed."""
+    etymologies and source tags ([...]), and author attributions (--Shak.) removed.
+
+    Senses that GCIDE took from WordNet 1.5 (tagged [WordNet 1.5], on the sense's last block)
+    are left out: they near-duplicate the WordNet source and would leak across its split."""
     entry = re.sub(r"\\[^\\\n]*\\", "", entry)  # pronunciation
-    entry = re.sub(r"\[[^\]]*\]", "", entry)  # etymology, [1913 Webster], [Obs.]
-    lines = entry.split("\n")
-    entry = "\n".join(lines[1:])  # headword, part of speech
-    for block in _blocks(entry):
-        first = block.split("\n", 1)[0]
+    raw = _blocks(entry)
+    from_wordnet = [
+        "[WordNet" in b or (i + 1 < len(raw) and "[WordNet" in raw[i + 1] and _is_syn(raw[i + 1]))
+        for i, b in enumerate(raw)
+    ]
+    for i, block in enumerate(raw):
+        block = re.sub(r"\[[^\]]*\]", "", block)  # etymology, [1913 Webster], [Obs.]
+        if i == 0:
+            block = block.split("\n", 1)[1] if "\n" in block else ""  # headword, part of speech
+        if from_wordnet[i] or _is_syn(block) or not block.strip():
+            continue
+        first = block.strip("\n").split("\n", 1)[0]
         indent = len(first) - len(first.lstrip(" "))
         body = "\n".join(re.sub(r"\s--\s?[A-Z].*$", "", ln) for ln in block.split("\n"))
-        body = squash(body.replace("{", "").replace("}", ""))
-        if not body or body.startswith(("Syn.", "Syn:", "Note:")) and len(body) < 12:
-            continue
-        if body.startswith(("Syn.", "Syn:")):
-            continue  # synonym lists
-        body = body.removeprefix("Note:").strip()
+        body = squash(body.replace("{", "").replace("}", "")).removeprefix("Note:").strip()
         kind = "gcide-quotation" if indent >= 8 else "gcide-definition"
         text = _GCIDE_LABEL.sub("", body).strip()
         if text:
             yield kind, text
+
+
+def _is_syn(block: str) -> bool:
+    return block.strip().startswith(("Syn.", "Syn:"))  # synonym lists
 
 
 def gcide(root: Path) -> Iterator[dict]:

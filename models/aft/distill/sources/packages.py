@@ -5,9 +5,11 @@ system (no dependencies, no services, no upgrades of shared libraries).
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
+import tarfile
 from pathlib import Path
 
 from aft.distill.sources.reserved import is_reserved_package
@@ -42,7 +44,30 @@ def fetch(base: Path, packages: list[str]) -> dict[str, dict]:
         subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
         manifest[pkg] = {"version": info["Version"], "deb": deb.name}
     (base / "packages.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    write_file_lists(base)
     return manifest
+
+
+def write_file_lists(base: Path) -> None:
+    """base/lists/PKG.list: the files each fetched package ships, so that a source reads only
+    its own package's files from the shared unpacked root (many put files in usr/share/info)."""
+    lists = base / "lists"
+    lists.mkdir(exist_ok=True)
+    for pkg, info in fetched(base).items():
+        out = lists / f"{pkg}.list"
+        if out.exists():
+            continue
+        listing = subprocess.run(
+            ["dpkg-deb", "--fsys-tarfile", str(base / "debs" / info["deb"])],
+            capture_output=True, check=True,
+        ).stdout  # fmt: skip
+        names = tarfile.open(fileobj=io.BytesIO(listing)).getnames()
+        paths = sorted(n.removeprefix("./") for n in names if n not in (".", "./"))
+        out.write_text("\n".join(paths) + "\n")
+
+
+def package_files(base: Path, pkg: str) -> set[str]:
+    return set((base / "lists" / f"{pkg}.list").read_text().split("\n")) - {""}
 
 
 def fetched(base: Path) -> dict[str, dict]:
@@ -52,7 +77,7 @@ def fetched(base: Path) -> dict[str, dict]:
 
 def require(base: Path, packages: list[str], fetch_cmd: str) -> None:
     have = fetched(base)
-    missing = [p for p in packages if p not in have]
+    missing = [p for p in packages if p not in have or not (base / "lists" / f"{p}.list").exists()]
     if missing:
         raise MissingInputs(
             f"packages not fetched yet: {' '.join(missing)}\n"
@@ -65,8 +90,11 @@ def require(base: Path, packages: list[str], fetch_cmd: str) -> None:
 def licence(root: Path, pkg: str) -> str:
     """The licence names of a package's copyright file: the DEP-5 `License:` fields (in order
     of first appearance), or, for a free-form file, the licence names it mentions."""
-    path = root / "usr/share/doc" / pkg / "copyright"
+    folder = root / "usr/share/doc" / pkg
+    path = folder / "copyright"
     if not path.exists():
+        if folder.is_symlink():  # Debian allows pointing at a dependency's folder
+            return f"see {folder.readlink().name} (not fetched)"
         return "unknown (no copyright file)"
     text = path.read_text(encoding="utf-8", errors="replace")
     names: list[str] = []
