@@ -139,6 +139,20 @@ def test_plaintext_rst_drops_titles_directives_literal_blocks_and_splits_list_it
     ]
 
 
+def test_plaintext_keeps_indented_prose_and_drops_indented_code():
+    src = (
+        "swappiness\n    This control defines how aggressively the kernel swaps memory pages.\n\n"
+        ".. code-block:: c\n\n    int swappiness = 60;\n\n"
+        " -- Scheme Procedure: list-copy lst\n"
+        "     Return a copy of the list given to the procedure.\n\n"
+        "     (list-copy '(1 2 3))\n"
+    )
+    assert plaintext_paragraphs(src) == [
+        "swappiness This control defines how aggressively the kernel swaps memory pages.",
+        "Return a copy of the list given to the procedure.",
+    ]
+
+
 MALLARD = """<page xmlns="http://projectmallard.org/1.0/" id="x">
 <info><desc>Press <key>Super</key>.</desc><credit><name>Someone</name></credit></info>
 <title>Switch between windows</title>
@@ -462,6 +476,18 @@ def test_document_walk_never_reads_reserved_files(tmp_path):
     recs = list(documents.document_records(tmp_path, "man-pages", [spec]))
     assert [r["doc"] for r in recs] == ["man-pages:tool.1"]
     assert all("python" not in r["text"] and "fortune" not in r["text"] for r in recs)
+
+
+def test_document_walk_reads_only_its_own_packages_files(tmp_path):
+    root = tmp_path / "root"
+    info = root / "usr/share/info"
+    info.mkdir(parents=True)
+    for name in ("sed.info", "grep.info"):
+        (info / name).write_text("A paragraph of prose that the manual contains.\n")
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "sed.list").write_text("usr/share/info\nusr/share/info/sed.info\n")
+    spec = documents.Files("sed", ("usr/share/info/*.info*",), "info")
+    assert [rel for rel, _ in documents.document_files(root, spec)] == ["usr/share/info/sed.info"]
 
 
 def test_debian_descriptions_skip_reserved_packages(tmp_path):

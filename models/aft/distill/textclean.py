@@ -421,22 +421,54 @@ def _rst_inline(text: str) -> str:
     return text
 
 
+_CODE_START = ("$ ", "# ", "#!", "//", ";", "(", "{", "}", "<", ">>>", "%", "@", "--", "*/", "/*")
+
+
+def _indented_prose(lines: list[str]) -> bool:
+    """An indented block that reads as prose (a definition body, a note, an Info @deffn
+    description) rather than an example: a run of four plain lower-case words, no line that
+    starts like code, and a sentence's end."""
+    stripped = [ln.strip() for ln in lines]
+    joined = " ".join(stripped)
+    return (
+        bool(re.search(r"\b[a-z]+ [a-z]+ [a-z]+ [a-z]+\b", joined))
+        and not any(ln.startswith(_CODE_START) for ln in stripped)
+        and joined[-1:] in ".:!?)"
+    )
+
+
 def plaintext_paragraphs(src: str) -> list[str]:
-    """Paragraphs of prose from rst / markdown / plain text: blank-line separated blocks whose
-    first line is not indented (indented blocks are literal code), without directives, section
-    rules, tables or code fences; each list item is its own paragraph."""
+    """Paragraphs of prose from rst / markdown / Info / plain text: blank-line separated blocks
+    without directives, section rules, tables or code fences; each list item is its own
+    paragraph. An indented block is kept only if it reads as prose and does not follow a
+    "::" (the reStructuredText literal-block marker) or a code directive."""
     out: list[str] = []
     src = re.sub(r"^(```|~~~).*?^\1\s*$", "", src, flags=re.S | re.M)
+    literal = False  # the previous block announced a literal block ("::", a code directive)
     for block in re.split(r"\n[ \t]*\n", src):
-        lines = [ln for ln in block.splitlines() if ln.strip()]
-        if not lines or lines[0][:1] in " \t":
+        # Info definition headers (" -- Function: name args") name what the body describes.
+        lines = [
+            ln for ln in block.splitlines() if ln.strip() and not re.match(r"\s*-- [\w ]+: ", ln)
+        ]
+        if not lines:
             continue
-        if lines[0].startswith(("..", ":", "#", "|", "+-", "+=", "===", ">>>", "$ ")):
+        indented = lines[0][:1] in " \t"
+        if indented and (literal or not _indented_prose(lines)):
+            literal = False  # the marker covers the block after it; later ones are judged
+            continue
+        literal = False
+        first = lines[0].strip()
+        if first.startswith(("..", ":", "#", "|", "+-", "+=", "===", ">>>", "$ ")):
+            # A code directive's indented body is literal; other directives' bodies are text.
+            literal = bool(
+                re.match(r"\.\. (code-block|code|literalinclude|highlight|kernel-doc)", first)
+            )
             continue
         # Section titles: a line underlined (or overlined) with punctuation.
         lines = [ln for ln in lines if not re.fullmatch(r"\s*([=\-~^\"'`#*+_.:])\1{2,}\s*", ln)]
         items: list[list[str]] = [[]]
         for ln in lines:
+            ln = ln.strip()
             if _LIST_MARK.match(ln) and items[-1]:
                 items.append([])
             items[-1].append(_LIST_MARK.sub("", ln, count=1) if _LIST_MARK.match(ln) else ln)
@@ -444,6 +476,7 @@ def plaintext_paragraphs(src: str) -> list[str]:
             text = squash(_rst_inline(" ".join(item)))
             if text.endswith("::"):
                 text = text[:-1]  # "as follows::" introduces a literal block
+                literal = True
             if text:
                 out.append(text)
     return out

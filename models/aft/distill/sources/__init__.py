@@ -77,6 +77,15 @@ SOURCES: list[Source] = [
         "Reference, Rust by Example, the Rustonomicon, ...",
     ),
     _source("java-doc", D.JAVA_DOC, "OpenJDK 17 API documentation (Javadoc HTML)"),
+    _source("erlang-doc", D.ERLANG_DOC, "Erlang/OTP documentation (HTML)"),
+    _source(
+        "server-docs",
+        D.SERVER_DOCS,
+        "Exim specification, BIND 9 Administrator Reference Manual, FFmpeg manuals (HTML)",
+    ),
+    _source("libreoffice-help", D.LIBREOFFICE_HELP, "LibreOffice help (HTML)"),
+    _source("gnome-devel-docs", D.GNOME_DEVEL_DOCS, "GNOME developer guides (Mallard)"),
+    _source("kstars-handbook", D.KSTARS_HANDBOOK, "KStars handbook and AstroInfo articles"),
     _source("gnucash-docs", D.GNUCASH_DOCS, "GnuCash tutorial and help (DocBook)"),
     _source("vim-help", D.VIM_HELP, "Vim's help files"),
     _source("lilypond-doc", D.LILYPOND_DOC, "LilyPond music typesetter manuals (Info)"),
@@ -106,6 +115,7 @@ SOURCES: list[Source] = [
         "Cataclysm: Dark Days Ahead: item and monster descriptions, NPC dialogue",
     ),
     Source("freeorion", ("freeorion-data",), games.freeorion, "FreeOrion encyclopedia texts"),
+    Source("freedroid", ("freedroidrpg-data",), games.freedroid, "FreedroidRPG NPC dialogues"),
 ]
 
 BY_NAME = {s.name: s for s in SOURCES}

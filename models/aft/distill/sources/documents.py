@@ -102,7 +102,14 @@ MAN_PAGES = [
     Files("manpages-dev", ("usr/share/man/man[23]/*",), "roff"),
     Files("git-man", ("usr/share/man/man[1-7]/*",), "roff"),
     Files("libssl-doc", ("usr/share/man/man[37]/*",), "roff"),
-]
+] + [
+    # Manual pages of core system tools.
+    Files(pkg, ("usr/share/man/man[1-8]/*",), "roff")
+    for pkg in (
+        "systemd", "util-linux", "iproute2", "openssh-client", "procps", "bash", "tmux",
+        "rsync", "curl", "apt", "dpkg", "sudo", "e2fsprogs", "mutt",
+    )
+]  # fmt: skip
 PERL_DOC = [Files("perl-doc", ("usr/share/perl/*/pod/*.pod",), "pod")]
 LINUX_DOC = [
     Files(
@@ -220,3 +227,26 @@ JAVA_DOC = [
         r"index-all|help-doc)\.html$",
     )
 ]
+LIBREOFFICE_HELP = [
+    Files("libreoffice-help-en-us", ("usr/share/libreoffice/help/en-US/text/**/*.html",), "html")
+]
+GNOME_DEVEL_DOCS = [Files("gnome-devel-docs", ("usr/share/help/C/**/*.page",), "mallard")]
+SERVER_DOCS = [
+    Files(
+        "exim4-doc-html",
+        ("usr/share/doc/exim4-doc-html/spec_html/*.html",),
+        "html",
+        exclude=r"index\.html$",  # concept and option indexes: lists of headings
+    ),
+    Files("bind9-doc", ("usr/share/doc/bind9-doc/arm/*.html",), "html"),
+    Files("ffmpeg-doc", ("usr/share/doc/ffmpeg/manual/*.html",), "html"),
+]
+ERLANG_DOC = [
+    Files(
+        "erlang-doc",
+        ("usr/share/doc/erlang-doc/doc/**/*.html", "usr/share/doc/erlang-doc/**/doc/html/*.html"),
+        "html",
+        exclude=r"/(java|search)/|/(index|search|release_notes|notes)\.html$",
+    )
+]
+KSTARS_HANDBOOK = [Files("kstars-data", ("usr/share/doc/HTML/en/kstars/*.docbook",), "docbook")]

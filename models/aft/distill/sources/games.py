@@ -221,3 +221,31 @@ def freeorion(root: Path) -> Iterator[dict]:
             para = squash(para)
             if para:
                 yield dict(text=para, kind="freeorion", doc=f"freeorion:{key}", atomic=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# FreedroidRPG: the NPC dialogues of its storyline.
+
+# Lua gettext strings: _"text" or _("text"), with \" escapes.
+_LUA_STRING = re.compile(r'_\(?"((?:[^"\\]|\\.)*)"')
+
+
+def lua_strings(text: str) -> Iterator[str]:
+    for m in _LUA_STRING.finditer(text):
+        yield m.group(1).replace('\\"', '"').replace("\\n", "\n")
+
+
+def freedroid(root: Path) -> Iterator[dict]:
+    """Dialogue lines of the storyline's Lua dialog files; the document is the dialog (one NPC).
+    Lines with substitutions (%s, $$NAME$$) are skipped."""
+    base = root / "usr/share/freedroidrpg/data/storyline"
+    for path in sorted(base.glob("**/*.lua")):
+        rel = path.relative_to(base).as_posix()
+        if is_reserved_path(rel):
+            continue
+        for s in lua_strings(path.read_text(encoding="utf-8", errors="replace")):
+            if "%" in s or "$$" in s:
+                continue
+            s = squash(re.sub(r"\\\n\s*", " ", s))
+            if s:
+                yield dict(text=s, kind="freedroid", doc=f"freedroid:{rel}", atomic=0)
