@@ -169,14 +169,14 @@ def test_mallard_keeps_paragraphs_and_drops_metadata_titles_and_screens():
     ]
 
 
-def test_docbook_keeps_paras_and_drops_programlistings_and_dtd_entities():
+def test_docbook_keeps_paras_drops_programlistings_and_resolves_dtd_entities():
     src = (
         "<chapter><title>Accounts</title><para>&app; keeps <emphasis>accounts</emphasis> "
         "in a tree.</para><programlisting>gnucash --help</programlisting>"
         "<note><para>Back up your file &amp; keep it safe.</para></note></chapter>"
     )
     assert docbook_paragraphs(src) == [
-        "keeps accounts in a tree.",
+        "GnuCash keeps accounts in a tree.",
         "Back up your file & keep it safe.",
     ]
 

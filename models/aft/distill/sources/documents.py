@@ -107,7 +107,8 @@ MAN_PAGES = [
     Files(pkg, ("usr/share/man/man[1-8]/*",), "roff")
     for pkg in (
         "systemd", "util-linux", "iproute2", "openssh-client", "procps", "bash", "tmux",
-        "rsync", "curl", "apt", "dpkg", "sudo", "e2fsprogs", "mutt",
+        "rsync", "curl", "apt", "dpkg", "sudo", "e2fsprogs", "mutt", "dpkg-dev", "debhelper",
+        "devscripts",
     )
 ]  # fmt: skip
 PERL_DOC = [Files("perl-doc", ("usr/share/perl/*/pod/*.pod",), "pod")]
@@ -195,25 +196,17 @@ GNU_INFO = [
         "maxima-doc",
     )
 ]  # fmt: skip
+RUST_BOOKS = (
+    "book", "reference", "rust-by-example", "nomicon", "edition-guide", "embedded-book",
+    "rustc", "rustdoc", "unstable-book", "std",
+)  # fmt: skip
 RUST_DOC = [
     Files(
         "rust-doc",
-        tuple(
-            f"usr/share/doc/rust-doc/html/{book}/**/*.html"
-            for book in (
-                "book",
-                "reference",
-                "rust-by-example",
-                "nomicon",
-                "edition-guide",
-                "embedded-book",
-                "rustc",
-                "rustdoc",
-                "unstable-book",
-            )
-        ),  # fmt: skip
+        tuple(f"usr/share/doc/rust-doc/html/{book}/**/*.html" for book in RUST_BOOKS),
         "html",
-        exclude=r"/(print|toc|searchindex)\.html$",  # one-page copies of each book
+        # One-page copies of each book; generated index pages; architecture intrinsics.
+        exclude=r"/(print|toc|searchindex|all)\.html$|/std/arch/|/(src|implementors)/",
     )
 ]
 JAVA_DOC = [
@@ -250,3 +243,34 @@ ERLANG_DOC = [
     )
 ]
 KSTARS_HANDBOOK = [Files("kstars-data", ("usr/share/doc/HTML/en/kstars/*.docbook",), "docbook")]
+# User help of GNOME applications and games (Mallard), and KDE handbooks (DocBook).
+GNOME_APP_HELP = [
+    Files(pkg, ("usr/share/help/C/**/*.page",), "mallard")
+    for pkg in (
+        "accerciser", "baobab", "brasero-common", "eog", "evolution-common", "file-roller",
+        "five-or-more", "four-in-a-row", "gnome-boxes", "gnome-calculator", "gnome-chess",
+        "gnome-clocks", "gnome-logs", "gnome-mahjongg", "gnome-mines", "gnome-nibbles",
+        "gnome-robots", "gnome-sudoku", "gnome-system-monitor", "gnome-tetravex", "hitori",
+        "iagno", "lightsoff", "orca", "pitivi", "polari", "quadrapassel", "seahorse",
+        "shotwell-common", "simple-scan", "swell-foop", "zenity-common",
+    )
+]  # fmt: skip
+KDE_HANDBOOKS = [
+    Files(pkg, ("usr/share/doc/HTML/en/**/*.docbook",), "docbook")
+    for pkg in (
+        "ark", "cantor", "dolphin", "gwenview", "kalzium-data", "kbruch", "kcalc",
+        "kdenlive-data", "kgeography-data", "kget", "kig", "kmahjongg", "kmines", "knights",
+        "konqueror", "konsole", "kpat", "krusader", "ksudoku", "kturtle", "kwordquiz",
+        "marble-data", "okular",
+    )
+]  # fmt: skip
+QT_MODULES = ("qtbase5", "qtdeclarative5", "qtmultimedia5", "qttools5")
+QT_DOC = [
+    Files(
+        f"{m}-doc-html",
+        ("usr/share/qt5/doc/**/*.html",),
+        "html",
+        exclude=r"-(members|obsolete)\.html$",
+    )
+    for m in QT_MODULES
+]
