@@ -490,6 +490,17 @@ def test_document_walk_reads_only_its_own_packages_files(tmp_path):
     assert [rel for rel, _ in documents.document_files(root, spec)] == ["usr/share/info/sed.info"]
 
 
+def test_document_walk_skips_licence_texts(tmp_path):
+    folder = tmp_path / "usr/share/help/C/mines"
+    folder.mkdir(parents=True)
+    for name in ("license.page", "gpl-2.0.page", "legal.xml", "bug-filing.page"):
+        (folder / name).write_text("<page><p>Some text.</p></page>")
+    spec = documents.Files("mines", ("usr/share/help/C/**/*.*",), "mallard")
+    assert [rel.rsplit("/", 1)[1] for rel, _ in documents.document_files(tmp_path, spec)] == [
+        "bug-filing.page"
+    ]
+
+
 def test_debian_descriptions_skip_reserved_packages(tmp_path):
     lists = tmp_path / lexical.SNAPSHOT
     lists.mkdir()

@@ -277,7 +277,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     sources = _select(args.sources)
     if args.command == "report":
-        print(markdown(json.loads((args.out / "summary.json").read_text())))
+        summary = json.loads((args.out / "summary.json").read_text())
+        built = [s for s in SOURCES if s.name in summary["sources"]]
+        summary["packages"] = package_table(args.debs, built)  # licences as parsed now
+        print(markdown(summary))
         return
     packages = all_packages(sources)
     if args.command == "fetch" or args.fetch:

@@ -58,6 +58,13 @@ class Files:
     exclude: str = r"$^"  # regex on the relative path
 
 
+_LICENCE_PAGE = re.compile(
+    r"(^|/)(licen[cs]e|legal|copying|[lg]?fdl([-_.]?[\d.]+)?|[al]?gpl([-_.]?[\d.]+)?)"
+    r"\.\w+(\.gz)?$",
+    re.I,
+)
+
+
 def document_files(root: Path, spec: Files) -> Iterator[tuple[str, Path]]:
     """(relative path, path) of a spec's files (of its own package, where the fetch recorded
     the package's file list), sorted, reserved test domains excluded."""
@@ -71,6 +78,8 @@ def document_files(root: Path, spec: Files) -> Iterator[tuple[str, Path]]:
                 continue
             if own is not None and rel not in own:
                 continue  # another package's file in a shared folder
+            if _LICENCE_PAGE.search(rel):
+                continue  # the GPL / GFDL text, repeated by many manuals: not the manual
             seen.add(rel)
             # Reserved test domains (Python docs / docstrings, fortune files): never read.
             if is_reserved_path(rel):
