@@ -428,6 +428,10 @@ def test_build_splits_by_document_deterministically(tmp_path):
     assert s1["totals"] == s2["totals"] == {"train": len(train), "heldout": len(held)}
     # Consumers call load("train.jsonl"): it finds the compressed file.
     assert corpus.load(tmp_path / "a" / "train.jsonl") == train
+    # The report's count table has the source's row and the totals.
+    table = corpus.markdown(json.loads((tmp_path / "a" / "summary.json").read_text()))
+    assert f"| fake | test source | 400 | {len(train):,} | {len(held):,} |" in table
+    assert f"**{len(train):,}**" in table
 
 
 def test_build_refuses_missing_packages_and_says_how_to_fetch(tmp_path):

@@ -52,14 +52,20 @@ SOURCES: list[Source] = [
     ),
     Source("foldoc", ("dict-foldoc",), lexical.foldoc, "Free On-line Dictionary of Computing"),
     Source("jargon", ("dict-jargon",), lexical.jargon, "The Jargon File 4.4.7"),
-    _source("man-pages", D.MAN_PAGES, "manual pages: Linux man-pages, git, OpenSSL"),
+    _source(
+        "man-pages",
+        D.MAN_PAGES,
+        "man pages: Linux man-pages, git, OpenSSL, systemd, util-linux, core tools, Debian "
+        "packaging tools",
+    ),
     _source("perl-doc", D.PERL_DOC, "Perl's manuals and FAQs (POD)"),
     _source("linux-doc", D.LINUX_DOC, "Linux kernel documentation (reStructuredText)"),
     _source(
         "debian-docs",
         D.DEBIAN_DOCS,
         "Debian manuals: Administrator's Handbook, Reference, FAQ, Policy, Developer's "
-        "Reference, New Maintainers' Guide, project history, bug-tracker guides",
+        "Reference, New Maintainers' Guide, Securing Debian, Debian Edu and Live manuals, project "
+        "history, bug-tracker guides",
     ),
     _source("postgresql-doc", D.POSTGRESQL_DOC, "PostgreSQL 15 manual (HTML)"),
     _source("gimp-help", D.GIMP_HELP, "GIMP user manual (HTML)", ("gimp-help-common",)),
@@ -73,8 +79,8 @@ SOURCES: list[Source] = [
     _source(
         "rust-doc",
         D.RUST_DOC,
-        "The Rust books: the Rust Programming Language, the "
-        "Reference, Rust by Example, the Rustonomicon, ...",
+        "The Rust books (the Rust Programming Language, the Reference, Rust by Example, the "
+        "Rustonomicon, ...) and the standard library documentation",
     ),
     _source("java-doc", D.JAVA_DOC, "OpenJDK 17 API documentation (Javadoc HTML)"),
     _source("erlang-doc", D.ERLANG_DOC, "Erlang/OTP documentation (HTML)"),
