@@ -494,6 +494,14 @@ def test_document_walk_reads_only_its_own_packages_files(tmp_path):
     assert [rel for rel, _ in documents.document_files(root, spec)] == ["usr/share/info/sed.info"]
 
 
+def test_document_ids_name_the_document_not_the_file_piece():
+    assert documents._doc_name("usr/share/man/man2/open.2.gz") == "open.2"
+    # The numbered pieces of an Info manual are one document: they fall on one side.
+    assert {
+        documents._doc_name(f"usr/share/info/guile-3.0/guile.info-{i}.gz") for i in (1, 2, 10)
+    } == {"info/guile-3.0/guile.info"}
+
+
 def test_document_walk_skips_licence_texts(tmp_path):
     folder = tmp_path / "usr/share/help/C/mines"
     folder.mkdir(parents=True)

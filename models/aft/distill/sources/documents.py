@@ -99,6 +99,7 @@ def document_records(root: Path, source: str, specs: list[Files]) -> Iterator[di
 def _doc_name(rel: str) -> str:
     """usr/share/man/man2/open.2.gz -> open.2; keeps folders below the package's own."""
     rel = re.sub(r"\.(gz|bz2|xz)$", "", rel)
+    rel = re.sub(r"\.info-\d+$", ".info", rel)  # the pieces of one Info manual: one document
     m = re.match(r"usr/share/man/man[^/]+/(.*)$", rel)
     if m:
         return m.group(1)
@@ -197,7 +198,7 @@ APACHE_DOC = [Files("apache2-doc", ("usr/share/doc/apache2-doc/manual/en/**/*.ht
 KICAD_DOC = [Files("kicad-doc-en", ("usr/share/doc/kicad/help/en/*.html",), "html")]
 # GNU manuals in Info format (Debian main: GPL, or GFDL without invariant sections).
 GNU_INFO = [
-    Files(pkg, ("usr/share/info/*.info*",), "info")
+    Files(pkg, ("usr/share/info/**/*.info*",), "info")
     for pkg in (
         "coreutils", "findutils", "grep", "sed", "gzip", "diffutils", "wget", "screen",
         "autoconf-doc", "automake", "libtool-doc", "binutils-doc", "gnulib", "gnutls-doc",
