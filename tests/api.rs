@@ -238,10 +238,7 @@ async fn sixty_four_concurrent_clients_get_their_own_answers() {
     }
     let metrics = server.metrics().await;
     assert_eq!(metric_value(&metrics, "aft_inputs_total"), 64.0);
-    assert_eq!(
-        requests_total(&metrics, "/v1/embed", 200),
-        64.0
-    );
+    assert_eq!(requests_total(&metrics, "/v1/embed", 200), 64.0);
 }
 
 #[tokio::test]
@@ -371,18 +368,9 @@ async fn routes_headers_and_metrics() {
         ),
         1.0
     );
-    assert_eq!(
-        requests_total(&metrics, "/v1/embed", 200),
-        1.0
-    );
-    assert_eq!(
-        requests_total(&metrics, "unmatched", 404),
-        2.0
-    );
-    assert_eq!(
-        requests_total(&metrics, "/v1/embed", 405),
-        1.0
-    );
+    assert_eq!(requests_total(&metrics, "/v1/embed", 200), 1.0);
+    assert_eq!(requests_total(&metrics, "unmatched", 404), 2.0);
+    assert_eq!(requests_total(&metrics, "/v1/embed", 405), 1.0);
     assert_eq!(metric_value(&metrics, "aft_workers_alive"), 1.0);
     assert_eq!(metric_value(&metrics, "aft_inputs_total"), 2.0);
     assert_eq!(metric_value(&metrics, "aft_queue_depth"), 0.0);
@@ -557,10 +545,7 @@ async fn an_inference_failure_answers_500_and_the_service_keeps_serving() {
     assert_eq!(status, 200);
     assert_eq!(server.get("/health/ready").await.0, 200);
     let metrics = server.metrics().await;
-    assert_eq!(
-        requests_total(&metrics, "/v1/embeddings", 500),
-        1.0
-    );
+    assert_eq!(requests_total(&metrics, "/v1/embeddings", 500), 1.0);
     assert_eq!(metric_value(&metrics, "aft_worker_restarts_total"), 0.0);
     let _ = std::fs::remove_dir_all(&bundle);
 }

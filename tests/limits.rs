@@ -96,10 +96,7 @@ async fn a_request_that_does_not_fit_the_queue_is_refused_at_once_with_429() {
     let (status, _, body) = waiting.await.unwrap();
     assert_eq!(status, 200, "{body}");
     let metrics = server.metrics().await;
-    assert_eq!(
-        requests_total(&metrics, "/v1/embed", 429),
-        1.0
-    );
+    assert_eq!(requests_total(&metrics, "/v1/embed", 429), 1.0);
     assert_eq!(metric_value(&metrics, "aft_batch_size_count"), 1.0);
     // The refused request cost no inference.
     assert_eq!(metric_value(&metrics, "aft_inputs_total"), 2.0);
@@ -129,10 +126,7 @@ async fn an_overloaded_queue_refuses_the_excess_and_runs_only_what_it_admitted()
     }
     assert!(ok >= 1 && refused >= 1, "ok {ok}, refused {refused}");
     let metrics = server.metrics().await;
-    assert_eq!(
-        requests_total(&metrics, "/v1/embed", 429),
-        refused as f64
-    );
+    assert_eq!(requests_total(&metrics, "/v1/embed", 429), refused as f64);
     assert_eq!(metric_value(&metrics, "aft_queue_depth"), 0.0);
     // Refused requests cost no inference.
     assert_eq!(metric_value(&metrics, "aft_inputs_total"), (ok * 8) as f64);
@@ -161,10 +155,7 @@ async fn a_slow_request_times_out_with_504_and_its_work_is_dropped() {
         batches < 150.0,
         "{batches} of 300 abandoned inputs were still run"
     );
-    assert_eq!(
-        requests_total(&metrics, "/v1/embed", 504),
-        1.0
-    );
+    assert_eq!(requests_total(&metrics, "/v1/embed", 504), 1.0);
 }
 
 /// Runs the binary to completion and returns (exit code, stderr + stdout).
