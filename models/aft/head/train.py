@@ -89,7 +89,8 @@ def train(opts: TrainOptions) -> dict:
             f"{other.label!r} (not {first.label!r}); both are kept, on the same side of the split"
         )
     split = stratified_group_split(examples, opts.test_fraction, opts.seed, opts.data)
-    y = torch.tensor([labels.index(e.label) for e in examples])
+    label_id = {label: k for k, label in enumerate(labels)}
+    y = torch.tensor([label_id[e.label] for e in examples])
     by = f"group column {opts.columns.group!r} and text" if opts.columns.group else "text"
     log(
         f"data: {opts.data}, {len(examples)} rows, {len(labels)} labels; held out "
