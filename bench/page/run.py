@@ -61,6 +61,18 @@ class Run:
         )
 
     @property
+    def started(self) -> str | None:
+        """When the earliest part of the run began (UTC)."""
+        times = [p["run"]["machine"].get("time") for p in self.parts.values() if "run" in p]
+        return min((t for t in times if t), default=None)
+
+    @property
+    def commits(self) -> list[str]:
+        """The commits the parts ran at (more than one if parts were rerun after a change)."""
+        found = {p["run"]["machine"].get("git_commit") for p in self.parts.values() if "run" in p}
+        return sorted(c for c in found if c)
+
+    @property
     def minutes(self) -> float:
         return sum(p.get("run", {}).get("part_seconds", 0) for p in self.parts.values()) / 60
 
