@@ -11,33 +11,22 @@ FACTS_FROM = ("compare", "limit", "config", "profile", "overload", "soak")
 LIMIT_DEPTH = 256  # the limit's queue depth that stands for the service at saturation
 
 
+def _part(name: str) -> property:
+    return property(
+        lambda self: self.parts.get(name), doc=f"results/{name}.json, if the run has it"
+    )
+
+
 @dataclass
 class Run:
     parts: dict[str, dict]
 
-    @property
-    def limit(self) -> dict | None:
-        return self.parts.get("limit")
-
-    @property
-    def compare(self) -> dict | None:
-        return self.parts.get("compare")
-
-    @property
-    def config(self) -> dict | None:
-        return self.parts.get("config")
-
-    @property
-    def profile(self) -> dict | None:
-        return self.parts.get("profile")
-
-    @property
-    def overload(self) -> dict | None:
-        return self.parts.get("overload")
-
-    @property
-    def soak(self) -> dict | None:
-        return self.parts.get("soak")
+    limit = _part("limit")
+    compare = _part("compare")
+    config = _part("config")
+    profile = _part("profile")
+    overload = _part("overload")
+    soak = _part("soak")
 
     @property
     def facts(self) -> dict:
