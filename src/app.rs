@@ -32,10 +32,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let keys = ApiKeys::load(&config.api_keys, config.api_key_file.as_deref())
         .map_err(anyhow::Error::msg)?;
     // The count only: keys never reach the logs.
-    tracing::info!(
-        api_keys = keys.len(),
-        "API keys loaded (none: no authentication)"
-    );
+    let auth = if keys.enabled() { "required" } else { "off" };
+    tracing::info!(api_keys = keys.len(), "authentication {auth}");
     let model = load_model(&ModelSpec::from(&config), &config, device, &metrics)?;
     server::run(model, metrics, keys, http_config(&config)).await
 }
