@@ -180,6 +180,9 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, mon
     args.lr = 1e-3  # a different run: refused, not silently continued
     with pytest.raises(SystemExit, match="differ"):
         train_mod.distill(args, tok, monitor)
+    args.lr, args.steps = 3e-3, 18  # a longer budget continues the same run to step 18
+    _, longer = train_mod.distill(args, tok, monitor)
+    assert longer["steps"] == 18 and longer["curve"][:5] == rlog["curve"]
 
 
 def test_training_stops_early_when_the_monitor_stops_rising(tmp_path):

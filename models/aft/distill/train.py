@@ -185,13 +185,14 @@ def fraction_done(args, pr: Progress) -> float:
     return max(p)
 
 
-# Arguments that must match for --resume to continue the same run.
-RUN_KEYS = ("variant", "steps", "batch_size", "lr", "rel_weight", "cpu_minutes", "wall_minutes",
-            "train_embeddings", "seed", "exclude_source", "bf16", "no_teacher_init", "grow",
-            "max_train")  # fmt: skip
+# Arguments that must match for --resume to continue the same run. The budgets (--steps,
+# --cpu-minutes, --wall-minutes) may change: the schedule is then stretched from where it is.
+RUN_KEYS = ("variant", "batch_size", "lr", "rel_weight", "train_embeddings", "seed",
+            "exclude_source", "bf16", "no_teacher_init", "grow", "max_train")  # fmt: skip
+BUDGET_KEYS = ("steps", "cpu_minutes", "wall_minutes")
 
 
-def save_checkpoint(path: Path, model, opt, pr: Progress, run: dict) -> None:
+def save_checkpoint(path: Path, model, opt, pr: Progress, run: dict, budget: dict) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(
         {
@@ -200,6 +201,7 @@ def save_checkpoint(path: Path, model, opt, pr: Progress, run: dict) -> None:
             "opt": opt.state_dict(),
             "progress": asdict(pr),
             "run": run,
+            "budget": budget,
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
         },
         tmp,
@@ -224,10 +226,15 @@ def distill(args, tok=None, monitor=None) -> tuple[AFTEncoder, dict]:
     ck_path = args.out / "checkpoint.pt"
     ck = torch.load(ck_path, weights_only=False) if args.resume and ck_path.exists() else None
     run = {k: getattr(args, k) for k in RUN_KEYS} | {"shape": shape_of(args)}
+    budget = {k: getattr(args, k) for k in BUDGET_KEYS}
     if ck is not None:
         diff = {k: (ck["run"].get(k), v) for k, v in run.items() if ck["run"].get(k) != v}
         if diff:
             raise SystemExit(f"--resume: arguments differ from the checkpoint's: {diff}")
+        change = {k: (ck["budget"][k], v) for k, v in budget.items() if ck["budget"][k] != v}
+        if change:
+            print(f"--resume with a new budget {change}: the learning rate follows the new "
+                  "schedule from here", flush=True)  # fmt: skip
     exclude = frozenset(s for s in args.exclude_source.split(",") if s)
     pr = Progress(**ck["progress"]) if ck is not None else Progress()
     t_load = time.time()
@@ -265,7 +272,7 @@ def distill(args, tok=None, monitor=None) -> tuple[AFTEncoder, dict]:
     if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
-        if pr.stopped == "interrupted":  # a finished run ("schedule", "early") stays finished
+        if pr.stopped != "early":  # the loop stops again at once if the budget is spent
             pr.stopped = ""
         torch.set_rng_state(ck["rng"]["torch"])
         random.setstate(ck["rng"]["python"])
@@ -356,12 +363,12 @@ def distill(args, tok=None, monitor=None) -> tuple[AFTEncoder, dict]:
             check(loss.item())
         if time.time() - last_ck > args.checkpoint_minutes * 60:
             tick()
-            save_checkpoint(ck_path, model, opt, pr, run)
+            save_checkpoint(ck_path, model, opt, pr, run, budget)
             last_ck = time.time()
     tick()
     if pr.stopped != "interrupted" and (not pr.curve or pr.curve[-1]["step"] != pr.step):
         check(None)  # the final point of the curve
-    save_checkpoint(ck_path, model, opt, pr, run)
+    save_checkpoint(ck_path, model, opt, pr, run, budget)
     if pr.stopped == "interrupted":
         raise SystemExit(f"stopped by signal {stopper.signal} at step {pr.step}: checkpoint "
                          f"{ck_path}; the same command with --resume continues")  # fmt: skip
