@@ -208,3 +208,18 @@ def test_grow_takes_in_shards_labelled_since_at_the_next_epoch(tmp_path, monkeyp
     _, log = train_mod.distill(args, tok, monitor)
     # The resumed epoch 0 keeps its 40 texts; epoch 1 (steps 6-9) has both shards.
     assert log["epoch_texts"] == [40, 80] and log["train_texts"] == 80 and log["steps"] == 9
+
+
+def test_clock_does_not_count_time_spent_stopped():
+    import signal
+    import time
+
+    clock = train_mod.Clock()
+    time.sleep(0.3)  # as if stopped by SIGSTOP after the last lap ...
+    os.kill(os.getpid(), signal.SIGCONT)  # ... and continued: the kernel sends SIGCONT
+    time.sleep(0.05)
+    wall, _ = clock.lap()
+    assert wall < 0.2 and clock.pauses == 1
+    time.sleep(0.2)  # an ordinary lap counts in full
+    wall, _ = clock.lap()
+    assert 0.19 < wall < 1.0

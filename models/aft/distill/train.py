@@ -175,6 +175,33 @@ class Stopper:
         self.signal = signum
 
 
+class Clock:
+    """Wall and CPU seconds spent training, lap by lap. Time the process spends stopped
+    (SIGSTOP, as when someone pauses jobs on a shared machine) is not training: on SIGCONT the
+    wall time since the last lap is dropped (at most one step's worth of real work with it).
+    CPU time does not run while stopped anyway."""
+
+    def __init__(self):
+        self.t, self.c, self.excluded_cpu = time.time(), time.process_time(), 0.0
+        self.pauses = 0
+        signal.signal(signal.SIGCONT, self._continued)
+
+    def _continued(self, _signum, _frame):
+        self.t = time.time()
+        self.pauses += 1
+
+    def exclude_cpu(self, seconds: float) -> None:
+        """CPU seconds not to charge to the budget (the monitor)."""
+        self.excluded_cpu += seconds
+
+    def lap(self) -> tuple[float, float]:
+        """(wall, CPU) seconds since the last lap."""
+        now, cpu = time.time(), time.process_time()
+        wall, used = now - self.t, cpu - self.c - self.excluded_cpu
+        self.t, self.c, self.excluded_cpu = now, cpu, 0.0
+        return max(0.0, wall), max(0.0, used)
+
+
 def fraction_done(args, pr: Progress) -> float:
     """Fraction of the run done: the furthest of steps, CPU budget and wall budget."""
     p = [pr.step / args.steps] if args.steps else []
@@ -285,22 +312,19 @@ def distill(args, tok=None, monitor=None) -> tuple[AFTEncoder, dict]:
     }
     best_path = args.out / "best.pt"
     stopper = Stopper()
-    t_mark, c_mark, c_eval = time.time(), time.process_time(), 0.0
+    clock = Clock()
     last_ck = time.time()
 
     def tick() -> None:
         """Add the time since the last tick to the run's totals (monitor CPU excluded)."""
-        nonlocal t_mark, c_mark, c_eval
-        now, cpu = time.time(), time.process_time()
-        pr.wall_s += now - t_mark
-        pr.cpu_s += cpu - c_mark - c_eval
-        t_mark, c_mark, c_eval = now, cpu, 0.0
+        wall, cpu = clock.lap()
+        pr.wall_s += wall
+        pr.cpu_s += cpu
 
     def check(loss: float | None) -> None:
-        nonlocal c_eval
         ce = time.process_time()
         rho = quick_spearman(model, mon_seqs, mon_t)
-        c_eval += time.process_time() - ce
+        clock.exclude_cpu(time.process_time() - ce)
         tick()
         point = {"step": pr.step, "wall_s": round(pr.wall_s), "cpu_s": round(pr.cpu_s), "rho": rho}
         pr.curve.append(point | ({"loss": loss} if loss is not None else {}))
@@ -350,9 +374,9 @@ def distill(args, tok=None, monitor=None) -> tuple[AFTEncoder, dict]:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         pr.step, pr.pos = pr.step + 1, pr.pos + 1
+        tick()  # every step, so that a pause (SIGSTOP) costs the budget at most one step
         loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
         if pr.step % 50 == 0:
-            tick()
             print(
                 f"step {pr.step} epoch {pr.epoch} loss {loss_sum / loss_n:.4f} "
                 f"lr {args.lr * lr_factor(p):.2e} {(time.time() - t_log) / loss_n:.2f}s/step",
@@ -362,7 +386,6 @@ def distill(args, tok=None, monitor=None) -> tuple[AFTEncoder, dict]:
         if pr.step % args.eval_steps == 0:
             check(loss.item())
         if time.time() - last_ck > args.checkpoint_minutes * 60:
-            tick()
             save_checkpoint(ck_path, model, opt, pr, run, budget)
             last_ck = time.time()
     tick()
