@@ -385,7 +385,8 @@ def distill(args, tok=None, monitor=None) -> tuple[AFTEncoder, dict]:
             loss_sum, loss_n, t_log = 0.0, 0, time.time()
         if pr.step % args.eval_steps == 0:
             check(loss.item())
-        if time.time() - last_ck > args.checkpoint_minutes * 60:
+        # After a check too, so that best.pt and the checkpoint's best step agree.
+        if pr.step % args.eval_steps == 0 or time.time() - last_ck > args.checkpoint_minutes * 60:
             save_checkpoint(ck_path, model, opt, pr, run, budget)
             last_ck = time.time()
     tick()
