@@ -21,7 +21,7 @@ fmt:            ## format Rust and Python sources
 lint:           ## formatting checks and linters, without tests
 	. scripts/env.sh && cargo fmt --all -- --check && cargo clippy --release --locked --all-targets -- -D warnings && ruff format --check . && ruff check .
 
-model:          ## retrain the default bundle models/aft-mini from registry packages (~1.5 h on 2 cores)
+model:          ## retrain the default bundle models/aft-mini from registry packages (hours on 2 cores; resumes)
 	scripts/train-aft-mini
 
 bench:          ## every benchmark table and plot in docs/BENCHMARKS.md (~40 min, quiet machine)

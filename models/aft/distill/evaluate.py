@@ -22,9 +22,12 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import f1_score
 from tokenizers import Tokenizer
 
+from aft.bundle import load_eager
 from aft.distill.corpus import load
 from aft.distill.embed import heldout_sample, load_shards
-from aft.distill.teacher import MiniLM, Teacher, batch_ids
+from aft.distill.teacher import Teacher, batch_ids
+from aft.distill.train import embed_raw
+from aft.encoder import AFTEncoder, EncoderConfig
 
 GENSIM_DATA = "gensim/test/test_data"
 
@@ -58,7 +61,7 @@ def pair_metrics(s: np.ndarray, t: np.ndarray, n_pairs: int, seed: int = 0) -> d
     # Pairs the teacher finds similar: every pair above 0.5 (upper triangle).
     tt = t @ t.T
     ia, ib = np.nonzero(np.triu(tt > 0.5, k=1))
-    rho_sim = spearmanr((s[ia] * s[ib]).sum(-1), tt[ia, ib]).statistic
+    rho_sim = spearmanr((s[ia] * s[ib]).sum(-1), tt[ia, ib]).statistic if len(ia) > 2 else np.nan
     return {"rho_random": rho, "n_random": len(a), "rho_similar": rho_sim, "n_similar": len(ia)}
 
 
@@ -113,13 +116,13 @@ def classification(student, tok, manifest: dict, corpus: Path, max_n: int) -> di
 
 
 @torch.no_grad()
-def speed(student, eager, tok, teacher: MiniLM, texts: list[str], runs: int = 5) -> dict:
+def speed(models: dict, tok, texts: list[str], runs: int = 5) -> dict:
     """Sentences/s of each model's forward on identical padded batches of 32 (tokenized once).
 
-    Runs alternate student / teacher so that load from other processes hits both alike; the
-    ratio is the median of the per-run ratios."""
+    `models` maps names to callables (ids, mask); one must be "teacher". Runs alternate the
+    models so that load from other processes hits all alike; each ratio to the teacher is the
+    median of the per-run ratios."""
     batches = [batch_ids(tok, texts[i : i + 32]) for i in range(0, len(texts), 32)]
-    models = {"student": student, "eager": eager, "teacher": teacher}
     for fn in models.values():  # warm-up: one pass, so TorchScript has profiled every shape
         for ids, mask in batches:
             fn(ids, mask)
@@ -131,47 +134,74 @@ def speed(student, eager, tok, teacher: MiniLM, texts: list[str], runs: int = 5)
                 fn(ids, mask)
             rates[name].append(len(texts) / (time.perf_counter() - t0))
     out = {name: statistics.median(r) for name, r in rates.items()}
-    for k in ("student", "eager"):
-        pairs = zip(rates[k], rates["teacher"], strict=True)
-        out[f"ratio_{k}"] = statistics.median(s / t for s, t in pairs)
+    for k in models:
+        if k != "teacher":
+            pairs = zip(rates[k], rates["teacher"], strict=True)
+            out[f"ratio_{k}"] = statistics.median(s / t for s, t in pairs)
     out["runs"], out["texts"] = runs, len(texts)
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundle", type=Path, default=Path("aft-mini"))
-    ap.add_argument("--corpus", type=Path, default=Path("../.work/corpus"))
-    ap.add_argument("--teacher", type=Path, default=Path("../.work/teacher"))
-    ap.add_argument("--heldout", type=int, default=4096, help="held-out texts used (max 4096)")
-    ap.add_argument("--n-pairs", type=int, default=10000)
-    ap.add_argument("--max-class", type=int, default=4000)
-    ap.add_argument("--speed-texts", type=int, default=320)
-    ap.add_argument("--speed-runs", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+def load_checkpoint_student(path: Path) -> AFTEncoder:
+    """An encoder saved by aft.distill.train (student.pt: config + state_dict), eager float32."""
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    model = AFTEncoder(EncoderConfig(**ck["config"]))
+    model.load_state_dict(ck["state_dict"])
+    return model.float().eval()
 
-    student, tok, manifest = load_student(args.bundle)
-    teacher = Teacher()
-    held, t = load_shards(args.teacher, "heldout")
-    if not held:
-        held = heldout_sample(args.corpus, 4096)
-        t = teacher.encode([r["text"] for r in held])
-    held, t = held[: args.heldout], t[: args.heldout]
-    texts = [r["text"] for r in held]
-    s, _ = student_outputs(student, tok, texts)
-    r = {"pairs": pair_metrics(s, t, args.n_pairs), "retrieval": retrieval(s, t)}
-    r["lee"] = lee(student, tok, teacher)
-    r["class"] = classification(student, tok, manifest, args.corpus, args.max_class)
-    from aft.bundle import load_eager
 
-    eager = load_eager(args.bundle)
-    r["speed"] = speed(
-        student, eager, tok, teacher.model, texts[: args.speed_texts], args.speed_runs
-    )
+def source_metrics(s: np.ndarray, t: np.ndarray, n_pairs: int = 5000) -> dict:
+    """The pair and retrieval metrics within one source's sample (all its texts as candidates)."""
+    m = pair_metrics(s, t, n_pairs) | retrieval(s, t, len(t))
+    m["n"] = len(t)
+    return m
 
+
+def per_source(model, tok, recs: list[dict], t: np.ndarray) -> dict[str, dict]:
+    s, _ = student_outputs(model, tok, [r["text"] for r in recs])
+    src = np.array([r["source"] for r in recs])
+    return {name: source_metrics(s[src == name], t[src == name]) for name in sorted(set(src))}
+
+
+def loso(loso_dir: Path, tok, recs: list[dict], t: np.ndarray, main_scores: dict) -> list[dict]:
+    """Leave-one-source-out: each `without-<source>/student.pt` under loso_dir, and the
+    same-budget `all/student.pt`, scored on the left-out source's held-out sample."""
+    src = np.array([r["source"] for r in recs])
+    texts = [r["text"] for r in recs]
+    base = load_checkpoint_student(loso_dir / "all" / "student.pt")
+    base_log = json.loads((loso_dir / "all" / "train_log.json").read_text())
+    rows = []
+    for d in sorted(loso_dir.glob("without-*")):
+        name = d.name.removeprefix("without-")
+        if not (d / "student.pt").exists() or name not in src:
+            continue
+        sel = src == name
+        sub = [x for x, k in zip(texts, sel, strict=True) if k]
+        log = json.loads((d / "train_log.json").read_text())
+        row = {"source": name, "train_texts_in_all": base_log["sources"].get(name, 0)}
+        for key, model in (("all", base), ("without", load_checkpoint_student(d / "student.pt"))):
+            e = F.normalize(embed_raw(model, [x.ids for x in tok.encode_batch(sub)]), dim=-1)
+            row[key] = source_metrics(e.numpy(), t[sel])
+        row["main"] = main_scores[name]
+        row["steps"], row["budget_texts"] = log["steps"], log["train_texts"]
+        rows.append(row)
+    return rows
+
+
+def int8_bundle_scores(bundle: Path, tok, texts: list[str], t: np.ndarray, n_pairs: int):
+    """The bundle's encoder with int8 dynamic quantization of its Linear layers, scripted."""
+    from aft.distill.quantize import quantized_scripted
+
+    q = quantized_scripted(load_eager(bundle))
+    s, _ = student_outputs(q, tok, texts)
+    return q, {"pairs": pair_metrics(s, t, n_pairs), "retrieval": retrieval(s, t)}
+
+
+def f3(x: float) -> str:
+    return "-" if x != x else f"{x:.3f}"  # NaN (too few pairs) shows as a dash
+
+
+def main_rows(r: dict, threads: int) -> list[tuple[str, str, str]]:
     p, rt, c, sp = r["pairs"], r["retrieval"], r["class"], r["speed"]
     (sp_, ss_), (tp_, ts_) = r["lee"]["student"], r["lee"]["teacher"]
     rows = [
@@ -191,14 +221,120 @@ def main() -> None:
         ("Topic macro-F1, held-out synsets", f"{c['macro_f1']:.3f}", ""),
         ("Majority-class baseline accuracy", f"{c['majority_acc']:.3f}", c["majority_label"]),
         ("Sentences/s, student (TorchScript, fp32)", f"{sp['student']:.0f}",
-         f"{sp['texts']} held-out texts, batch 32, {args.threads} threads, median of {sp['runs']}"),
+         f"{sp['texts']} held-out texts, batch 32, {threads} threads, median of {sp['runs']}"),
         ("Sentences/s, student (eager PyTorch, fp32)", f"{sp['eager']:.0f}", ""),
-        ("Sentences/s, teacher (eager PyTorch, fp32)", f"{sp['teacher']:.0f}",
-         f"student = {sp['ratio_student']:.1f}x (TorchScript) / {sp['ratio_eager']:.1f}x (eager)"),
     ]  # fmt: skip
-    print("| metric | value | notes |\n| --- | --- | --- |")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    if "int8" in r:
+        q, qp, qr = sp["int8"], r["int8"]["pairs"], r["int8"]["retrieval"]
+        rows += [
+            ("Sentences/s, student int8 dynamic (TorchScript)", f"{q:.0f}",
+             f"{sp['ratio_int8']:.1f}x the teacher"),
+            ("int8: Spearman random / similar pairs, recall@10",
+             f"{qp['rho_random']:.3f} / {qp['rho_similar']:.3f} / {qr['r10']:.3f}",
+             f"{qp['rho_random'] - p['rho_random']:+.4f} random-pair Spearman vs fp32"),
+        ]  # fmt: skip
+    rows.append(
+        ("Sentences/s, teacher (eager PyTorch, fp32)", f"{sp['teacher']:.0f}",
+         f"student = {sp['ratio_student']:.1f}x (TorchScript) / {sp['ratio_eager']:.1f}x (eager)")
+    )  # fmt: skip
+    return rows
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    return "\n".join(out + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
+
+
+def source_table(scores: dict[str, dict], train_counts: dict[str, int]) -> str:
+    rows = [
+        [name, f"{train_counts.get(name, 0):,}", m["n"], f3(m["rho_random"]),
+         f"{f3(m['rho_similar'])} ({m['n_similar']})", f3(m["r1"]), f3(m["r10"])]
+        for name, m in sorted(scores.items(), key=lambda kv: kv[1]["rho_random"])
+    ]  # fmt: skip
+    header = ["source", "labelled train texts", "held-out texts", "Spearman, random pairs",
+              "Spearman, similar pairs (n)", "recall@1", "recall@10"]  # fmt: skip
+    return table(header, rows)
+
+
+def loso_table(rows: list[dict]) -> str:
+    out = []
+    for r in rows:
+        a, w, m = r["all"], r["without"], r["main"]
+        out.append([
+            r["source"], f"{r['train_texts_in_all']:,}", a["n"],
+            f"{f3(a['rho_random'])} / {f3(a['r10'])}", f"{f3(w['rho_random'])} / {f3(w['r10'])}",
+            f"{w['rho_random'] - a['rho_random']:+.3f}", f"{f3(m['rho_random'])} / {f3(m['r10'])}",
+        ])  # fmt: skip
+    header = ["left-out source", "its texts in the all-source run", "held-out texts scored",
+              "all sources: Spearman / R@10", "without it: Spearman / R@10",
+              "change in Spearman", "main student: Spearman / R@10"]  # fmt: skip
+    return table(header, out)
+
+
+def train_source_counts(teacher_dir: Path) -> dict[str, int]:
+    """Labelled training texts per source, over all complete shards."""
+    from collections import Counter
+
+    counts: Counter = Counter()
+    for npy in sorted(teacher_dir.glob("train-[0-9][0-9][0-9].npy")):
+        for line in npy.with_suffix(".jsonl").read_text().splitlines():
+            counts[json.loads(line)["source"]] += 1
+    return dict(counts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", type=Path, default=Path("aft-mini"))
+    ap.add_argument("--corpus", type=Path, default=Path("../.work/corpus"))
+    ap.add_argument("--teacher", type=Path, default=Path("../.work/teacher"))
+    ap.add_argument("--eval-cache", type=Path, default=Path("../.work/eval-cache"))
+    ap.add_argument("--heldout", type=int, default=4096, help="held-out texts used (max 4096)")
+    ap.add_argument("--n-pairs", type=int, default=10000)
+    ap.add_argument("--max-class", type=int, default=4000)
+    ap.add_argument("--speed-texts", type=int, default=320)
+    ap.add_argument("--speed-runs", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--int8", action="store_true", help="also score int8 dynamic quantization")
+    ap.add_argument("--loso", type=Path, default=None, help="leave-one-source-out runs' folder")
+    ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    ap.add_argument("--markdown", type=Path, default=None, help="also write the tables here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    student, tok, manifest = load_student(args.bundle)
+    teacher = Teacher()
+    held, t = load_shards(args.teacher, "heldout")
+    if not held:
+        held = heldout_sample(args.corpus, 4096)
+        t = teacher.encode([r["text"] for r in held])
+    held, t = held[: args.heldout], t[: args.heldout]
+    texts = [r["text"] for r in held]
+    s, _ = student_outputs(student, tok, texts)
+    r = {"pairs": pair_metrics(s, t, args.n_pairs), "retrieval": retrieval(s, t)}
+    r["lee"] = lee(student, tok, teacher)
+    r["class"] = classification(student, tok, manifest, args.corpus, args.max_class)
+    models = {"student": student, "eager": load_eager(args.bundle), "teacher": teacher.model}
+    if args.int8:
+        models["int8"], r["int8"] = int8_bundle_scores(args.bundle, tok, texts, t, args.n_pairs)
+    r["speed"] = speed(models, tok, texts[: args.speed_texts], args.speed_runs)
+
+    from aft.distill.samples import load_samples
+
+    recs, st = load_samples(args.corpus, args.eval_cache)["per_source"]
+    r["per_source"] = per_source(student, tok, recs, st)
+    counts = train_source_counts(args.teacher)
+    md = ["### All held-out text\n", table(["metric", "value", "notes"],
+                                            main_rows(r, args.threads))]  # fmt: skip
+    title = (f"\n### Per source of the held-out split ({len(recs)} texts, up to 300 a source; "
+             "pairs and neighbours within a source)\n")  # fmt: skip
+    md += [title, source_table(r["per_source"], counts)]
+    if args.loso:
+        r["loso"] = loso(args.loso, tok, recs, st, r["per_source"])
+        md += ["\n### Leave-one-source-out\n", loso_table(r["loso"])]
+    text = "\n".join(md) + "\n"
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text)
     if args.json:
         args.json.write_text(json.dumps(r, indent=1, default=float))
 

@@ -1,0 +1,68 @@
+"""int8 dynamic quantization of a bundle's Linear layers (weights int8, activations quantized
+per batch at run time), scripted as the service runs model.pt.
+
+    python -m aft.distill.quantize --bundle BUNDLE --out DIR
+
+The token table, layer norms and position biases stay floating point (stored float16, as the
+float bundle stores them; loaders cast them to float32). `aft.distill.evaluate --int8` scores
+the quantized encoder beside the float one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from aft.bundle import load_eager
+from aft.export import MANIFEST, file_entry, sample_inputs
+
+
+def quantized_scripted(eager: nn.Module) -> torch.jit.ScriptModule:
+    """quantize_dynamic on the float32 eager encoder (Linear -> int8 weights), then scripted."""
+    q = torch.ao.quantization.quantize_dynamic(eager.float().eval(), {nn.Linear}, dtype=torch.qint8)
+    return torch.jit.script(q).eval()
+
+
+def check_close(eager: nn.Module, path: Path, min_cos: float = 0.99) -> None:
+    """Reload model.pt as the service does (float32) and compare its embeddings with the float
+    model's by cosine: int8 weights move every output a little, so elementwise bounds do not fit."""
+    loaded = torch.jit.load(str(path), map_location="cpu").float().eval()
+    ids, mask = sample_inputs(eager.config)
+    with torch.no_grad():
+        cos = torch.nn.functional.cosine_similarity(eager(ids, mask)[0], loaded(ids, mask)[0])
+    if cos.min().item() < min_cos:
+        raise RuntimeError(f"int8 embeddings: cosine {cos.min().item():.4f} to float < {min_cos}")
+
+
+def export_int8(bundle: Path, out: Path) -> Path:
+    """A copy of `bundle` whose model.pt is the int8-quantized encoder; same manifest otherwise."""
+    eager = load_eager(bundle)
+    scripted = quantized_scripted(eager)
+    out.mkdir(parents=True, exist_ok=True)
+    scripted.half()  # float parameters (table, norms, biases) as float16; packed int8 untouched
+    scripted.save(str(out / "model.pt"))
+    check_close(eager, out / "model.pt")
+    shutil.copy(bundle / "tokenizer.json", out / "tokenizer.json")
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    manifest["name"] = out.name
+    manifest["description"] += " (int8 dynamic quantization of the Linear layers)"
+    manifest["files"] = {f: file_entry(out / f) for f in ("model.pt", "tokenizer.json")}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    print(f"wrote {export_int8(args.bundle, args.out)}")
+
+
+if __name__ == "__main__":
+    main()
