@@ -45,6 +45,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("the request queue is full; retry later")]
     QueueFull,
+    #[error("{0}; retry later")]
+    KeyQueueFull(String),
     #[error("the request took longer than the limit of {0:?}")]
     Timeout(std::time::Duration),
     #[error("{0}")]
@@ -93,7 +95,7 @@ impl ApiError {
             Self::ModelNotFound(_) | Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::QueueFull => StatusCode::TOO_MANY_REQUESTS,
+            Self::QueueFull | Self::KeyQueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Inference(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -125,6 +127,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Unauthorized => "invalid_api_key",
             Self::QueueFull => "queue_full",
+            Self::KeyQueueFull(_) => "key_queue_full",
             Self::Timeout(_) => "request_timeout",
             Self::Unavailable(_) => "not_ready",
             Self::Inference(_) => "inference_failed",
@@ -166,7 +169,7 @@ impl IntoResponse for ApiError {
             tracing::debug!(status = status.as_u16(), error = %self, "request rejected");
         }
         let mut response = (status, axum::Json(self.body())).into_response();
-        if matches!(self, Self::QueueFull) {
+        if matches!(self, Self::QueueFull | Self::KeyQueueFull(_)) {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECS),
@@ -209,6 +212,7 @@ impl From<InferError> for ApiError {
     fn from(err: InferError) -> Self {
         match err {
             InferError::QueueFull => Self::QueueFull,
+            err @ InferError::KeyQueueFull { .. } => Self::KeyQueueFull(err.to_string()),
             InferError::ShuttingDown => Self::Unavailable("the service is shutting down".into()),
             InferError::NotReady(reason) => Self::Unavailable(reason),
             InferError::Backend(msg) => Self::Inference(msg),

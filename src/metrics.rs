@@ -22,6 +22,12 @@ pub struct Metrics {
     pub model_info: IntGaugeVec,
     pub workers_alive: IntGauge,
     pub worker_restarts: IntCounter,
+    // Fair scheduling: who is waiting (see core::schedule).
+    pub queued_inputs: IntGaugeVec,
+    pub queued_tokens: IntGaugeVec,
+    pub key_queued_tokens: IntGaugeVec,
+    pub key_limit_rejections: IntCounterVec,
+    pub oldest_turns: IntCounter,
 }
 
 /// Seconds, 0.5 ms to about 33 s.
@@ -106,6 +112,44 @@ impl Metrics {
         registry.register(Box::new(workers_alive.clone()))?;
         registry.register(Box::new(worker_restarts.clone()))?;
 
+        let queued_inputs = IntGaugeVec::new(
+            Opts::new(
+                "aft_queued_inputs",
+                "Inputs waiting to be batched, by priority class.",
+            ),
+            &["priority"],
+        )?;
+        let queued_tokens = IntGaugeVec::new(
+            Opts::new(
+                "aft_queued_tokens",
+                "Tokens of the inputs waiting to be batched, by priority class.",
+            ),
+            &["priority"],
+        )?;
+        let key_queued_tokens = IntGaugeVec::new(
+            Opts::new(
+                "aft_key_queued_tokens",
+                "Tokens waiting to be batched per API key (first 8 hex digits of its SHA-256; keys past the first 32 seen share `other`).",
+            ),
+            &["key"],
+        )?;
+        let key_limit_rejections = IntCounterVec::new(
+            Opts::new(
+                "aft_key_limit_rejections_total",
+                "Requests refused (429) because their API key had reached its queued-token limit.",
+            ),
+            &["key"],
+        )?;
+        let oldest_turns = IntCounter::new(
+            "aft_oldest_turns_total",
+            "Batches anchored on the oldest waiting input by the starvation guard of fair scheduling.",
+        )?;
+        registry.register(Box::new(queued_inputs.clone()))?;
+        registry.register(Box::new(queued_tokens.clone()))?;
+        registry.register(Box::new(key_queued_tokens.clone()))?;
+        registry.register(Box::new(key_limit_rejections.clone()))?;
+        registry.register(Box::new(oldest_turns.clone()))?;
+
         Ok(Self {
             registry,
             requests,
@@ -122,6 +166,11 @@ impl Metrics {
             model_info,
             workers_alive,
             worker_restarts,
+            queued_inputs,
+            queued_tokens,
+            key_queued_tokens,
+            key_limit_rejections,
+            oldest_turns,
         })
     }
 

@@ -5,6 +5,7 @@ mod extract;
 mod middleware;
 pub mod openapi;
 mod routes;
+mod scheduling;
 pub mod types;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +26,7 @@ pub use auth::ApiKeys;
 
 use crate::backend::torch::{device_name, parse_device, TorchFactory};
 use crate::bundle::Bundle;
-use crate::config::Config;
+use crate::config::{Config, Scheduling};
 use crate::core::{BatchLimits, Infer, InferConfig};
 use crate::metrics::Metrics;
 use crate::service::Service;
@@ -94,14 +95,20 @@ impl AppState {
             workers = config.workers,
             intra_op_threads = factory.intra_op_threads(),
             api_keys = keys.len(),
+            scheduling = ?config.scheduling,
             "bundle verified; loading the model"
         );
+        if config.max_queued_tokens_per_key > 0 && !keys.enabled() {
+            tracing::warn!("--max-queued-tokens-per-key has no effect without API keys");
+        }
         let infer = Arc::new(Infer::start(
             Arc::new(factory),
             InferConfig {
                 limits,
                 max_wait: Duration::from_micros(config.max_wait_us),
                 max_queue_size: config.max_queue_size,
+                max_queued_tokens_per_key: config.max_queued_tokens_per_key,
+                policy: config.scheduling.into(),
                 workers: config.workers,
             },
             metrics.clone(),
@@ -111,6 +118,10 @@ impl AppState {
             version,
             device: device_name(device),
             workers: config.workers,
+            scheduling: match config.scheduling {
+                Scheduling::Fair => "fair",
+                Scheduling::Fifo => "fifo",
+            },
             dimensions: manifest.embedding_dim,
             labels: manifest.labels.clone(),
             limits: Limits {
@@ -120,6 +131,7 @@ impl AppState {
                 max_batch_tokens: config.max_batch_tokens,
                 max_batch_size: config.max_batch_size,
                 max_queue_size: config.max_queue_size,
+                max_queued_tokens_per_key: config.max_queued_tokens_per_key,
                 request_timeout_ms: u64::try_from(config.request_timeout.as_millis())
                     .unwrap_or(u64::MAX),
             },
@@ -167,6 +179,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
                 axum::http::header::AUTHORIZATION,
                 axum::http::header::CONTENT_TYPE,
                 middleware::REQUEST_ID,
+                scheduling::PRIORITY,
             ])
             .expose_headers([
                 middleware::REQUEST_ID,
