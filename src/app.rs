@@ -12,7 +12,7 @@ use tch::Device;
 
 use crate::backend::torch::{device_name, parse_device, TorchFactory};
 use crate::bundle::Bundle;
-use crate::config::Config;
+use crate::config::{Config, Scheduling};
 use crate::core::{BatchLimits, Infer, InferConfig};
 use crate::metrics::Metrics;
 use crate::server::types::{Info, Limits};
@@ -36,6 +36,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         api_keys = keys.len(),
         "API keys loaded (none: no authentication)"
     );
+    if config.max_queued_tokens_per_key > 0 && !keys.enabled() {
+        tracing::warn!("--max-queued-tokens-per-key has no effect without API keys");
+    }
     let model = load_model(&ModelSpec::from(&config), &config, device, &metrics)?;
     server::run(model, metrics, keys, http_config(&config)).await
 }
@@ -96,6 +99,7 @@ pub fn load_model(
         device = %device_label,
         workers = config.workers,
         intra_op_threads = factory.intra_op_threads(),
+        scheduling = ?config.scheduling,
         "bundle verified; loading the model"
     );
     let infer = Infer::start(
@@ -104,6 +108,8 @@ pub fn load_model(
             limits,
             max_wait: Duration::from_micros(config.max_wait_us),
             max_queue_size: config.max_queue_size,
+            max_queued_tokens_per_key: config.max_queued_tokens_per_key,
+            policy: config.scheduling.into(),
             workers: config.workers,
         },
         metrics.clone(),
@@ -113,6 +119,10 @@ pub fn load_model(
         version: VERSION,
         device: device_label,
         workers: config.workers,
+        scheduling: match config.scheduling {
+            Scheduling::Fair => "fair",
+            Scheduling::Fifo => "fifo",
+        },
         dimensions: manifest.embedding_dim,
         labels: manifest.labels.clone(),
         limits: Limits {
@@ -122,6 +132,7 @@ pub fn load_model(
             max_batch_tokens: config.max_batch_tokens,
             max_batch_size: config.max_batch_size,
             max_queue_size: config.max_queue_size,
+            max_queued_tokens_per_key: config.max_queued_tokens_per_key,
             request_timeout_ms: u64::try_from(config.request_timeout.as_millis())
                 .unwrap_or(u64::MAX),
         },

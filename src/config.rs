@@ -6,6 +6,25 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+/// `--scheduling`: how the batcher orders waiting work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scheduling {
+    /// Fair between requests (between API keys when keys are configured), by tokens, with the
+    /// `priority` classes; the oldest input is never passed over for more than 7 batches.
+    Fair,
+    /// Oldest input first, whoever sent it and whatever its priority (for comparison).
+    Fifo,
+}
+
+impl From<Scheduling> for crate::core::Policy {
+    fn from(s: Scheduling) -> Self {
+        match s {
+            Scheduling::Fair => Self::Fair,
+            Scheduling::Fifo => Self::Fifo,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// Human-readable, coloured when stdout is a terminal.
@@ -68,6 +87,16 @@ pub struct Config {
     /// Most inputs waiting in the queue; past it requests get 429.
     #[arg(long, env = "AFT_MAX_QUEUE_SIZE", default_value_t = 4096)]
     pub max_queue_size: usize,
+
+    /// Most tokens one API key may have waiting in the queue; past it that key's requests get
+    /// 429 (a key with nothing waiting is always admitted). 0 = no limit; needs API keys.
+    #[arg(long, env = "AFT_MAX_QUEUED_TOKENS_PER_KEY", default_value_t = 0)]
+    pub max_queued_tokens_per_key: usize,
+
+    /// How waiting work is ordered into batches: fair (between requests or API keys, with
+    /// priorities) or fifo (oldest input first).
+    #[arg(long, env = "AFT_SCHEDULING", value_enum, default_value_t = Scheduling::Fair)]
+    pub scheduling: Scheduling,
 
     /// Most inputs in one request (413 past it).
     #[arg(long, env = "AFT_MAX_CLIENT_BATCH_SIZE", default_value_t = 512)]

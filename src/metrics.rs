@@ -89,6 +89,12 @@ pub struct Metrics {
     pub model_info: IntGaugeVec,
     pub workers_alive: IntGauge,
     pub worker_restarts: IntCounter,
+    // Fair scheduling: who is waiting (see core::schedule).
+    pub queued_inputs: IntGaugeVec,
+    pub queued_tokens: IntGaugeVec,
+    pub key_queued_tokens: IntGaugeVec,
+    pub key_limit_rejections: IntCounterVec,
+    pub oldest_turns: IntCounter,
 }
 
 /// Seconds, 0.5 ms to about 33 s.
@@ -161,6 +167,26 @@ impl Metrics {
         let workers_alive = gauge("aft_workers_alive")?;
         let worker_restarts = counter("aft_worker_restarts_total")?;
 
+        // Fair scheduling: who is waiting (see core::schedule).
+        let gauge_vec = |name: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+            let g = IntGaugeVec::new(opts(name, FamilyType::Gauge, labels)?, labels)?;
+            register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let queued_inputs = gauge_vec("aft_queued_inputs", &["priority"])?;
+        let queued_tokens = gauge_vec("aft_queued_tokens", &["priority"])?;
+        let key_queued_tokens = gauge_vec("aft_key_queued_tokens", &["key"])?;
+        let key_limit_rejections = IntCounterVec::new(
+            opts(
+                "aft_key_limit_rejections_total",
+                FamilyType::Counter,
+                &["key"],
+            )?,
+            &["key"],
+        )?;
+        register(Box::new(key_limit_rejections.clone()))?;
+        let oldest_turns = counter("aft_oldest_turns_total")?;
+
         Ok(Self {
             registry,
             requests,
@@ -177,6 +203,11 @@ impl Metrics {
             model_info,
             workers_alive,
             worker_restarts,
+            queued_inputs,
+            queued_tokens,
+            key_queued_tokens,
+            key_limit_rejections,
+            oldest_turns,
         })
     }
 

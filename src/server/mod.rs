@@ -8,6 +8,7 @@ mod extract;
 mod middleware;
 mod openapi;
 mod routes;
+mod scheduling;
 mod serve;
 pub mod types;
 
@@ -99,6 +100,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
                 axum::http::header::AUTHORIZATION,
                 axum::http::header::CONTENT_TYPE,
                 middleware::REQUEST_ID,
+                scheduling::PRIORITY,
             ])
             .expose_headers([
                 middleware::REQUEST_ID,

@@ -8,6 +8,7 @@ use base64::Engine;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::ApiJson;
+use super::scheduling::CallerParts;
 use super::types::*;
 use super::AppState;
 use crate::service::{EmbedOptions, ServiceError, Timing};
@@ -28,6 +29,7 @@ use crate::service::{EmbedOptions, ServiceError, Timing};
 )]
 pub async fn embed(
     State(state): State<AppState>,
+    caller: CallerParts,
     ApiJson(req): ApiJson<EmbedRequest>,
 ) -> Result<(Extension<Timing>, Json<EmbedResponse>), ApiError> {
     let service = &state.model.service;
@@ -36,7 +38,10 @@ pub async fn embed(
         normalize: req.normalize.unwrap_or(service.bundle.manifest.normalize),
         dimensions: req.dimensions,
     };
-    let out = service.embed(req.inputs.into_inputs(), options).await?;
+    let caller = caller.with_body(req.priority);
+    let out = service
+        .embed(req.inputs.into_inputs(), options, caller)
+        .await?;
     Ok((
         Extension(out.timing),
         Json(EmbedResponse {
@@ -63,6 +68,7 @@ pub async fn embed(
 )]
 pub async fn openai_embeddings(
     State(state): State<AppState>,
+    caller: CallerParts,
     ApiJson(req): ApiJson<OpenAiEmbeddingsRequest>,
 ) -> Result<(Extension<Timing>, Json<OpenAiEmbeddingsResponse>), ApiError> {
     let service = &state.model.service;
@@ -76,7 +82,8 @@ pub async fn openai_embeddings(
         normalize: service.bundle.manifest.normalize,
         dimensions: req.dimensions,
     };
-    let out = service.embed(req.input.0, options).await?;
+    let caller = caller.with_body(req.priority);
+    let out = service.embed(req.input.0, options, caller).await?;
     let data = out
         .vectors
         .into_iter()
@@ -120,11 +127,13 @@ fn base64_f32(v: &[f32]) -> String {
 )]
 pub async fn classify(
     State(state): State<AppState>,
+    caller: CallerParts,
     ApiJson(req): ApiJson<ClassifyRequest>,
 ) -> Result<(Extension<Timing>, Json<ClassifyResponse>), ApiError> {
     let service = &state.model.service;
+    let caller = caller.with_body(req.priority);
     let out = service
-        .classify(req.inputs.into_inputs(), req.top_k, req.truncate)
+        .classify(req.inputs.into_inputs(), req.top_k, req.truncate, caller)
         .await?;
     let results = out
         .results

@@ -195,6 +195,24 @@ impl PartialSchema for OpenAiInput {
 }
 impl ToSchema for OpenAiInput {}
 
+/// `priority` of the inference requests. Only lowering is possible: `low` marks bulk work that
+/// yields to `normal` work (it still gets a batch at least every 8 while it waits longest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PriorityField {
+    Normal,
+    Low,
+}
+
+impl From<PriorityField> for crate::core::Priority {
+    fn from(p: PriorityField) -> Self {
+        match p {
+            PriorityField::Normal => Self::Normal,
+            PriorityField::Low => Self::Low,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbedRequest {
@@ -209,6 +227,9 @@ pub struct EmbedRequest {
     #[serde(default)]
     #[schema(minimum = 1)]
     pub dimensions: Option<usize>,
+    /// `normal` (default) or `low` for bulk work; overrides the `x-priority` header.
+    #[serde(default)]
+    pub priority: Option<PriorityField>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -259,6 +280,9 @@ pub struct OpenAiEmbeddingsRequest {
     /// Accepted for compatibility; not used.
     #[serde(default)]
     pub user: Option<String>,
+    /// `normal` (default) or `low` for bulk work; overrides the `x-priority` header.
+    #[serde(default)]
+    pub priority: Option<PriorityField>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -295,6 +319,9 @@ pub struct ClassifyRequest {
     pub top_k: usize,
     #[serde(default = "yes")]
     pub truncate: bool,
+    /// `normal` (default) or `low` for bulk work; overrides the `x-priority` header.
+    #[serde(default)]
+    pub priority: Option<PriorityField>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -337,6 +364,8 @@ pub struct Limits {
     pub max_batch_tokens: usize,
     pub max_batch_size: usize,
     pub max_queue_size: usize,
+    /// 0 when there is no per-key limit.
+    pub max_queued_tokens_per_key: usize,
     pub request_timeout_ms: u64,
 }
 
@@ -347,6 +376,8 @@ pub struct Info {
     pub version: &'static str,
     pub device: String,
     pub workers: usize,
+    /// `fair` or `fifo` (`--scheduling`).
+    pub scheduling: &'static str,
     pub dimensions: usize,
     /// Classifier labels; null for a model without a head.
     pub labels: Option<Vec<String>>,

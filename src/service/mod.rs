@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::bundle::Bundle;
-use crate::core::{Infer, Inference};
+use crate::core::{Caller, Infer, Inference};
 use crate::metrics::Metrics;
 use crate::tokenize::{Input, TokenizerPool};
 
@@ -111,6 +111,7 @@ impl Service {
         &self,
         inputs: Vec<Input>,
         options: EmbedOptions,
+        caller: Caller,
     ) -> Result<Embeddings, ServiceError> {
         let full = self.embedding_dim();
         let dimensions = match options.dimensions {
@@ -123,7 +124,7 @@ impl Service {
                 ))
             }
         };
-        let (inference, usage) = self.run(inputs, options.truncate).await?;
+        let (inference, usage) = self.run(inputs, options.truncate, caller).await?;
         let timing = timing(&inference);
         let vectors = inference
             .outputs
@@ -150,6 +151,7 @@ impl Service {
         inputs: Vec<Input>,
         top_k: usize,
         truncate: bool,
+        caller: Caller,
     ) -> Result<Classifications, ServiceError> {
         let labels = self.labels();
         if labels.is_empty() {
@@ -158,7 +160,7 @@ impl Service {
         if top_k == 0 {
             return Err(ServiceError::invalid("top_k", "top_k must be at least 1"));
         }
-        let (inference, usage) = self.run(inputs, truncate).await?;
+        let (inference, usage) = self.run(inputs, truncate, caller).await?;
         let timing = timing(&inference);
         let results = inference
             .outputs
@@ -172,11 +174,12 @@ impl Service {
         })
     }
 
-    /// Checks the input count, tokenizes, and runs the model.
+    /// Checks the input count, tokenizes, and runs the model on behalf of `caller`.
     async fn run(
         &self,
         inputs: Vec<Input>,
         truncate: bool,
+        caller: Caller,
     ) -> Result<(Inference, Usage), ServiceError> {
         if inputs.is_empty() {
             return Err(ServiceError::invalid("inputs", "inputs must not be empty"));
@@ -194,7 +197,7 @@ impl Service {
             .tokenization_duration
             .observe(started.elapsed().as_secs_f64());
         let tokens = tokenized.total_tokens;
-        let inference = self.infer.run(tokenized.ids).await?;
+        let inference = self.infer.run_as(tokenized.ids, caller).await?;
         self.metrics.inputs.inc_by(count as u64);
         self.metrics.prompt_tokens.inc_by(tokens as u64);
         Ok((
