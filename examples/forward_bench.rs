@@ -79,13 +79,7 @@ struct Model {
 impl Model {
     fn load(dir: &std::path::Path) -> Result<Self> {
         let bundle = Bundle::load(dir).context("invalid model bundle")?;
-        let manifest = &bundle.manifest;
-        let tokenizer = TextTokenizer::from_file(
-            &bundle.tokenizer_path(),
-            manifest.max_seq_len,
-            manifest.vocab_size(),
-        )
-        .context("cannot load the tokenizer")?;
+        let tokenizer = TextTokenizer::from_bundle(&bundle).context("cannot load the tokenizer")?;
         Ok(Self {
             bundle: Arc::new(bundle),
             tokenizer,
@@ -171,7 +165,8 @@ struct Throughput {
 }
 
 /// Runs `batches` round-robin over `workers` threads (each with its own replica and `threads`
-/// intra-op threads) for about `seconds`, after one warm-up pass over the first batches.
+/// intra-op threads) for about `seconds`, after one warm-up pass over the first batches; the
+/// throughput as JSON, with the workers x threads it ran on.
 fn run_throughput(
     model: &Model,
     limits: BatchLimits,
@@ -180,7 +175,7 @@ fn run_throughput(
     workers: usize,
     threads: usize,
     seconds: f64,
-) -> Result<Throughput> {
+) -> Result<Value> {
     let barrier = std::sync::Barrier::new(workers);
     let deadline_holder = std::sync::OnceLock::<Instant>::new();
     let results: Vec<Result<WorkerStats>> = std::thread::scope(|s| {
@@ -244,7 +239,10 @@ fn run_throughput(
         t.batches += nb;
         t.elapsed = t.elapsed.max(el);
     }
-    Ok(t)
+    let mut j = throughput_json(&t);
+    j["workers"] = json!(workers);
+    j["intra_op_threads"] = json!(threads);
+    Ok(j)
 }
 
 fn throughput_json(t: &Throughput) -> Value {
@@ -467,30 +465,25 @@ fn main() -> Result<()> {
             max_batch_size: args.max_batch_size,
         };
         let batches = service_batches(&seqs, limits, depth, 3);
-        {
-            let t = run_throughput(
-                &model,
-                limits,
-                &seqs,
-                &batches,
-                workers,
-                threads,
-                args.seconds,
-            )?;
-            let mut j = throughput_json(&t);
-            eprintln!(
-                "service shapes, depth {depth}, workers {workers} x threads {threads}, \
-                 max-batch-tokens {mbt}: {:.1} sentences/s, {:.0} tokens/s, mean batch {:.1}",
-                j["sentences_per_s"].as_f64().unwrap_or(0.0),
-                j["tokens_per_s"].as_f64().unwrap_or(0.0),
-                j["mean_batch_size"].as_f64().unwrap_or(0.0)
-            );
-            j["workers"] = json!(workers);
-            j["intra_op_threads"] = json!(threads);
-            j["max_batch_tokens"] = json!(mbt);
-            j["queue_depth"] = json!(depth);
-            service.push(j);
-        }
+        let mut j = run_throughput(
+            &model,
+            limits,
+            &seqs,
+            &batches,
+            workers,
+            threads,
+            args.seconds,
+        )?;
+        eprintln!(
+            "service shapes, depth {depth}, workers {workers} x threads {threads}, \
+             max-batch-tokens {mbt}: {:.1} sentences/s, {:.0} tokens/s, mean batch {:.1}",
+            j["sentences_per_s"].as_f64().unwrap_or(0.0),
+            j["tokens_per_s"].as_f64().unwrap_or(0.0),
+            j["mean_batch_size"].as_f64().unwrap_or(0.0)
+        );
+        j["max_batch_tokens"] = json!(mbt);
+        j["queue_depth"] = json!(depth);
+        service.push(j);
     }
     out["service_shapes"] = Value::Array(service);
 
@@ -499,7 +492,7 @@ fn main() -> Result<()> {
     let mut sweep = Vec::new();
     for &bs in &args.batch_sizes {
         let batches = fifo_batches(&seqs, bs);
-        let t = run_throughput(
+        let mut j = run_throughput(
             &model,
             base_limits,
             &seqs,
@@ -508,14 +501,11 @@ fn main() -> Result<()> {
             threads,
             args.seconds,
         )?;
-        let mut j = throughput_json(&t);
         eprintln!(
             "batch size {bs}, workers {workers} x threads {threads}: {:.1} sentences/s",
             j["sentences_per_s"].as_f64().unwrap_or(0.0)
         );
         j["batch_size"] = json!(bs);
-        j["workers"] = json!(workers);
-        j["intra_op_threads"] = json!(threads);
         sweep.push(j);
     }
     out["batch_size_sweep"] = Value::Array(sweep);

@@ -72,12 +72,7 @@ pub fn load_model(
 ) -> anyhow::Result<ServedModel> {
     let bundle = Arc::new(Bundle::load(&spec.dir).context("invalid model bundle")?);
     let manifest = &bundle.manifest;
-    let tokenizer = TextTokenizer::from_file(
-        &bundle.tokenizer_path(),
-        manifest.max_seq_len,
-        manifest.vocab_size(),
-    )
-    .context("cannot load the tokenizer")?;
+    let tokenizer = TextTokenizer::from_bundle(&bundle).context("cannot load the tokenizer")?;
     let name = spec.name.clone().unwrap_or_else(|| manifest.name.clone());
     let device_label = device_name(device);
     metrics.set_model_info(&name, manifest.variant(), &device_label, VERSION);

@@ -6,6 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::bundle::Bundle;
 use tokio::sync::Semaphore;
 
 /// One input to the model.
@@ -86,6 +88,17 @@ impl TextTokenizer {
             max_len,
             vocab_size,
         })
+    }
+
+    /// The bundle's `tokenizer.json`, limited to the model's `max_seq_len`, token ids bounded by
+    /// the model's vocabulary: the tokenizer the service runs for this bundle.
+    pub fn from_bundle(bundle: &Bundle) -> Result<Self, TokenizeError> {
+        let manifest = &bundle.manifest;
+        Self::from_file(
+            &bundle.tokenizer_path(),
+            manifest.max_seq_len,
+            manifest.vocab_size(),
+        )
     }
 
     pub fn max_len(&self) -> usize {

@@ -20,6 +20,7 @@ from aft.head.__main__ import main
 from aft.head.data import Columns, Example, load_examples
 from aft.head.embed import length_batches
 from aft.head.errors import DataError
+from aft.head.fit import fit_logistic
 from aft.head.metrics import score
 from aft.head.progress import Progress
 from aft.head.split import components, stratified_group_split
@@ -401,6 +402,19 @@ def test_scores_match_a_hand_computed_confusion():
     assert (c.precision, c.recall) == (0.5, 1.0)
     assert s.accuracy == pytest.approx(4 / 6)
     assert s.macro_f1 == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+
+
+def test_a_nearly_constant_dimension_gets_no_huge_weight():
+    """Folding 1/sd into the raw weights must not blow up a dimension that barely varies:
+    it would turn the slightest change of it (other texts, fine-tuning) into wild logits."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(200) % 2
+    x = torch.randn(200, 8, generator=g) * 0.3
+    x[:, 0] += y * 0.6  # the informative dimension
+    x[:, 1] = 0.5 + 1e-6 * torch.randn(200, generator=g)  # nearly constant
+    head = fit_logistic(x, y, 2, l2=0.01)
+    assert head.weight.abs().max() < 100
+    assert (head.logits(x).argmax(-1) == y).float().mean() > 0.8
 
 
 def test_embedding_batches_respect_the_token_budget_and_cover_every_row():

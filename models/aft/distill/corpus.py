@@ -24,6 +24,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from collections import Counter, defaultdict
@@ -252,8 +253,19 @@ def markdown(summary: dict) -> str:
     lines += ["", "| source | package | version | licence (copyright file) |"]
     lines.append("| --- | --- | --- | --- |")
     for r in summary["packages"]:
-        lines.append(f"| {r['source']} | `{r['package']}` | {r['version']} | {r['licence']} |")
+        lic = _short_licence(r["licence"])
+        lines.append(f"| {r['source']} | `{r['package']}` | {r['version']} | {lic} |")
     return "\n".join(lines)
+
+
+def _short_licence(text: str, keep: int = 3) -> str:
+    """The main licence and the first few others (summary.json keeps the whole list)."""
+    m = re.match(r"(.*) \(other files: (.*)\)$", text)
+    if not m:
+        return text
+    others = m.group(2).split("; ")
+    more = f"; +{len(others) - keep} more" if len(others) > keep else ""
+    return f"{m.group(1)} (other files: {'; '.join(others[:keep])}{more})"
 
 
 def _select(names: str) -> list[Source]:

@@ -172,17 +172,18 @@ def main(argv=None) -> int:
         return 1
     rows = sample(packages, sections, a.per_section, a.per_source, a.seed)
     counts = Counter(p.section for p in rows)
-    kept = [s for s in sections if counts[s] >= a.min_per_section]
+    need = min(a.min_per_section, a.per_section)  # a section that filled its quota is kept
+    kept = [s for s in sections if counts[s] >= need]
     for s in sections:
         if s not in kept:
             print(
-                f"note: section {s!r} has {counts[s]} packages, fewer than --min-per-section "
-                f"{a.min_per_section}; dropped",
+                f"note: section {s!r} has {counts[s]} usable packages, fewer than {need} "
+                f"(--min-per-section); dropped",
                 file=sys.stderr,
             )
     rows = [p for p in rows if p.section in kept]
     if len(kept) < 2:
-        print("error: fewer than two sections left", file=sys.stderr)
+        print("error: fewer than two sections left; check --sections", file=sys.stderr)
         return 1
     try:
         a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -62,7 +62,11 @@ class Standardized:
 
     def __init__(self, x: torch.Tensor):
         self.mu = x.mean(0)
-        self.sd = x.std(0).clamp_min(1e-6) if len(x) > 1 else torch.ones(x.shape[1])
+        sd = x.std(0) if len(x) > 1 else torch.ones(x.shape[1])
+        # A dimension that barely varies in the training rows is not scaled up past a tenth of
+        # the typical one: otherwise its folded raw weight is huge (1/sd) and magnifies the
+        # slightest change of that dimension (other texts, fine-tuning) into wild logits.
+        self.sd = sd.clamp_min(max(1e-6, 0.1 * sd.median().item()))
         self.z = (x - self.mu) / self.sd
 
     def fit(

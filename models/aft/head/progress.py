@@ -38,9 +38,13 @@ class Progress:
             left = (self.total - self.done) / rate if rate > 0 else float("nan")
             pct = 100.0 * self.done / self.total if self.total else 100.0
             extra = f", {note}" if note else ""
+            if rate >= 1 or rate == 0:
+                speed = f"{rate:.0f} {self.unit}/s"
+            else:
+                speed = f"{1 / rate:.1f} s per {self.unit.rstrip('s')}"
             self._print(
                 f"{self.what}: {self.done}/{self.total} {self.unit} ({pct:.0f}%), "
-                f"{rate:.0f} {self.unit}/s, ~{left:.0f} s left{extra}"
+                f"{speed}, ~{left:.0f} s left{extra}"
             )
 
     def close(self, note: str = "") -> float:

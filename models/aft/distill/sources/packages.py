@@ -125,6 +125,7 @@ def licence(root: Path, pkg: str) -> str:
         ("public domain", r"public domain"),
         ("OPL", r"Open Publication License"),
         ("CC-BY-SA", r"Creative Commons Attribution[- ]Share ?Alike"),
+        ("permissive notice", r"Permission is granted to make and distribute verbatim copies"),
     ]
     flat = re.sub(r"\s+", " ", text)
     found = [name for name, pat in known if re.search(pat, flat, re.I)]
