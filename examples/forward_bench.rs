@@ -164,18 +164,25 @@ struct Throughput {
     elapsed: f64,
 }
 
-/// Runs `batches` round-robin over `workers` threads (each with its own replica and `threads`
-/// intra-op threads) for about `seconds`, after one warm-up pass over the first batches; the
-/// throughput as JSON, with the workers x threads it ran on.
+/// Batches over the tokenized corpus, and the limits they were formed under (which also size
+/// each replica's warm-up, as in the service).
+struct Workload<'a> {
+    seqs: &'a [Vec<u32>],
+    batches: Vec<Vec<usize>>,
+    limits: BatchLimits,
+}
+
+/// Runs the workload's batches round-robin over `workers` threads (each with its own replica and
+/// `threads` intra-op threads) for about `seconds`, after one warm-up pass over the first
+/// batches; the throughput as JSON, with the workers x threads it ran on.
 fn run_throughput(
     model: &Model,
-    limits: BatchLimits,
-    seqs: &[Vec<u32>],
-    batches: &[Vec<usize>],
+    work: &Workload,
     workers: usize,
     threads: usize,
     seconds: f64,
 ) -> Result<Value> {
+    let (seqs, batches, limits) = (work.seqs, work.batches.as_slice(), work.limits);
     let barrier = std::sync::Barrier::new(workers);
     let deadline_holder = std::sync::OnceLock::<Instant>::new();
     let results: Vec<Result<WorkerStats>> = std::thread::scope(|s| {
@@ -464,16 +471,12 @@ fn main() -> Result<()> {
             max_batch_tokens: mbt,
             max_batch_size: args.max_batch_size,
         };
-        let batches = service_batches(&seqs, limits, depth, 3);
-        let mut j = run_throughput(
-            &model,
+        let work = Workload {
+            seqs: &seqs,
+            batches: service_batches(&seqs, limits, depth, 3),
             limits,
-            &seqs,
-            &batches,
-            workers,
-            threads,
-            args.seconds,
-        )?;
+        };
+        let mut j = run_throughput(&model, &work, workers, threads, args.seconds)?;
         eprintln!(
             "service shapes, depth {depth}, workers {workers} x threads {threads}, \
              max-batch-tokens {mbt}: {:.1} sentences/s, {:.0} tokens/s, mean batch {:.1}",
@@ -491,16 +494,12 @@ fn main() -> Result<()> {
     let (workers, threads) = (first_workers, first_threads);
     let mut sweep = Vec::new();
     for &bs in &args.batch_sizes {
-        let batches = fifo_batches(&seqs, bs);
-        let mut j = run_throughput(
-            &model,
-            base_limits,
-            &seqs,
-            &batches,
-            workers,
-            threads,
-            args.seconds,
-        )?;
+        let work = Workload {
+            seqs: &seqs,
+            batches: fifo_batches(&seqs, bs),
+            limits: base_limits,
+        };
+        let mut j = run_throughput(&model, &work, workers, threads, args.seconds)?;
         eprintln!(
             "batch size {bs}, workers {workers} x threads {threads}: {:.1} sentences/s",
             j["sentences_per_s"].as_f64().unwrap_or(0.0)

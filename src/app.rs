@@ -32,10 +32,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let keys = ApiKeys::load(&config.api_keys, config.api_key_file.as_deref())
         .map_err(anyhow::Error::msg)?;
     // The count only: keys never reach the logs.
-    tracing::info!(
-        api_keys = keys.len(),
-        "API keys loaded (none: no authentication)"
-    );
+    let auth = if keys.enabled() { "required" } else { "off" };
+    tracing::info!(api_keys = keys.len(), "authentication {auth}");
     if config.max_queued_tokens_per_key > 0 && !keys.enabled() {
         tracing::warn!("--max-queued-tokens-per-key has no effect without API keys");
     }

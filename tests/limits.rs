@@ -144,9 +144,29 @@ async fn a_slow_request_times_out_with_504_and_its_work_is_dropped() {
     assert_eq!(status, 504, "{body}");
     assert_eq!(assert_error_shape(&body), "request_timeout");
     assert!(started.elapsed() < Duration::from_secs(5));
-    // The service keeps answering, and the abandoned inputs never reach the model.
-    let (status, _) = server.post("/v1/embed", &json!({"inputs": "short"})).await;
-    assert_eq!(status, 200);
+    // The service keeps answering (within the same 30 ms, which a busy machine may need a few
+    // tries to meet), and the abandoned inputs never reach the model.
+    let timed_out = std::sync::atomic::AtomicUsize::new(0);
+    let (server_ref, timed_out_ref) = (&server, &timed_out);
+    let answered = poll_until(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async move {
+            let (status, body) = server_ref
+                .post("/v1/embed", &json!({"inputs": "short"}))
+                .await;
+            match status {
+                200 => true,
+                504 => {
+                    timed_out_ref.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    false
+                }
+                other => panic!("unexpected {other}: {body}"),
+            }
+        },
+    )
+    .await;
+    assert!(answered, "no 200 after the timeout:\n{}", server.log_text());
     let metrics = server
         .wait_for_metric("aft_queue_depth", |v| v == 0.0)
         .await;
@@ -155,7 +175,10 @@ async fn a_slow_request_times_out_with_504_and_its_work_is_dropped() {
         batches < 150.0,
         "{batches} of 300 abandoned inputs were still run"
     );
-    assert_eq!(requests_total(&metrics, "/v1/embed", 504), 1.0);
+    assert_eq!(
+        requests_total(&metrics, "/v1/embed", 504),
+        (1 + timed_out.into_inner()) as f64
+    );
 }
 
 /// Runs the binary to completion and returns (exit code, stderr + stdout).

@@ -20,11 +20,11 @@ def markdown(run: Run) -> str:
 
 def intro(run: Run) -> str:
     m, model = run.machine, run.facts.get("model", {})
+    load = m.get("loadavg_before") or [None]
     text = (
-        f"From the run reported on this page ({model.get('name')}, {run.nproc} CPUs, "
-        f"started {m.get('time')} at commit {m.get('git_commit')}; load average "
-        f"{', '.join(f'{x:.2f}' for x in m.get('loadavg_before', [])[:1])} when the first "
-        "recorded part began)."
+        f"From the run reported on this page ({model.get('name')}, {run.nproc} CPUs, started "
+        f"{run.started} at commit {', '.join(run.commits)}; 1-minute load average "
+        f"{f(load[0], 2)} when the load comparison began)."
     )
     rec = (run.config or {}).get("recommended")
     if rec:
@@ -123,16 +123,21 @@ def overload(run: Run) -> str | None:
         return None
     d = o["during"]
     other = {k: v for k, v in d["status_codes"].items() if k not in ("200", "429")}
-    verdict = "only 200s and 429s"
+    verdict = "only " + " and ".join(f"{k}s" for k in sorted(d["status_codes"]))
     if other or d["transport_errors"]:
         verdict = f"{codes(d['status_codes'])}, transport errors {d['transport_errors'] or 'none'}"
+    refused = (
+        f"the 429s came back in {f(d['rejected_p50_ms'], 2)} ms (p50)"
+        if d["status_codes"].get("429")
+        else "no request was refused (429)"
+    )
     return (
         f"*Overload at {o['factor']:g}x capacity.* The service returned {verdict}. The 200s "
         f"came at {f(d['ok_per_s'], 0)}/s with p99 {f(d['p99_ms'], 0)} ms, bounded by the "
-        f"{o['max_queue_size']}-input queue; the 429s came back in "
-        f"{f(d['rejected_p50_ms'], 2)} ms (p50). {f(o['settle_s'], 0)} s later the queue held "
-        f"{o['after_idle']['queue_depth']} inputs, and throughput at c=16 afterwards was "
-        f"{o['after']['ok_per_s'] / o['before']['ok_per_s']:.2f} of the figure before."
+        f"{o['max_queue_size']}-input queue; {refused}. {f(o['settle_s'], 0)} s later the "
+        f"queue held {f(o['after_idle']['queue_depth'], 0)} inputs, and throughput at c=16 "
+        f"afterwards was {o['after']['ok_per_s'] / o['before']['ok_per_s']:.2f} of the figure "
+        "before."
     )
 
 
@@ -187,7 +192,7 @@ def cycles(run: Run) -> str | None:
         )
         text = (
             f"The model does {fpt / 1e6:.2f} MFLOP of matmul per token, so the limit's "
-            f"{f(lim['tokens_per_s'], 0)} tokens/s come to {f(gflops, 0)} GFLOP/s"
+            f"{f(lim['tokens_per_s'], 0)} tokens/s come to {f(gflops, 1)} GFLOP/s"
         )
         if peak:
             text += (
@@ -237,21 +242,21 @@ def batch_shapes(run: Run) -> str | None:
 
 def peers(run: Run) -> str | None:
     closed = (run.compare or {}).get("closed", {})
+    mode = (run.compare or {}).get("plain_mode")
+    names = {
+        "python-plain": f"The plain peer (`{mode}` handler style)" if mode else "The plain peer",
+        "python-batched": "The batched peer",
+    }
     texts = []
-    for kind, name in (("python-plain", "plain"), ("python-batched", "batched")):
+    for kind, name in names.items():
         pts = closed.get(kind)
         if pts:
             best, last = max(pts, key=lambda p: p["ok_per_s"]), pts[-1]
             texts.append(
-                f"the {name} peer peaked at {f(best['ok_per_s'], 0)} req/s "
-                f"(c={best['concurrency']}) and served {f(last['ok_per_s'], 0)} req/s at "
-                f"c={last['concurrency']}"
+                f"{name} peaked at {f(best['ok_per_s'], 0)} req/s (c={best['concurrency']}) and "
+                f"served {f(last['ok_per_s'], 0)} req/s at c={last['concurrency']}."
             )
-    if not texts:
-        return None
-    mode = (run.compare or {}).get("plain_mode")
-    style = f" (in its `{mode}` handler style)" if mode else ""
-    return f"*Peers{style}.* " + "; ".join(texts) + "."
+    return "*Peers.* " + " ".join(texts) if texts else None
 
 
 ITEMS: list[Callable[[Run], str | None]] = [

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from page.fmt import codes, f, mib, pass_fail, pct, table
-from page.run import Run
+from page.run import LIMIT_DEPTH, Run
 
 SERVICE_VS_LIMIT = 0.85
 VS_PLAIN = 2.0
@@ -33,7 +33,7 @@ def service_rows(run: Run) -> list[list]:
             [
                 "Service throughput at saturation / in-process limit (same texts, "
                 f"workers {w} x threads {t}, max batch tokens {lim['max_batch_tokens']}, "
-                "service batch shapes at queue depth 256)",
+                f"service batch shapes at queue depth {LIMIT_DEPTH})",
                 f">= {SERVICE_VS_LIMIT}",
                 f"{ratio:.2f} ({f(a['sentences_per_s'])} / {f(lim['sentences_per_s'])} "
                 f"sentences/s, c={a['concurrency']})",

@@ -47,10 +47,10 @@ def section(run: Run) -> str:
                 f"the corpus' short texts, mean {s['mean_tokens']:.1f} tokens, {s['samples']} "
                 f"samples): p50 **{s['forward_ms']['p50']:.3f} ms**, p90 "
                 f"{s['forward_ms']['p90']:.3f} ms, p99 {s['forward_ms']['p99']:.3f} ms; with "
-                f"tokenization p50 {s['tokenize_forward_ms']['p50']:.3f} ms. Tokenization alone: "
-                f"{f(limit['tokenization_texts_per_s_1thread'], 0)} texts/s on one thread.\n"
+                f"tokenization p50 {s['tokenize_forward_ms']['p50']:.3f} ms.\n"
             )
-    return out + "\n"
+    tps = limit.get("tokenization_texts_per_s_1thread")
+    return out + f"\nTokenization alone: {f(tps, 0)} texts/s on one thread.\n\n"
 
 
 def flops(fl: dict) -> str:

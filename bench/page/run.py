@@ -11,33 +11,22 @@ FACTS_FROM = ("compare", "limit", "config", "profile", "overload", "soak")
 LIMIT_DEPTH = 256  # the limit's queue depth that stands for the service at saturation
 
 
+def _part(name: str) -> property:
+    return property(
+        lambda self: self.parts.get(name), doc=f"results/{name}.json, if the run has it"
+    )
+
+
 @dataclass
 class Run:
     parts: dict[str, dict]
 
-    @property
-    def limit(self) -> dict | None:
-        return self.parts.get("limit")
-
-    @property
-    def compare(self) -> dict | None:
-        return self.parts.get("compare")
-
-    @property
-    def config(self) -> dict | None:
-        return self.parts.get("config")
-
-    @property
-    def profile(self) -> dict | None:
-        return self.parts.get("profile")
-
-    @property
-    def overload(self) -> dict | None:
-        return self.parts.get("overload")
-
-    @property
-    def soak(self) -> dict | None:
-        return self.parts.get("soak")
+    limit = _part("limit")
+    compare = _part("compare")
+    config = _part("config")
+    profile = _part("profile")
+    overload = _part("overload")
+    soak = _part("soak")
 
     @property
     def facts(self) -> dict:
@@ -59,6 +48,18 @@ class Run:
         return any(
             p.get("run", {}).get("plan", {}).get("name") == "quick" for p in self.parts.values()
         )
+
+    @property
+    def started(self) -> str | None:
+        """When the earliest part of the run began (UTC)."""
+        times = [p["run"]["machine"].get("time") for p in self.parts.values() if "run" in p]
+        return min((t for t in times if t), default=None)
+
+    @property
+    def commits(self) -> list[str]:
+        """The commits the parts ran at (more than one if parts were rerun after a change)."""
+        found = {p["run"]["machine"].get("git_commit") for p in self.parts.values() if "run" in p}
+        return sorted(c for c in found if c)
 
     @property
     def minutes(self) -> float:

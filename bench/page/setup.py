@@ -48,9 +48,15 @@ def machine(run: Run) -> str:
             "Python / " + " / ".join(pkgs),
             " / ".join([m.get("python") or "–", *pkgs.values()]),
         ],
-        ["load average before the run", ", ".join(f"{x:.2f}" for x in m.get("loadavg_before", []))],
-        ["busiest processes before the run", "; ".join(m.get("top_processes_before", []))],
-        ["run started (UTC), commit", f"{m.get('time')}, {m.get('git_commit')}"],
+        [
+            "load average when the load comparison began",
+            ", ".join(f"{x:.2f}" for x in m.get("loadavg_before", [])),
+        ],
+        [
+            "busiest processes when the load comparison began",
+            "; ".join(m.get("top_processes_before", [])),
+        ],
+        ["run started (UTC), commit", f"{run.started}, {', '.join(run.commits)}"],
         [
             "model",
             f"{model.get('name')} ({model.get('dir')}), exported {model.get('created_at')}, "
@@ -99,9 +105,8 @@ def method(run: Run) -> str:
         any_check = next(iter(check.values()))
         checked = (
             f" The harness runs both handler styles for {f(any_check['seconds'], 0)} s at "
-            f"concurrency {any_check['concurrency']} first and keeps the faster ("
-            + ", ".join(f"{m}: {v['ok_per_s']:.0f} req/s" for m, v in check.items())
-            + ")."
+            f"concurrency {any_check['concurrency']} first and keeps the faster for the plain "
+            "peer (" + ", ".join(f"{m}: {v['ok_per_s']:.0f} req/s" for m, v in check.items()) + ")."
         )
     return (
         "## Method\n\n"
@@ -113,11 +118,11 @@ def method(run: Run) -> str:
         "and reports JSON with status codes and success-only latency percentiles. `wrk` "
         "(Debian) cannot hold a constant rate and `wrk2` is not packaged for Debian 12.\n"
         "- **Peers**: `bench/peers/plain_server.py` (FastAPI + uvicorn, `torch.jit.load`, one "
-        f"forward pass per request {style};{checked}) and "
+        f"forward pass per request {style}) and "
         "`bench/peers/batched_server.py` (the same plus an asyncio queue: one task takes every "
         f"waiting input, up to {limits.get('max_batch_size')} sequences / "
         f"{f(limits.get('max_batch_tokens'))} padded tokens, and runs one forward on a worker "
-        f"thread). Both: 1 uvicorn worker, `torch.set_num_threads({threads})`, the bundle "
+        f"thread).{checked} Both: 1 uvicorn worker, `torch.set_num_threads({threads})`, the bundle "
         "loaded by `aft.bundle` (the same tokenizer and float32 model as the service) and the "
         "same `/v1/embed` JSON. Same corpus, same concurrency points and rates, one server at "
         "a time.\n"

@@ -55,10 +55,8 @@ def measure_cell(ctx: Context, workers: int, threads: int, mbt: int) -> dict:
         row["c16"] = load.measure(srv, mixed, p.point_s, 16)
         row["c256"] = load.measure(srv, mixed, p.point_s, 256)
         row["rss_kib"] = srv.rss_bytes() // 1024
-    log(
-        f"config w={workers} t={threads} mbt={mbt}: c1 p50 {row['c1_short']['p50_ms']:.2f} ms; "
-        f"c256 {load.fmt_point(row['c256'])}"
-    )
+    log(f"config w={workers} t={threads} mbt={mbt} c1: {load.fmt_point(row['c1_short'])}")
+    log(f"config w={workers} t={threads} mbt={mbt} c256: {load.fmt_point(row['c256'])}")
     return row
 
 

@@ -296,6 +296,17 @@ def test_every_bad_row_is_listed_at_once(tmp_path):
         assert f"{data}{line}" in msg
 
 
+def test_a_long_list_of_problems_shows_ten_and_counts_the_rest(tmp_path):
+    data = tmp_path / "labels.csv"
+    data.write_text(csv_text("text,label", *[f"row {i}," for i in range(25)]))
+    with pytest.raises(DataError) as e:
+        load_examples(data)
+    lines = str(e.value).splitlines()
+    assert lines[0] == f"{data}: 25 problems:"
+    assert lines[1] == f"  {data}:2: missing label"
+    assert len(lines) == 12 and lines[-1] == "  ... and 15 more"
+
+
 def test_a_label_whose_rows_share_one_group_cannot_be_held_out(tmp_path, capsys):
     rows = [(f"rain {i}", "weather", "g1") for i in range(3)] + [
         (f"goal {i}", "sport", f"s{i}") for i in range(3)

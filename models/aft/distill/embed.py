@@ -6,6 +6,8 @@ first, then the training texts in a fixed random order, 2,048 per shard.
 Run:  python -m aft.distill.embed --corpus ../.work/corpus --out ../.work/teacher
 Resumable: complete shards are kept and new ones continue the order, skipping cached texts;
 `--max-words` prefers short texts for the new shards, `--minutes` caps the wall time.
+Training shards are labelled with bfloat16 matrix products (twice the rate on CPUs with AMX or
+AVX512-BF16, cosine >= 0.99995 to float32); the held-out sample is always float32.
 """
 
 from __future__ import annotations
@@ -74,6 +76,11 @@ def main() -> None:
         help="new shards: skip texts longer than this many words (0: no limit)",
     )
     ap.add_argument(
+        "--float32",
+        action="store_true",
+        help="training shards in float32 (default: bfloat16 matrix products, see Teacher.encode)",
+    )
+    ap.add_argument(
         "--minutes", type=float, default=0.0, help="stop after the shard that passes this (wall)"
     )
     args = ap.parse_args()
@@ -113,7 +120,11 @@ def main() -> None:
         if args.minutes and time.time() - t0 > args.minutes * 60:
             break
         chunk = todo[s : s + SHARD]
-        write_shard(args.out / f"train-{i:03d}", chunk, teacher.encode([r["text"] for r in chunk]))
+        write_shard(
+            args.out / f"train-{i:03d}",
+            chunk,
+            teacher.encode([r["text"] for r in chunk], bf16=not args.float32),
+        )
         n += len(chunk)
         print(f"train shard {i}: {n} texts, {time.time() - t0:.0f}s", flush=True)
         i += 1

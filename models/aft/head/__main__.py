@@ -41,14 +41,26 @@ def _fraction(text: str) -> float:
     return v
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, not {text}")
-    return v
+def _non_negative(kind):
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if v < 0:
+            raise argparse.ArgumentTypeError(f"must be at least 0, not {text}")
+        return v
+
+    return parse
+
+
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default only when it has a real one (not None or a false switch)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -62,7 +74,7 @@ def parser() -> argparse.ArgumentParser:
         "train",
         help="train a head and write a new bundle",
         description="Train a classification head on labelled texts and write a new bundle.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpWithDefaults,
     )
     io = t.add_argument_group("input and output")
     io.add_argument("--bundle", type=Path, required=True, help="base bundle (its encoder)")
@@ -90,7 +102,7 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0, help="seed of the split and fine-tuning")
     tr.add_argument(
         "--l2",
-        type=_non_negative_float,
+        type=_non_negative(float),
         help="L2 strength of the head (default: chosen on a validation slice)",
     )
     tr.add_argument(
@@ -108,7 +120,9 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--batch-size", type=_positive(int), default=defaults.batch_size, help="fine-tuning"
     )
-    tr.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    tr.add_argument(
+        "--threads", type=_non_negative(int), default=0, help="torch threads (0: all cores)"
+    )
     tr.add_argument(
         "--max-batch-tokens",
         type=_positive(int),

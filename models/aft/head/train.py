@@ -14,7 +14,7 @@ import hashlib
 import json
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -89,7 +89,8 @@ def train(opts: TrainOptions) -> dict:
             f"{other.label!r} (not {first.label!r}); both are kept, on the same side of the split"
         )
     split = stratified_group_split(examples, opts.test_fraction, opts.seed, opts.data)
-    y = torch.tensor([labels.index(e.label) for e in examples])
+    label_id = {label: k for k, label in enumerate(labels)}
+    y = torch.tensor([label_id[e.label] for e in examples])
     by = f"group column {opts.columns.group!r} and text" if opts.columns.group else "text"
     log(
         f"data: {opts.data}, {len(examples)} rows, {len(labels)} labels; held out "
@@ -148,7 +149,8 @@ def train(opts: TrainOptions) -> dict:
     # Scores of the model as stored, against always answering the training set's majority label.
     pred = test_logits.argmax(-1)
     test = score(y[te], pred, labels)
-    majority = Counter(y[tr].tolist()).most_common(1)[0][0]
+    counts = Counter(y[tr].tolist())
+    majority = min(counts, key=lambda k: (-counts[k], k))  # ties: the first label by name
     baseline = score(y[te], torch.full_like(y[te], majority), labels)
     rows = [(f"majority baseline ({labels[majority]})", baseline)]
     if opts.fine_tune:
@@ -175,7 +177,7 @@ def train(opts: TrainOptions) -> dict:
         "base_bundle": {"name": base_manifest["name"], "path": str(base_dir)},
         "head": {"l2": l2, "class_weight": opts.class_weight, "train_accuracy": train_acc},
         "fine_tune": (
-            {**opts.fine_tune_options.__dict__, "epoch_losses": losses} if losses else None
+            {**asdict(opts.fine_tune_options), "epoch_losses": losses} if losses else None
         ),
         "test": test.to_dict(),
         "linear_head_test": probe_test.to_dict(),
