@@ -103,17 +103,35 @@ def get_json(port: int, path: str) -> dict:
         conn.close()
 
 
-def metric(port: int, name: str) -> float | None:
+# Server-side counters each phase reports the change of.
+COUNTERS = {
+    "batches": "aft_batch_size_count",
+    "batched_inputs": "aft_batch_size_sum",
+    "padded_tokens": "aft_batch_tokens_sum",
+    "forward_s": "aft_inference_duration_seconds_sum",
+    "oldest_turns": "aft_oldest_turns_total",
+}
+
+
+def counters(port: int) -> dict[str, float]:
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
         conn.request("GET", "/metrics")
         text = conn.getresponse().read().decode()
     finally:
         conn.close()
+    values = {}
     for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return None
+        name, _, value = line.partition(" ")
+        values[name] = value
+    return {k: float(values.get(name, "nan")) for k, name in COUNTERS.items()}
+
+
+def server_side(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What the server did during a phase: batches, inputs, padded tokens, forward time."""
+    d = {k: after[k] - before[k] for k in before}
+    d["mean_batch_size"] = d["batched_inputs"] / d["batches"] if d["batches"] else 0.0
+    return d
 
 
 # ----------------------------------------------------------------------------- server
@@ -232,6 +250,9 @@ class Phase:
     def summary(self) -> dict:
         answers = self.heavy + self.short
         errors = sum(a.status != 200 for a in answers)
+        statuses: dict[str, int] = {}
+        for a in answers:
+            statuses[str(a.status)] = statuses.get(str(a.status), 0) + 1
         tokens = sum(a.tokens for a in answers)
         wall = self.ended - self.started
         return {
@@ -239,6 +260,7 @@ class Phase:
             "heavy_requests": len(self.heavy),
             "short_requests": len(self.short),
             "errors": errors,
+            "statuses": statuses,
             "tokens": tokens,
             "tokens_per_s": tokens / wall if wall > 0 else 0.0,
             "short_latency": quantiles([a.seconds for a in self.short if a.status == 200]),
@@ -335,17 +357,19 @@ def run_policy(a: argparse.Namespace, policy: str) -> dict:
         count = a.heavy_clients * a.heavy_requests
         heavy = heavy_bodies(count, a.heavy_inputs)
         log(f"{policy}: heavy stream alone ({count} x {a.heavy_inputs} inputs)")
+        before = counters(port)
         heavy_only = heavy_stream(port, heavy, a.heavy_clients, None, a.probe_rate)
+        between = counters(port)
+        heavy_only["server"] = server_side(before, between)
         log(f"{policy}: heavy stream + short requests at {a.probe_rate}/s")
         mixed = heavy_stream(port, heavy, a.heavy_clients, shorts, a.probe_rate)
-        oldest_turns = metric(port, "aft_oldest_turns_total")
+        mixed["server"] = server_side(between, counters(port))
     result = {
         "policy": policy,
         "full_batch": batch,
         "alone": alone,
         "heavy_only": heavy_only,
         "mixed": mixed,
-        "oldest_turns": oldest_turns,
         "max_seq_len": info["limits"]["max_seq_len"],
         "max_batch_tokens": info["limits"]["max_batch_tokens"],
     }
@@ -413,7 +437,14 @@ def section(results: dict) -> str:
             f"{'met' if ok_latency else 'NOT met'}.",
             f"- Mixed throughput, fair / fifo: {ratio:.3f} (target >= 0.95): "
             f"{'met' if ok_tput else 'NOT met'}.",
-            f"- Starvation guard turns (fair, whole run): {f(fair.get('oldest_turns'), 0)}.",
+            "- Server side, mixed phase (batches, mean batch size, forward seconds, starvation "
+            "guard turns): "
+            + "; ".join(
+                f"{p} {f(s['batches'], 0)}, {f(s['mean_batch_size'])}, {f(s['forward_s'])}, "
+                f"{f(s['oldest_turns'], 0)}"
+                for p, s in ((p, runs[p]["mixed"]["server"]) for p in ("fifo", "fair"))
+            )
+            + ".",
             "",
         ]
     return "\n".join(lines)

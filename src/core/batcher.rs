@@ -38,15 +38,17 @@ pub struct Selection {
 /// are tried in order of how close their length is to it, and join when the batch stays within
 /// both limits and no more than half of it would be padding.
 pub fn select_batch(lengths: &[usize], limits: BatchLimits) -> Selection {
-    select_around(0, lengths, limits, |i, gap| (gap, i))
+    select_around(0, lengths, limits, usize::MAX, |i, gap| (gap, i))
 }
 
-/// [`select_batch`] around any anchor: the input at `anchor` always goes, and the others are
-/// tried in the order of `rank(index, length gap to the anchor)`, smallest first.
+/// [`select_batch`] around any anchor: the input at `anchor` always goes, and the others, none
+/// longer than `max_len`, are tried in the order of `rank(index, length gap to the anchor)`,
+/// smallest first.
 pub(crate) fn select_around<K: Ord>(
     anchor: usize,
     lengths: &[usize],
     limits: BatchLimits,
+    max_len: usize,
     rank: impl Fn(usize, usize) -> K,
 ) -> Selection {
     let Some(&anchor_len) = lengths.get(anchor) else {
@@ -56,7 +58,9 @@ pub(crate) fn select_around<K: Ord>(
             full: false,
         };
     };
-    let mut candidates: Vec<usize> = (0..lengths.len()).filter(|&i| i != anchor).collect();
+    let mut candidates: Vec<usize> = (0..lengths.len())
+        .filter(|&i| i != anchor && lengths[i] <= max_len)
+        .collect();
     candidates.sort_by_cached_key(|&i| rank(i, lengths[i].abs_diff(anchor_len)));
 
     let mut indices = vec![anchor];
@@ -265,15 +269,22 @@ mod tests {
     #[test]
     fn any_input_can_anchor_the_batch() {
         // Anchored on the 30-token input, the 31 joins before the short ones; ties go by rank.
-        let s = select_around(1, &[5, 30, 6, 31, 29], LIMITS, |i, gap| (gap, i));
+        let s = select_around(1, &[5, 30, 6, 31, 29], LIMITS, usize::MAX, |i, gap| {
+            (gap, i)
+        });
         assert_eq!(s.indices, vec![1, 3]);
         let limits = BatchLimits {
             max_batch_tokens: 1000,
             max_batch_size: 3,
         };
-        let s = select_around(1, &[5, 30, 6, 31, 29], limits, |i, gap| (gap, i));
+        let s = select_around(1, &[5, 30, 6, 31, 29], limits, usize::MAX, |i, gap| {
+            (gap, i)
+        });
         assert_eq!(s.indices, vec![1, 3, 4]);
         assert_eq!(s.padded_tokens, 93);
+        // Capped at 30 tokens, the 31 stays out and a shorter one comes in.
+        let s = select_around(1, &[5, 30, 6, 31, 29], limits, 30, |i, gap| (gap, i));
+        assert_eq!(s.indices, vec![1, 2, 4]);
         // A rank that prefers late indices among equal gaps.
         let s = select_around(
             0,
@@ -282,6 +293,7 @@ mod tests {
                 max_batch_tokens: 1000,
                 max_batch_size: 2,
             },
+            usize::MAX,
             |i, gap| (gap, usize::MAX - i),
         );
         assert_eq!(s.indices, vec![0, 2]);

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 pub use batcher::{select_batch, BatchLimits, Selection};
 pub use queue::{Completed, MAX_KEY_SERIES, OTHER_KEYS};
-pub use schedule::{Caller, ClientId, Policy, Priority, OLDEST_TURN};
+pub use schedule::{Caller, ClientId, Policy, Priority, MAX_STRETCH, OLDEST_TURN};
 pub use worker::WorkerState;
 
 use crate::metrics::Metrics;

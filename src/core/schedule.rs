@@ -7,10 +7,12 @@
 //! previous tag of its flow) + tokens`, and the clock moves to the tag of each batch's anchor. The
 //! anchor of the next batch is the input with the smallest tag in the most urgent priority class
 //! that has work; the batch around it is then filled as [`select_batch`] always did, with the
-//! inputs closest to it in length, more urgent classes and smaller tags first among equals. A
-//! request of 512 long inputs thus holds tags far into the future and a short request that
-//! arrives after it gets the next turn, while equal flows share the worker in proportion to
-//! their tokens.
+//! inputs closest to it in length, more urgent classes and smaller tags first among equals, except
+//! that no companion may be more than [`MAX_STRETCH`] times the anchor's length: a short request
+//! picked for fairness runs in a short batch rather than padded to the long inputs of others (it
+//! would otherwise pay for their length, and take the place of one of them). A request of 512
+//! long inputs thus holds tags far into the future and a short request that arrives after it gets
+//! the next turn, while equal flows share the worker in proportion to their tokens.
 //!
 //! Starvation guard: whenever [`OLDEST_TURN`] - 1 batches in a row have passed over the oldest
 //! waiting input, the next batch is anchored on it, whatever its flow and class. So the oldest
@@ -29,6 +31,9 @@ use super::queue::Entry;
 
 /// A batch is anchored on the oldest waiting input at least once in this many batches.
 pub const OLDEST_TURN: u32 = 8;
+
+/// Under [`Policy::Fair`], no input longer than this many times the anchor joins its batch.
+pub const MAX_STRETCH: usize = 2;
 
 /// How the batcher picks the input each batch is formed around.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -288,13 +293,16 @@ impl Scheduler {
             }
         };
         let selection = match self.policy {
-            Policy::Fifo => select_around(anchor, &lengths, limits, |i, gap| {
+            Policy::Fifo => select_around(anchor, &lengths, limits, usize::MAX, |i, gap| {
                 (0, gap, 0, self.waiting[i].seq)
             }),
-            Policy::Fair => select_around(anchor, &lengths, limits, |i, gap| {
-                let w = &self.waiting[i];
-                (w.flow.rank, gap, w.tag, w.seq)
-            }),
+            Policy::Fair => {
+                let max_len = lengths[anchor].saturating_mul(MAX_STRETCH);
+                select_around(anchor, &lengths, limits, max_len, |i, gap| {
+                    let w = &self.waiting[i];
+                    (w.flow.rank, gap, w.tag, w.seq)
+                })
+            }
         };
         Some(Plan {
             anchor,
@@ -405,6 +413,26 @@ mod tests {
             }
         }
         assert_eq!(batches, 10, "FIFO serves it after all 36 older inputs");
+    }
+
+    #[test]
+    fn a_short_anchor_is_not_padded_to_long_companions() {
+        let limits = BatchLimits {
+            max_batch_tokens: 256,
+            max_batch_size: 8,
+        };
+        let heavy: Vec<(u32, usize)> = (0..16).map(|i| (i, 64)).collect();
+        let mut s = Scheduler::new(Policy::Fair);
+        s.push_request(request(Caller::default(), &heavy));
+        assert_eq!(ids(&s.take(limits).unwrap()), vec![0, 1, 2, 3]);
+        s.push_request(request(Caller::default(), &[(100, 4)]));
+        // Fair order picks the short request, and it runs alone rather than padded to 64.
+        assert_eq!(ids(&s.take(limits).unwrap()), vec![100]);
+        assert_eq!(ids(&s.take(limits).unwrap()), vec![4, 5, 6, 7]);
+        // A long anchor still takes shorter companions, as select_batch does.
+        let mut s = Scheduler::new(Policy::Fair);
+        s.push_request(request(Caller::default(), &[(1, 40), (2, 30), (3, 90)]));
+        assert_eq!(ids(&s.take(limits).unwrap()), vec![1, 2]);
     }
 
     #[test]

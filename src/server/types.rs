@@ -204,6 +204,16 @@ pub enum PriorityField {
     Low,
 }
 
+/// Reads `priority` through a string, so a value of the wrong type is a 422 like any other bad
+/// field (serde_json reports a number where an enum is expected as a syntax error, a 400).
+fn priority<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PriorityField>, D::Error> {
+    use serde::de::IntoDeserializer;
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) => PriorityField::deserialize(s.as_str().into_deserializer()).map(Some),
+    }
+}
+
 impl From<PriorityField> for crate::core::Priority {
     fn from(p: PriorityField) -> Self {
         match p {
@@ -228,7 +238,7 @@ pub struct EmbedRequest {
     #[schema(minimum = 1)]
     pub dimensions: Option<usize>,
     /// `normal` (default) or `low` for bulk work; overrides the `x-priority` header.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "priority")]
     pub priority: Option<PriorityField>,
 }
 
@@ -281,7 +291,7 @@ pub struct OpenAiEmbeddingsRequest {
     #[serde(default)]
     pub user: Option<String>,
     /// `normal` (default) or `low` for bulk work; overrides the `x-priority` header.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "priority")]
     pub priority: Option<PriorityField>,
 }
 
@@ -320,7 +330,7 @@ pub struct ClassifyRequest {
     #[serde(default = "yes")]
     pub truncate: bool,
     /// `normal` (default) or `low` for bulk work; overrides the `x-priority` header.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "priority")]
     pub priority: Option<PriorityField>,
 }
 
@@ -421,6 +431,29 @@ mod tests {
         assert!(openai("[18446744073709551615]").is_err());
         assert!(openai("null").is_err());
         assert!(openai("{}").is_err());
+    }
+
+    #[test]
+    fn priority_values() {
+        let p = |json: &str| {
+            serde_json::from_str::<EmbedRequest>(&format!(r#"{{"inputs": "x"{json}}}"#))
+                .map(|r| r.priority)
+                .map_err(|e| (e.classify(), e.to_string()))
+        };
+        assert_eq!(p("").unwrap(), None);
+        assert_eq!(p(r#", "priority": null"#).unwrap(), None);
+        assert_eq!(
+            p(r#", "priority": "low""#).unwrap(),
+            Some(PriorityField::Low)
+        );
+        assert_eq!(
+            p(r#", "priority": "normal""#).unwrap(),
+            Some(PriorityField::Normal)
+        );
+        for bad in [r#", "priority": "high""#, r#", "priority": 3"#] {
+            let (class, msg) = p(bad).unwrap_err();
+            assert_eq!(class, serde_json::error::Category::Data, "{msg}");
+        }
     }
 
     #[test]
