@@ -1,25 +1,47 @@
 //! Prometheus metrics, in a registry of their own (no globals, so tests can make many). The names
-//! are a fixed contract with the deployment dashboards and the autoscaler.
+//! are a fixed contract with the deployment dashboards and the autoscaler (src/metrics.json).
+//!
+//! HTTP families are server-wide; everything the core and the service record is per model, with a
+//! `model` label: [`Metrics::model`] hands each model its own [`ModelMetrics`], the series of
+//! those families for that one model.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// The label that names the model on per-model families.
+const MODEL: &str = "model";
+
 pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
+    pub requests_in_flight: IntGauge,
+    queue_duration: HistogramVec,
+    tokenization_duration: HistogramVec,
+    inference_duration: HistogramVec,
+    batch_size: HistogramVec,
+    batch_tokens: HistogramVec,
+    queue_depth: IntGaugeVec,
+    prompt_tokens: IntCounterVec,
+    inputs: IntCounterVec,
+    model_info: IntGaugeVec,
+    workers_alive: IntGaugeVec,
+    worker_restarts: IntCounterVec,
+}
+
+/// One model's series of the per-model families; the core and the service record into these.
+#[derive(Clone)]
+pub struct ModelMetrics {
     pub queue_duration: Histogram,
     pub tokenization_duration: Histogram,
     pub inference_duration: Histogram,
     pub batch_size: Histogram,
     pub batch_tokens: Histogram,
     pub queue_depth: IntGauge,
-    pub requests_in_flight: IntGauge,
     pub prompt_tokens: IntCounter,
     pub inputs: IntCounter,
-    pub model_info: IntGaugeVec,
     pub workers_alive: IntGauge,
     pub worker_restarts: IntCounter,
 }
@@ -36,12 +58,14 @@ fn powers_of_two(max_exp: u32) -> Vec<f64> {
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let histogram =
-            |name: &str, help: &str, buckets: Vec<f64>| -> Result<Histogram, prometheus::Error> {
-                let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
-                registry.register(Box::new(h.clone()))?;
-                Ok(h)
-            };
+        let histogram = |name: &str,
+                         help: &str,
+                         buckets: Vec<f64>|
+         -> Result<HistogramVec, prometheus::Error> {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &[MODEL])?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
         let queue_duration = histogram(
             "aft_queue_duration_seconds",
             "Time inputs wait before their batch runs.",
@@ -79,21 +103,34 @@ impl Metrics {
             .buckets(duration_buckets()),
             &["route"],
         )?;
-        let queue_depth = IntGauge::new("aft_queue_depth", "Inputs waiting to be batched.")?;
         let requests_in_flight =
             IntGauge::new("aft_requests_in_flight", "HTTP requests being served.")?;
-        let prompt_tokens =
-            IntCounter::new("aft_prompt_tokens_total", "Tokens sent to the model.")?;
-        let inputs = IntCounter::new("aft_inputs_total", "Inputs (texts or token lists) served.")?;
-        let model_info = IntGaugeVec::new(
-            Opts::new("aft_model_info", "The served model; always 1."),
-            &["model", "variant", "device", "version"],
+        let queue_depth = IntGaugeVec::new(
+            Opts::new("aft_queue_depth", "Inputs waiting to be batched."),
+            &[MODEL],
         )?;
-        let workers_alive =
-            IntGauge::new("aft_workers_alive", "Inference workers loaded and serving.")?;
-        let worker_restarts = IntCounter::new(
-            "aft_worker_restarts_total",
-            "Inference workers restarted after dying.",
+        let prompt_tokens = IntCounterVec::new(
+            Opts::new("aft_prompt_tokens_total", "Tokens sent to the model."),
+            &[MODEL],
+        )?;
+        let inputs = IntCounterVec::new(
+            Opts::new("aft_inputs_total", "Inputs (texts or token lists) served."),
+            &[MODEL],
+        )?;
+        let model_info = IntGaugeVec::new(
+            Opts::new("aft_model_info", "A served model; always 1."),
+            &[MODEL, "variant", "device", "version"],
+        )?;
+        let workers_alive = IntGaugeVec::new(
+            Opts::new("aft_workers_alive", "Inference workers loaded and serving."),
+            &[MODEL],
+        )?;
+        let worker_restarts = IntCounterVec::new(
+            Opts::new(
+                "aft_worker_restarts_total",
+                "Inference workers restarted after dying.",
+            ),
+            &[MODEL],
         )?;
 
         registry.register(Box::new(requests.clone()))?;
@@ -110,19 +147,37 @@ impl Metrics {
             registry,
             requests,
             request_duration,
+            requests_in_flight,
             queue_duration,
             tokenization_duration,
             inference_duration,
             batch_size,
             batch_tokens,
             queue_depth,
-            requests_in_flight,
             prompt_tokens,
             inputs,
             model_info,
             workers_alive,
             worker_restarts,
         })
+    }
+
+    /// The series of `model` in every per-model family, created now so that /metrics lists
+    /// them (at zero) before the model's first request.
+    pub fn model(&self, model: &str) -> ModelMetrics {
+        let m = &[model];
+        ModelMetrics {
+            queue_duration: self.queue_duration.with_label_values(m),
+            tokenization_duration: self.tokenization_duration.with_label_values(m),
+            inference_duration: self.inference_duration.with_label_values(m),
+            batch_size: self.batch_size.with_label_values(m),
+            batch_tokens: self.batch_tokens.with_label_values(m),
+            queue_depth: self.queue_depth.with_label_values(m),
+            prompt_tokens: self.prompt_tokens.with_label_values(m),
+            inputs: self.inputs.with_label_values(m),
+            workers_alive: self.workers_alive.with_label_values(m),
+            worker_restarts: self.worker_restarts.with_label_values(m),
+        }
     }
 
     pub fn set_model_info(&self, model: &str, variant: &str, device: &str, version: &str) {

@@ -73,9 +73,9 @@ async fn a_full_queue_answers_429_with_retry_after_at_once() {
         ),
         refused as f64
     );
-    assert_eq!(metric_value(&metrics, "aft_queue_depth"), 0.0);
+    assert_eq!(metric_value(&metrics, r#"aft_queue_depth{model="tiny-aft"}"#), 0.0);
     // Refused requests cost no inference.
-    assert_eq!(metric_value(&metrics, "aft_inputs_total"), (ok * 8) as f64);
+    assert_eq!(metric_value(&metrics, r#"aft_inputs_total{model="tiny-aft"}"#), (ok * 8) as f64);
 }
 
 #[tokio::test]
@@ -103,14 +103,14 @@ async fn a_slow_request_times_out_with_504_and_its_work_is_dropped() {
     assert_eq!(status, 200);
     let mut metrics = server.metrics().await;
     for _ in 0..100 {
-        if metric_value(&metrics, "aft_queue_depth") == 0.0 {
+        if metric_value(&metrics, r#"aft_queue_depth{model="tiny-aft"}"#) == 0.0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
         metrics = server.metrics().await;
     }
-    assert_eq!(metric_value(&metrics, "aft_queue_depth"), 0.0);
-    let batches = metric_value(&metrics, "aft_batch_size_count");
+    assert_eq!(metric_value(&metrics, r#"aft_queue_depth{model="tiny-aft"}"#), 0.0);
+    let batches = metric_value(&metrics, r#"aft_batch_size_count{model="tiny-aft"}"#);
     assert!(
         batches < 150.0,
         "{batches} of 300 abandoned inputs were still run"

@@ -37,7 +37,7 @@ async fn sigterm_during_load_loses_no_accepted_request() {
     // A large request first: its inputs are older, so everything after it waits in the queue.
     let long = "a long text that fills the whole window of the model ".repeat(12);
     let blocker = post((0..256).map(|i| format!("{i} {long}")).collect());
-    wait_for_metric(&server, "aft_queue_depth", 1.0).await;
+    wait_for_metric(&server, r#"aft_queue_depth{model="tiny-aft"}"#, 1.0).await;
     let clients = 24;
     let text = "a medium length sentence about the shutdown of services";
     let tasks: Vec<_> = (0..clients)

@@ -21,7 +21,7 @@ pub use batcher::{select_batch, BatchLimits, Selection};
 pub use queue::Completed;
 pub use worker::WorkerState;
 
-use crate::metrics::Metrics;
+use crate::metrics::ModelMetrics;
 use batcher::Batcher;
 use queue::{Depth, Entry, Queue};
 use worker::WorkerPool;
@@ -97,7 +97,7 @@ impl Infer {
     pub fn start(
         factory: Arc<dyn BackendFactory>,
         config: InferConfig,
-        metrics: Arc<Metrics>,
+        metrics: Arc<ModelMetrics>,
     ) -> Self {
         let workers = config.workers.max(1);
         let depth = Arc::new(Depth::new(config.max_queue_size, metrics.clone()));

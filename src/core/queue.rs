@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{InferError, ModelOutput};
-use crate::metrics::Metrics;
+use crate::metrics::ModelMetrics;
 
 /// What the worker sends back for one input.
 #[derive(Debug, Clone)]
@@ -39,11 +39,11 @@ impl Entry {
 pub(crate) struct Depth {
     value: AtomicUsize,
     capacity: usize,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ModelMetrics>,
 }
 
 impl Depth {
-    pub fn new(capacity: usize, metrics: Arc<Metrics>) -> Self {
+    pub fn new(capacity: usize, metrics: Arc<ModelMetrics>) -> Self {
         Self {
             value: AtomicUsize::new(0),
             capacity,
