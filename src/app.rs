@@ -32,7 +32,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let keys = ApiKeys::load(&config.api_keys, config.api_key_file.as_deref())
         .map_err(anyhow::Error::msg)?;
     // The count only: keys never reach the logs.
-    tracing::info!(api_keys = keys.len(), "API keys loaded (none: no authentication)");
+    tracing::info!(
+        api_keys = keys.len(),
+        "API keys loaded (none: no authentication)"
+    );
     let bundles = verify_bundles(&config.models())?;
     // Every worker of every model shares the CPUs (see TorchFactory::new).
     let cpu_sharers = config.workers * bundles.len();

@@ -186,12 +186,18 @@ async fn a_text_embeds_the_same_alone_and_beside_much_longer_texts() {
         "{metrics}"
     );
     assert_eq!(
-        metric_value(&metrics, r#"aft_batch_size_bucket{model="tiny-aft",le="8"}"#),
+        metric_value(
+            &metrics,
+            r#"aft_batch_size_bucket{model="tiny-aft",le="8"}"#
+        ),
         2.0,
         "{metrics}"
     );
     assert_eq!(
-        metric_value(&metrics, r#"aft_batch_tokens_bucket{model="tiny-aft",le="512"}"#),
+        metric_value(
+            &metrics,
+            r#"aft_batch_tokens_bucket{model="tiny-aft",le="512"}"#
+        ),
         1.0,
         "{metrics}"
     );
@@ -240,7 +246,10 @@ async fn sixty_four_concurrent_clients_get_their_own_answers() {
         );
     }
     let metrics = server.metrics().await;
-    assert_eq!(metric_value(&metrics, r#"aft_inputs_total{model="tiny-aft"}"#), 64.0);
+    assert_eq!(
+        metric_value(&metrics, r#"aft_inputs_total{model="tiny-aft"}"#),
+        64.0
+    );
     assert_eq!(
         metric_value(
             &metrics,
@@ -392,9 +401,18 @@ async fn routes_headers_and_metrics() {
         ),
         1.0
     );
-    assert_eq!(metric_value(&metrics, r#"aft_workers_alive{model="tiny-aft"}"#), 1.0);
-    assert_eq!(metric_value(&metrics, r#"aft_inputs_total{model="tiny-aft"}"#), 2.0);
-    assert_eq!(metric_value(&metrics, r#"aft_queue_depth{model="tiny-aft"}"#), 0.0);
+    assert_eq!(
+        metric_value(&metrics, r#"aft_workers_alive{model="tiny-aft"}"#),
+        1.0
+    );
+    assert_eq!(
+        metric_value(&metrics, r#"aft_inputs_total{model="tiny-aft"}"#),
+        2.0
+    );
+    assert_eq!(
+        metric_value(&metrics, r#"aft_queue_depth{model="tiny-aft"}"#),
+        0.0
+    );
     assert!(
         !metrics.contains("/v2/whatever"),
         "raw paths must not become labels"
@@ -508,7 +526,10 @@ async fn an_inference_failure_answers_500_and_the_service_keeps_serving() {
         ),
         1.0
     );
-    assert_eq!(metric_value(&metrics, r#"aft_worker_restarts_total{model="tiny-aft"}"#), 0.0);
+    assert_eq!(
+        metric_value(&metrics, r#"aft_worker_restarts_total{model="tiny-aft"}"#),
+        0.0
+    );
     let _ = std::fs::remove_dir_all(&bundle);
 }
 

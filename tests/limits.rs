@@ -73,9 +73,15 @@ async fn a_full_queue_answers_429_with_retry_after_at_once() {
         ),
         refused as f64
     );
-    assert_eq!(metric_value(&metrics, r#"aft_queue_depth{model="tiny-aft"}"#), 0.0);
+    assert_eq!(
+        metric_value(&metrics, r#"aft_queue_depth{model="tiny-aft"}"#),
+        0.0
+    );
     // Refused requests cost no inference.
-    assert_eq!(metric_value(&metrics, r#"aft_inputs_total{model="tiny-aft"}"#), (ok * 8) as f64);
+    assert_eq!(
+        metric_value(&metrics, r#"aft_inputs_total{model="tiny-aft"}"#),
+        (ok * 8) as f64
+    );
 }
 
 #[tokio::test]
@@ -109,7 +115,10 @@ async fn a_slow_request_times_out_with_504_and_its_work_is_dropped() {
         tokio::time::sleep(Duration::from_millis(20)).await;
         metrics = server.metrics().await;
     }
-    assert_eq!(metric_value(&metrics, r#"aft_queue_depth{model="tiny-aft"}"#), 0.0);
+    assert_eq!(
+        metric_value(&metrics, r#"aft_queue_depth{model="tiny-aft"}"#),
+        0.0
+    );
     let batches = metric_value(&metrics, r#"aft_batch_size_count{model="tiny-aft"}"#);
     assert!(
         batches < 150.0,

@@ -65,7 +65,10 @@ async fn two_bundles_in_one_server_are_routed_by_model_on_every_route() {
     let served = as_vec(&body["embeddings"][0]);
     let reference = reference(&aft_mini(), &[text.to_string()]);
     let err = relative_error(&served, &reference.embeddings[0]);
-    assert!(err <= 1e-3, "aft-mini via `model` differs from its reference by {err:e}");
+    assert!(
+        err <= 1e-3,
+        "aft-mini via `model` differs from its reference by {err:e}"
+    );
     let (status, body) = server
         .post("/v1/embed", &json!({"inputs": text, "model": "tiny-aft"}))
         .await;
@@ -74,7 +77,10 @@ async fn two_bundles_in_one_server_are_routed_by_model_on_every_route() {
 
     // /v1/embeddings (OpenAI).
     let (status, body) = server
-        .post("/v1/embeddings", &json!({"input": text, "model": "aft-mini"}))
+        .post(
+            "/v1/embeddings",
+            &json!({"input": text, "model": "aft-mini"}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["model"], "aft-mini");
@@ -104,7 +110,10 @@ async fn two_bundles_in_one_server_are_routed_by_model_on_every_route() {
         assert_eq!(result.len(), 3);
         for scored in result {
             let label = scored["label"].as_str().unwrap();
-            assert!(labels.iter().any(|l| l == label), "{label} is not aft-mini's");
+            assert!(
+                labels.iter().any(|l| l == label),
+                "{label} is not aft-mini's"
+            );
         }
     }
 
@@ -125,8 +134,14 @@ async fn two_bundles_in_one_server_are_routed_by_model_on_every_route() {
     assert_eq!(value(r#"aft_inputs_total{model="aft-mini"}"#), 4.0);
     assert_eq!(value(r#"aft_batch_size_count{model="aft-mini"}"#), 3.0);
     for model in ["tiny-aft", "aft-mini"] {
-        assert_eq!(value(&format!(r#"aft_workers_alive{{model="{model}"}}"#)), 1.0);
-        assert_eq!(value(&format!(r#"aft_queue_depth{{model="{model}"}}"#)), 0.0);
+        assert_eq!(
+            value(&format!(r#"aft_workers_alive{{model="{model}"}}"#)),
+            1.0
+        );
+        assert_eq!(
+            value(&format!(r#"aft_queue_depth{{model="{model}"}}"#)),
+            0.0
+        );
         assert_eq!(
             value(&format!(r#"aft_worker_restarts_total{{model="{model}"}}"#)),
             0.0
@@ -193,16 +208,28 @@ async fn one_bundle_served_under_two_names_with_name_equals_dir() {
         .await;
     assert_eq!(status, 200);
     let (status, b) = server
-        .post("/v1/embed", &json!({"inputs": "same weights", "model": "twin"}))
+        .post(
+            "/v1/embed",
+            &json!({"inputs": "same weights", "model": "twin"}),
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(b["model"], "twin");
     let d = max_abs_diff(&as_vec(&a["embeddings"][0]), &as_vec(&b["embeddings"][0]));
-    assert!(d <= 1e-6, "the same bundle under two names differs by {d:e}");
+    assert!(
+        d <= 1e-6,
+        "the same bundle under two names differs by {d:e}"
+    );
     // Each name has a queue and workers of its own, so each counts only its own inputs.
     let metrics = server.metrics().await;
-    assert_eq!(metric_value(&metrics, r#"aft_inputs_total{model="twin"}"#), 1.0);
-    assert_eq!(metric_value(&metrics, r#"aft_inputs_total{model="tiny-aft"}"#), 1.0);
+    assert_eq!(
+        metric_value(&metrics, r#"aft_inputs_total{model="twin"}"#),
+        1.0
+    );
+    assert_eq!(
+        metric_value(&metrics, r#"aft_inputs_total{model="tiny-aft"}"#),
+        1.0
+    );
 }
 
 /// Runs the binary to completion with `AFT_MODEL_DIR` set to `model_dirs` (unset when `None`)
@@ -235,13 +262,22 @@ fn two_models_with_one_name_are_a_start_up_error() {
         &["--model-dir", path(&tiny), "--model-dir", path(&tiny)],
     );
     assert_eq!(code, 1, "{text}");
-    assert!(text.contains(r#"two models are named "tiny-aft""#), "{text}");
-    assert!(!text.contains("listening on"), "it must fail before listening: {text}");
+    assert!(
+        text.contains(r#"two models are named "tiny-aft""#),
+        "{text}"
+    );
+    assert!(
+        !text.contains("listening on"),
+        "it must fail before listening: {text}"
+    );
     // The same through the variable, comma-separated, with the clash made by a given name.
     let named = format!("{},tiny-aft={}", path(&tiny), path(&tiny));
     let (code, text) = run_to_exit(Some(&named), &[]);
     assert_eq!(code, 1, "{text}");
-    assert!(text.contains(r#"two models are named "tiny-aft""#), "{text}");
+    assert!(
+        text.contains(r#"two models are named "tiny-aft""#),
+        "{text}"
+    );
     let (code, text) = run_to_exit(None, &["--model-dir", &format!("={}", path(&tiny))]);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("empty model name"), "{text}");
@@ -279,7 +315,11 @@ async fn readiness_waits_for_every_model_and_a_model_that_cannot_load_stops_the_
         if let Ok(r) = client.get(server.url("/health/ready")).send().await {
             assert_ne!(r.status(), 200, "ready with a model that cannot load");
         }
-        assert!(std::time::Instant::now() < deadline, "{}", server.log_text());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            server.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(status.code(), Some(1), "{}", server.log_text());

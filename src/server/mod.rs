@@ -68,12 +68,7 @@ struct AppState {
 }
 
 impl AppState {
-    fn new(
-        models: ServedModels,
-        metrics: Arc<Metrics>,
-        keys: ApiKeys,
-        http: &HttpConfig,
-    ) -> Self {
+    fn new(models: ServedModels, metrics: Arc<Metrics>, keys: ApiKeys, http: &HttpConfig) -> Self {
         let openapi = openapi::document();
         let docs_html = openapi::render_docs(&openapi);
         Self {

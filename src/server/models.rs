@@ -65,9 +65,10 @@ impl ServedModels {
     pub fn readiness(&self) -> Result<(), ServiceError> {
         for model in self.iter() {
             model.service.readiness().map_err(|err| match err {
-                ServiceError::NotReady(reason) => {
-                    ServiceError::NotReady(format!("model {:?}: {reason}", model.service.model_name))
-                }
+                ServiceError::NotReady(reason) => ServiceError::NotReady(format!(
+                    "model {:?}: {reason}",
+                    model.service.model_name
+                )),
                 other => other,
             })?;
         }

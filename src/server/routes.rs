@@ -6,10 +6,10 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::Engine;
 
+use super::error::{ApiError, ErrorBody};
 use super::extract::ApiJson;
 use super::types::*;
 use super::AppState;
-use super::error::{ApiError, ErrorBody};
 use crate::service::{EmbedOptions, ServiceError, Timing};
 
 #[utoipa::path(
