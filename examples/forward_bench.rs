@@ -1,13 +1,15 @@
 //! In-process limit of a model bundle's forward pass, through tch, with no HTTP and no queue.
 //!
-//! It tokenizes a corpus (JSON lines with a "text" field) with the bundle's tokenizer, forms
-//! batches the way the service's batcher does at saturation (a queue of --queue-depths inputs
-//! drawn in corpus order, batches chosen by the same rule as src/core/batcher.rs within
-//! --max-batch-size sequences and --max-batch-tokens padded tokens), and runs them through `model.pt` cast to float32 under no_grad, on --workers threads
-//! that each own a replica and use --intra-op-threads libtorch threads. It reports sentences/s
-//! and (real, unpadded) tokens/s for every workers x threads pair asked for, a fixed-batch-size
-//! sweep, the bare forward latency of one short sentence (batch 1), tokenization throughput, and
-//! the machine's f32 matrix-multiply GFLOP/s.
+//! It runs the service's own code: the bundle is loaded and checked by `Bundle::load`, the corpus
+//! (JSON lines with a "text" field) is tokenized by the service's `TextTokenizer`, batches are
+//! chosen by the batcher's `select_batch` as the service forms them at saturation (a queue of
+//! --queue-depths inputs drawn in corpus order, within --max-batch-size sequences and
+//! --max-batch-tokens padded tokens), and each of --workers threads owns a replica made by the
+//! service's `TorchFactory` (float32, eval, warmed up, --intra-op-threads libtorch threads) and
+//! runs batches through `TorchBackend::forward` (padding, no_grad, outputs copied to the host).
+//! It reports sentences/s and (real, unpadded) tokens/s for every workers x threads pair asked
+//! for, a fixed-batch-size sweep, the bare forward latency of one short sentence (batch 1),
+//! tokenization throughput, and the machine's f32 matrix-multiply GFLOP/s.
 //!
 //! ```sh
 //! source scripts/env.sh
@@ -17,13 +19,17 @@
 
 use std::io::BufRead;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aft_serve::backend::torch::TorchFactory;
+use aft_serve::bundle::Bundle;
+use aft_serve::core::{select_batch, Backend, BackendFactory, BatchLimits};
+use aft_serve::tokenize::{Input, TextTokenizer};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde_json::{json, Value};
-use tch::{CModule, Device, IValue, Kind, Tensor};
-use tokenizers::{Tokenizer, TruncationParams};
+use tch::{Device, Kind, Tensor};
 
 #[derive(Parser, Debug)]
 #[command(about = "In-process forward-pass throughput and latency of an AFT bundle (tch)")]
@@ -64,119 +70,67 @@ struct Args {
     json: Option<PathBuf>,
 }
 
-struct Bundle {
-    dir: PathBuf,
-    manifest: Value,
-    pad_id: i64,
+/// The bundle, checked as the service checks it, and its tokenizer.
+struct Model {
+    bundle: Arc<Bundle>,
+    tokenizer: TextTokenizer,
 }
 
-impl Bundle {
-    fn open(dir: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(dir.join("manifest.json"))
-            .with_context(|| format!("reading {}/manifest.json", dir.display()))?;
-        let manifest: Value = serde_json::from_str(&text)?;
-        let pad_id = manifest["pad_token_id"].as_i64().unwrap_or(0);
+impl Model {
+    fn load(dir: &std::path::Path) -> Result<Self> {
+        let bundle = Bundle::load(dir).context("invalid model bundle")?;
+        let manifest = &bundle.manifest;
+        let tokenizer = TextTokenizer::from_file(
+            &bundle.tokenizer_path(),
+            manifest.max_seq_len,
+            manifest.vocab_size(),
+        )
+        .context("cannot load the tokenizer")?;
         Ok(Self {
-            dir: dir.to_path_buf(),
-            manifest,
-            pad_id,
+            bundle: Arc::new(bundle),
+            tokenizer,
         })
     }
 
-    fn max_seq_len(&self) -> usize {
-        self.manifest["max_seq_len"].as_u64().unwrap_or(512) as usize
+    /// Token ids of `text` as the service makes them (truncated at the model's limit).
+    fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .tokenizer
+            .encode(0, &Input::Text(text.to_owned()), true)?)
     }
 
-    fn load_model(&self) -> Result<CModule> {
-        let mut m = CModule::load(self.dir.join("model.pt"))?;
-        m.to(Device::Cpu, Kind::Float, false);
-        m.set_eval();
-        Ok(m)
-    }
-
-    fn tokenizer(&self) -> Result<Tokenizer> {
-        let mut tok = Tokenizer::from_file(self.dir.join("tokenizer.json"))
-            .map_err(|e| anyhow::anyhow!("tokenizer.json: {e}"))?;
-        tok.with_truncation(Some(TruncationParams {
-            max_length: self.max_seq_len(),
-            ..Default::default()
-        }))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-        tok.with_padding(None);
-        Ok(tok)
+    /// A warmed-up replica on the CPU, made on (and for) the calling thread exactly as a service
+    /// worker makes its own: `threads` intra-op threads, warmed at the largest batch `limits`
+    /// allow.
+    fn replica(&self, threads: usize, limits: BatchLimits) -> Result<Box<dyn Backend>> {
+        let factory = TorchFactory::new(self.bundle.clone(), Device::Cpu, 1, threads, limits);
+        Ok(factory.create(0)?)
     }
 }
 
-/// Right-padded (ids, mask) tensors for a batch of sequences.
-fn batch_tensors(seqs: &[&[i64]], pad: i64) -> (Tensor, Tensor) {
-    let b = seqs.len();
-    let t = seqs.iter().map(|s| s.len()).max().unwrap_or(1);
-    let mut ids = vec![pad; b * t];
-    let mut mask = vec![0i64; b * t];
-    for (i, s) in seqs.iter().enumerate() {
-        ids[i * t..i * t + s.len()].copy_from_slice(s);
-        mask[i * t..i * t + s.len()].fill(1);
-    }
-    let shape = [b as i64, t as i64];
-    (
-        Tensor::from_slice(&ids).view(shape),
-        Tensor::from_slice(&mask).view(shape),
-    )
-}
-
-fn forward(model: &CModule, seqs: &[&[i64]], pad: i64) -> Result<()> {
-    let (ids, mask) = batch_tensors(seqs, pad);
-    let out = model.forward_is(&[IValue::Tensor(ids), IValue::Tensor(mask)])?;
-    match out {
-        IValue::Tuple(v) if !v.is_empty() => Ok(()),
-        other => bail!("model returned {other:?}, expected a tuple"),
-    }
+/// One forward pass over `batch` (indices into `seqs`).
+fn forward(backend: &mut dyn Backend, seqs: &[Vec<u32>], batch: &[usize]) -> Result<()> {
+    let refs: Vec<&[u32]> = batch.iter().map(|&i| seqs[i].as_slice()).collect();
+    backend.forward(&refs)?;
+    Ok(())
 }
 
 /// Greedy first-come batches over the sequences in order (fixed-batch-size sweep).
-fn fifo_batches(seqs: &[Vec<i64>], max_size: usize) -> Vec<Vec<usize>> {
+fn fifo_batches(seqs: &[Vec<u32>], max_size: usize) -> Vec<Vec<usize>> {
     (0..seqs.len())
         .collect::<Vec<_>>()
-        .chunks(max_size)
+        .chunks(max_size.max(1))
         .map(|c| c.to_vec())
         .collect()
 }
 
-/// The service's batch choice (mirrors `select_batch` in src/core/batcher.rs): the oldest
-/// waiting input always goes; the others join in order of how close their length is to it,
-/// while the batch stays within both limits and at most half of it is padding.
-fn select_batch(lengths: &[usize], max_tokens: usize, max_size: usize) -> Vec<usize> {
-    let Some(&anchor) = lengths.first() else {
-        return Vec::new();
-    };
-    let mut candidates: Vec<usize> = (1..lengths.len()).collect();
-    candidates.sort_by_key(|&i| (lengths[i].abs_diff(anchor), i));
-    let mut indices = vec![0];
-    let (mut longest, mut real) = (anchor, anchor);
-    for i in candidates {
-        if indices.len() >= max_size {
-            break;
-        }
-        let len = lengths[i];
-        let padded = (indices.len() + 1) * longest.max(len);
-        if padded > max_tokens || padded > 2 * (real + len) {
-            continue;
-        }
-        indices.push(i);
-        longest = longest.max(len);
-        real += len;
-    }
-    indices.sort_unstable();
-    indices
-}
-
 /// Batches as the service forms them at saturation under a closed loop of `depth` clients: the
-/// queue holds `depth` inputs drawn in corpus order (cycling), each batch leaves by the
-/// service's rule, and as many new inputs arrive as left. Covers the corpus `rounds` times.
+/// queue holds `depth` inputs drawn in corpus order (cycling), each batch leaves as the batcher's
+/// `select_batch` chooses it, and as many new inputs arrive as left. Covers the corpus `rounds`
+/// times.
 fn service_batches(
-    seqs: &[Vec<i64>],
-    max_size: usize,
-    max_tokens: usize,
+    seqs: &[Vec<u32>],
+    limits: BatchLimits,
     depth: usize,
     rounds: usize,
 ) -> Vec<Vec<usize>> {
@@ -191,7 +145,7 @@ fn service_batches(
             next += 1;
         }
         let lengths: Vec<usize> = pending.iter().map(|&i| seqs[i].len()).collect();
-        let chosen = select_batch(&lengths, max_tokens, max_size);
+        let chosen = select_batch(&lengths, limits).indices;
         let mut batch = Vec::with_capacity(chosen.len());
         for &k in chosen.iter().rev() {
             if let Some(i) = pending.remove(k) {
@@ -219,34 +173,32 @@ struct Throughput {
 /// Runs `batches` round-robin over `workers` threads (each with its own replica and `threads`
 /// intra-op threads) for about `seconds`, after one warm-up pass over the first batches.
 fn run_throughput(
-    bundle: &Bundle,
-    seqs: &[Vec<i64>],
+    model: &Model,
+    limits: BatchLimits,
+    seqs: &[Vec<u32>],
     batches: &[Vec<usize>],
     workers: usize,
-    threads: i32,
+    threads: usize,
     seconds: f64,
 ) -> Result<Throughput> {
-    let models: Vec<CModule> = (0..workers)
-        .map(|_| bundle.load_model())
-        .collect::<Result<_>>()?;
-    let pad = bundle.pad_id;
     let barrier = std::sync::Barrier::new(workers);
     let deadline_holder = std::sync::OnceLock::<Instant>::new();
     let results: Vec<Result<WorkerStats>> = std::thread::scope(|s| {
-        let handles: Vec<_> = models
-            .iter()
-            .enumerate()
-            .map(|(w, model)| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
                 let barrier = &barrier;
                 let deadline_holder = &deadline_holder;
                 s.spawn(move || -> Result<WorkerStats> {
-                    tch::set_num_threads(threads);
-                    let _guard = tch::no_grad_guard();
-                    for b in batches.iter().skip(w).step_by(workers).take(3) {
-                        let refs: Vec<&[i64]> = b.iter().map(|&i| seqs[i].as_slice()).collect();
-                        forward(model, &refs, pad)?;
-                    }
+                    // Every worker reaches the barrier, even one whose replica failed, so the
+                    // others are not left waiting.
+                    let replica = model.replica(threads, limits).and_then(|mut backend| {
+                        for b in batches.iter().skip(w).step_by(workers).take(3) {
+                            forward(backend.as_mut(), seqs, b)?;
+                        }
+                        Ok(backend)
+                    });
                     barrier.wait();
+                    let mut backend = replica?;
                     let start = Instant::now();
                     let deadline =
                         *deadline_holder.get_or_init(|| start + Duration::from_secs_f64(seconds));
@@ -254,11 +206,11 @@ fn run_throughput(
                     let mut k = w;
                     loop {
                         let b = &batches[k % batches.len()];
-                        let refs: Vec<&[i64]> = b.iter().map(|&i| seqs[i].as_slice()).collect();
-                        forward(model, &refs, pad)?;
-                        n += refs.len();
-                        tok += refs.iter().map(|r| r.len()).sum::<usize>();
-                        padded += refs.len() * refs.iter().map(|r| r.len()).max().unwrap_or(0);
+                        forward(backend.as_mut(), seqs, b)?;
+                        let longest = b.iter().map(|&i| seqs[i].len()).max().unwrap_or(0);
+                        n += b.len();
+                        tok += b.iter().map(|&i| seqs[i].len()).sum::<usize>();
+                        padded += b.len() * longest;
                         nb += 1;
                         k += workers;
                         if Instant::now() >= deadline {
@@ -271,7 +223,10 @@ fn run_throughput(
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().expect("worker panicked"))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a worker thread panicked")))
+            })
             .collect()
     });
     let mut t = Throughput {
@@ -312,7 +267,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx]
 }
 
-fn parse_config(s: &str) -> Result<(usize, i32)> {
+fn parse_config(s: &str) -> Result<(usize, usize)> {
     let (w, t) = s
         .split_once('x')
         .with_context(|| format!("config {s:?} is not WxT"))?;
@@ -338,29 +293,24 @@ fn matmul_gflops(n: i64, threads: i32, seconds: f64) -> f64 {
 
 /// Batch-1 forward latency (and tokenize + forward) over `short`, 5 timed rounds after one.
 fn single_latency(
-    bundle: &Bundle,
-    tokenizer: &Tokenizer,
+    model: &Model,
+    limits: BatchLimits,
     texts: &[String],
-    seqs: &[Vec<i64>],
+    seqs: &[Vec<u32>],
     short: &[usize],
-    threads: i32,
+    threads: usize,
 ) -> Result<Value> {
-    tch::set_num_threads(threads);
-    let _guard = tch::no_grad_guard();
-    let model = bundle.load_model()?;
+    let mut backend = model.replica(threads, limits)?;
     let mut fwd = Vec::new();
     let mut full = Vec::new();
     for round in 0..6 {
         for &i in short {
             let t0 = Instant::now();
-            forward(&model, &[seqs[i].as_slice()], bundle.pad_id)?;
+            forward(backend.as_mut(), seqs, &[i])?;
             let dt = t0.elapsed().as_secs_f64() * 1e3;
             let t1 = Instant::now();
-            let enc = tokenizer
-                .encode(texts[i].as_str(), true)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let ids: Vec<i64> = enc.get_ids().iter().map(|&x| x as i64).collect();
-            forward(&model, &[ids.as_slice()], bundle.pad_id)?;
+            let ids = model.encode(&texts[i])?;
+            backend.forward(&[ids.as_slice()])?;
             let dt_full = t1.elapsed().as_secs_f64() * 1e3;
             if round > 0 {
                 fwd.push(dt);
@@ -389,8 +339,17 @@ fn single_latency(
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let bundle = Bundle::open(&args.model_dir)?;
-    let tokenizer = bundle.tokenizer()?;
+    let model = Model::load(&args.model_dir)?;
+    let manifest = &model.bundle.manifest;
+    let (Some(&mbt0), Some(&depth0)) = (args.max_batch_tokens.first(), args.queue_depths.first())
+    else {
+        bail!("--max-batch-tokens and --queue-depths need at least one value each");
+    };
+    // The service's limits for replicas made outside the service-shape points (their warm-up).
+    let base_limits = BatchLimits {
+        max_batch_tokens: mbt0,
+        max_batch_size: args.max_batch_size,
+    };
 
     let file = std::fs::File::open(&args.corpus)
         .with_context(|| format!("opening {}", args.corpus.display()))?;
@@ -416,13 +375,10 @@ fn main() -> Result<()> {
 
     // Tokenization throughput, one thread, one text at a time (as per-request tokenization).
     let start = Instant::now();
-    let mut seqs: Vec<Vec<i64>> = Vec::with_capacity(texts.len());
-    for t in &texts {
-        let enc = tokenizer
-            .encode(t.as_str(), true)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        seqs.push(enc.get_ids().iter().map(|&i| i as i64).collect());
-    }
+    let seqs: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| model.encode(t))
+        .collect::<Result<_>>()?;
     let tok_s = start.elapsed().as_secs_f64();
     let total_tokens: usize = seqs.iter().map(|s| s.len()).sum();
     eprintln!(
@@ -435,9 +391,9 @@ fn main() -> Result<()> {
 
     let mut out = json!({
         "model_dir": args.model_dir.display().to_string(),
-        "model_name": bundle.manifest["name"],
-        "manifest_model": bundle.manifest["model"],
-        "max_seq_len": bundle.max_seq_len(),
+        "model_name": manifest.name,
+        "manifest_model": manifest.model,
+        "max_seq_len": manifest.max_seq_len,
         "corpus": args.corpus.display().to_string(),
         "corpus_texts": seqs.len(),
         "corpus_tokens": total_tokens,
@@ -461,11 +417,14 @@ fn main() -> Result<()> {
     }
     out["matmul"] = Value::Array(mm);
 
-    let configs: Vec<(usize, i32)> = args
+    let configs: Vec<(usize, usize)> = args
         .configs
         .iter()
         .map(|s| parse_config(s))
         .collect::<Result<_>>()?;
+    let Some(&(first_workers, first_threads)) = configs.first() else {
+        bail!("--configs needs at least one WxT pair");
+    };
 
     // Bare forward latency, batch 1, for each thread count in the configs: 200 of the corpus'
     // "short" texts (the load tests' short bodies), or the 200 shortest without buckets.
@@ -475,14 +434,14 @@ fn main() -> Result<()> {
         short.sort_by_key(|&i| seqs[i].len());
     }
     short.truncate(200);
-    let mut thread_counts: Vec<i32> = configs.iter().map(|c| c.1).collect();
+    let mut thread_counts: Vec<usize> = configs.iter().map(|c| c.1).collect();
     thread_counts.dedup();
     let mut by_threads = serde_json::Map::new();
     for (n, &threads) in thread_counts.iter().enumerate() {
         if thread_counts[..n].contains(&threads) {
             continue;
         }
-        let r = single_latency(&bundle, &tokenizer, &texts, &seqs, &short, threads)?;
+        let r = single_latency(&model, base_limits, &texts, &seqs, &short, threads)?;
         if n == 0 {
             out["single_short"] = r.clone();
         }
@@ -492,21 +451,32 @@ fn main() -> Result<()> {
 
     // Service batch shapes: every config x every max-batch-tokens at the first queue depth;
     // the first config at the other depths.
-    let mut points: Vec<(usize, usize, usize, i32)> = Vec::new();
-    let depth0 = args.queue_depths.first().copied().unwrap_or(256);
+    let mut points: Vec<(usize, usize, usize, usize)> = Vec::new();
     for &mbt in &args.max_batch_tokens {
         for &(w, t) in &configs {
             points.push((depth0, mbt, w, t));
         }
     }
     for &d in args.queue_depths.iter().skip(1) {
-        points.push((d, args.max_batch_tokens[0], configs[0].0, configs[0].1));
+        points.push((d, mbt0, first_workers, first_threads));
     }
     let mut service = Vec::new();
     for (depth, mbt, workers, threads) in points {
-        let batches = service_batches(&seqs, args.max_batch_size, mbt, depth, 3);
+        let limits = BatchLimits {
+            max_batch_tokens: mbt,
+            max_batch_size: args.max_batch_size,
+        };
+        let batches = service_batches(&seqs, limits, depth, 3);
         {
-            let t = run_throughput(&bundle, &seqs, &batches, workers, threads, args.seconds)?;
+            let t = run_throughput(
+                &model,
+                limits,
+                &seqs,
+                &batches,
+                workers,
+                threads,
+                args.seconds,
+            )?;
             let mut j = throughput_json(&t);
             eprintln!(
                 "service shapes, depth {depth}, workers {workers} x threads {threads}, \
@@ -525,11 +495,19 @@ fn main() -> Result<()> {
     out["service_shapes"] = Value::Array(service);
 
     // Fixed batch sizes, first config.
-    let (workers, threads) = configs[0];
+    let (workers, threads) = (first_workers, first_threads);
     let mut sweep = Vec::new();
     for &bs in &args.batch_sizes {
         let batches = fifo_batches(&seqs, bs);
-        let t = run_throughput(&bundle, &seqs, &batches, workers, threads, args.seconds)?;
+        let t = run_throughput(
+            &model,
+            base_limits,
+            &seqs,
+            &batches,
+            workers,
+            threads,
+            args.seconds,
+        )?;
         let mut j = throughput_json(&t);
         eprintln!(
             "batch size {bs}, workers {workers} x threads {threads}: {:.1} sentences/s",

@@ -1,14 +1,81 @@
 //! Prometheus metrics, in a registry of their own (no globals, so tests can make many). The names
-//! are a fixed contract with the deployment dashboards and the autoscaler (src/metrics.json).
+//! are a fixed contract with the deployment dashboards, alerts and the autoscaler, written once in
+//! `src/metrics.json` (name, type, label names, help of every family): the help texts come from
+//! it, and registering a family that it does not list, or lists otherwise, fails.
 //!
 //! HTTP families are server-wide; everything the core and the service record is per model, with a
 //! `model` label: [`Metrics::model`] hands each model its own [`ModelMetrics`], the series of
 //! those families for that one model.
 
+use std::collections::BTreeMap;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use serde::{Deserialize, Serialize};
+
+/// `src/metrics.json`: every metric family the service exports.
+pub const CONTRACT_JSON: &str = include_str!("metrics.json");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FamilyType {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One entry of `src/metrics.json`. Names carry no `_bucket`/`_sum`/`_count` suffix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Family {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: FamilyType,
+    pub labels: Vec<String>,
+    pub help: String,
+}
+
+/// The families of `src/metrics.json`, in its order.
+pub fn families() -> Result<Vec<Family>, serde_json::Error> {
+    serde_json::from_str(CONTRACT_JSON)
+}
+
+/// The contract by name, so each registration can take its help text and be checked.
+struct Contract(BTreeMap<String, Family>);
+
+impl Contract {
+    fn load() -> Result<Self, prometheus::Error> {
+        let families =
+            families().map_err(|e| prometheus::Error::Msg(format!("src/metrics.json: {e}")))?;
+        Ok(Self(
+            families.into_iter().map(|f| (f.name.clone(), f)).collect(),
+        ))
+    }
+
+    /// The help text of `name`, after checking that the contract lists it as a `kind` with
+    /// `labels`.
+    fn help(
+        &self,
+        name: &str,
+        kind: FamilyType,
+        labels: &[&str],
+    ) -> Result<&str, prometheus::Error> {
+        let family = self
+            .0
+            .get(name)
+            .ok_or_else(|| prometheus::Error::Msg(format!("{name} is not in src/metrics.json")))?;
+        if family.kind != kind || family.labels != labels {
+            return Err(prometheus::Error::Msg(format!(
+                "{name} is registered as a {kind:?} with labels {labels:?}; src/metrics.json says \
+                 {:?} with {:?}",
+                family.kind, family.labels
+            )));
+        }
+        Ok(&family.help)
+    }
+}
 
 /// The label that names the model on per-model families.
 const MODEL: &str = "model";
@@ -18,6 +85,7 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub requests_in_flight: IntGauge,
+    pub model_info: IntGaugeVec,
     queue_duration: HistogramVec,
     tokenization_duration: HistogramVec,
     inference_duration: HistogramVec,
@@ -26,7 +94,6 @@ pub struct Metrics {
     queue_depth: IntGaugeVec,
     prompt_tokens: IntCounterVec,
     inputs: IntCounterVec,
-    model_info: IntGaugeVec,
     workers_alive: IntGaugeVec,
     worker_restarts: IntCounterVec,
 }
@@ -57,103 +124,85 @@ fn powers_of_two(max_exp: u32) -> Vec<f64> {
 
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
+        let contract = Contract::load()?;
         let registry = Registry::new();
+        let register = |c: Box<dyn prometheus::core::Collector>| registry.register(c);
+        // Per-model families: one series per served model.
         let histogram = |name: &str,
-                         help: &str,
                          buckets: Vec<f64>|
          -> Result<HistogramVec, prometheus::Error> {
+            let help = contract.help(name, FamilyType::Histogram, &[MODEL])?;
             let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &[MODEL])?;
-            registry.register(Box::new(h.clone()))?;
+            register(Box::new(h.clone()))?;
             Ok(h)
         };
-        let queue_duration = histogram(
-            "aft_queue_duration_seconds",
-            "Time inputs wait before their batch runs.",
-            duration_buckets(),
-        )?;
-        let tokenization_duration = histogram(
-            "aft_tokenization_duration_seconds",
-            "Time to tokenize a request.",
-            duration_buckets(),
-        )?;
-        let inference_duration = histogram(
-            "aft_inference_duration_seconds",
-            "Time of one forward pass (one batch).",
-            duration_buckets(),
-        )?;
-        let batch_size = histogram("aft_batch_size", "Sequences per batch.", powers_of_two(10))?;
-        let batch_tokens = histogram(
-            "aft_batch_tokens",
-            "Padded tokens per batch (sequences x longest).",
-            powers_of_two(17),
-        )?;
+        let gauge = |name: &str| -> Result<IntGaugeVec, prometheus::Error> {
+            let help = contract.help(name, FamilyType::Gauge, &[MODEL])?;
+            let g = IntGaugeVec::new(Opts::new(name, help), &[MODEL])?;
+            register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let counter = |name: &str| -> Result<IntCounterVec, prometheus::Error> {
+            let help = contract.help(name, FamilyType::Counter, &[MODEL])?;
+            let c = IntCounterVec::new(Opts::new(name, help), &[MODEL])?;
+            register(Box::new(c.clone()))?;
+            Ok(c)
+        };
 
+        let opts = |name: &str, kind, labels: &[&str]| -> Result<Opts, prometheus::Error> {
+            Ok(Opts::new(name, contract.help(name, kind, labels)?))
+        };
+        let requests_labels = ["route", "status"];
         let requests = IntCounterVec::new(
-            Opts::new(
-                "aft_requests_total",
-                "HTTP requests by route template and status.",
-            ),
-            &["route", "status"],
+            opts("aft_requests_total", FamilyType::Counter, &requests_labels)?,
+            &requests_labels,
         )?;
+        register(Box::new(requests.clone()))?;
         let request_duration = HistogramVec::new(
-            HistogramOpts::new(
+            HistogramOpts::from(opts(
                 "aft_request_duration_seconds",
-                "HTTP request duration by route template.",
-            )
+                FamilyType::Histogram,
+                &["route"],
+            )?)
             .buckets(duration_buckets()),
             &["route"],
         )?;
-        let requests_in_flight =
-            IntGauge::new("aft_requests_in_flight", "HTTP requests being served.")?;
-        let queue_depth = IntGaugeVec::new(
-            Opts::new("aft_queue_depth", "Inputs waiting to be batched."),
-            &[MODEL],
-        )?;
-        let prompt_tokens = IntCounterVec::new(
-            Opts::new("aft_prompt_tokens_total", "Tokens sent to the model."),
-            &[MODEL],
-        )?;
-        let inputs = IntCounterVec::new(
-            Opts::new("aft_inputs_total", "Inputs (texts or token lists) served."),
-            &[MODEL],
-        )?;
+        register(Box::new(request_duration.clone()))?;
+        let model_info_labels = ["model", "variant", "device", "version"];
         let model_info = IntGaugeVec::new(
-            Opts::new("aft_model_info", "A served model; always 1."),
-            &[MODEL, "variant", "device", "version"],
+            opts("aft_model_info", FamilyType::Gauge, &model_info_labels)?,
+            &model_info_labels,
         )?;
-        let workers_alive = IntGaugeVec::new(
-            Opts::new("aft_workers_alive", "Inference workers loaded and serving."),
-            &[MODEL],
-        )?;
-        let worker_restarts = IntCounterVec::new(
-            Opts::new(
-                "aft_worker_restarts_total",
-                "Inference workers restarted after dying.",
-            ),
-            &[MODEL],
-        )?;
+        register(Box::new(model_info.clone()))?;
 
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(request_duration.clone()))?;
-        registry.register(Box::new(queue_depth.clone()))?;
-        registry.register(Box::new(requests_in_flight.clone()))?;
-        registry.register(Box::new(prompt_tokens.clone()))?;
-        registry.register(Box::new(inputs.clone()))?;
-        registry.register(Box::new(model_info.clone()))?;
-        registry.register(Box::new(workers_alive.clone()))?;
-        registry.register(Box::new(worker_restarts.clone()))?;
+        let queue_duration = histogram("aft_queue_duration_seconds", duration_buckets())?;
+        let tokenization_duration =
+            histogram("aft_tokenization_duration_seconds", duration_buckets())?;
+        let inference_duration = histogram("aft_inference_duration_seconds", duration_buckets())?;
+        let batch_size = histogram("aft_batch_size", powers_of_two(10))?;
+        let batch_tokens = histogram("aft_batch_tokens", powers_of_two(17))?;
+        let queue_depth = gauge("aft_queue_depth")?;
+        let requests_in_flight = IntGauge::new(
+            "aft_requests_in_flight",
+            contract.help("aft_requests_in_flight", FamilyType::Gauge, &[])?,
+        )?;
+        register(Box::new(requests_in_flight.clone()))?;
+        let prompt_tokens = counter("aft_prompt_tokens_total")?;
+        let inputs = counter("aft_inputs_total")?;
+        let workers_alive = gauge("aft_workers_alive")?;
+        let worker_restarts = counter("aft_worker_restarts_total")?;
 
         Ok(Self {
             registry,
             requests,
             request_duration,
-            requests_in_flight,
             queue_duration,
             tokenization_duration,
             inference_duration,
             batch_size,
             batch_tokens,
             queue_depth,
+            requests_in_flight,
             prompt_tokens,
             inputs,
             model_info,
@@ -191,5 +240,93 @@ impl Metrics {
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (name, type, label names, help) of every family the registry exports.
+    fn registered(metrics: &Metrics) -> Vec<Family> {
+        // Labelled families appear only once they have a series.
+        metrics.requests.with_label_values(&["/r", "200"]).inc();
+        metrics
+            .request_duration
+            .with_label_values(&["/r"])
+            .observe(0.1);
+        metrics.set_model_info("m", "v", "cpu", "0");
+        metrics.model("m");
+        let mut out: Vec<Family> = metrics
+            .registry
+            .gather()
+            .iter()
+            .map(|f| Family {
+                name: f.name().to_owned(),
+                kind: match f.get_field_type() {
+                    prometheus::proto::MetricType::COUNTER => FamilyType::Counter,
+                    prometheus::proto::MetricType::GAUGE => FamilyType::Gauge,
+                    prometheus::proto::MetricType::HISTOGRAM => FamilyType::Histogram,
+                    other => panic!("{} has unexpected type {other:?}", f.name()),
+                },
+                labels: f.get_metric()[0]
+                    .get_label()
+                    .iter()
+                    .map(|l| l.name().to_owned())
+                    .collect(),
+                help: f.help().to_owned(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    #[test]
+    fn registers_exactly_the_families_of_metrics_json() {
+        let metrics = Metrics::new().unwrap();
+        let mut contract = families().unwrap();
+        contract.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut got = registered(&metrics);
+        // The exposition sorts label names; the contract keeps them in registration order.
+        for f in contract.iter_mut().chain(got.iter_mut()) {
+            f.labels.sort();
+        }
+        assert_eq!(got, contract);
+    }
+
+    #[test]
+    fn the_contract_names_each_family_once_without_sample_suffixes() {
+        let contract = families().unwrap();
+        let mut names: Vec<&str> = contract.iter().map(|f| f.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), contract.len(), "a family is listed twice");
+        for f in &contract {
+            assert!(f.name.starts_with("aft_"), "{}", f.name);
+            assert!(!f.help.is_empty(), "{} has no help", f.name);
+            for suffix in ["_bucket", "_sum", "_count"] {
+                assert!(!f.name.ends_with(suffix), "{}", f.name);
+            }
+        }
+    }
+
+    #[test]
+    fn registering_a_family_the_contract_lists_otherwise_fails() {
+        let contract = Contract::load().unwrap();
+        assert!(contract
+            .help("aft_queue_depth", FamilyType::Gauge, &["model"])
+            .is_ok());
+        assert!(contract
+            .help("aft_queue_depth", FamilyType::Gauge, &[])
+            .is_err());
+        assert!(contract
+            .help("aft_queue_depth", FamilyType::Counter, &["model"])
+            .is_err());
+        assert!(contract
+            .help("aft_requests_total", FamilyType::Counter, &["route"])
+            .is_err());
+        assert!(contract
+            .help("aft_not_in_the_contract", FamilyType::Gauge, &[])
+            .is_err());
     }
 }

@@ -97,16 +97,7 @@ async fn embeddings_equal_the_python_eager_model() {
     assert_eq!(body["object"], "list");
     assert_eq!(body["model"], "tiny-aft");
     assert_eq!(body["usage"]["prompt_tokens"], tokens);
-    for (i, item) in body["data"].as_array().unwrap().iter().enumerate() {
-        assert_eq!(item["object"], "embedding");
-        assert_eq!(item["index"], i);
-        assert!(
-            relative_error(
-                &as_vec(&item["embedding"]),
-                &normalized(&reference.embeddings[i])
-            ) <= 1e-4
-        );
-    }
+    assert_openai_data_matches(&body, &reference.embeddings);
     let (status, body) = server
         .post(
             "/v1/embeddings",
@@ -131,19 +122,25 @@ async fn embeddings_equal_the_python_eager_model() {
         .collect();
     let (status, body) = server.post("/v1/embeddings", &json!({"input": ids})).await;
     assert_eq!(status, 200, "{body}");
-    for (i, item) in body["data"].as_array().unwrap().iter().enumerate() {
-        assert!(
-            relative_error(
-                &as_vec(&item["embedding"]),
-                &normalized(&reference.embeddings[i])
-            ) <= 1e-4
-        );
-    }
+    assert_openai_data_matches(&body, &reference.embeddings[..3]);
     let (status, body) = server
         .post("/v1/embeddings", &json!({"input": ids[0]}))
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"].as_array().unwrap().len(), 1);
+}
+
+/// The `data` of an OpenAI embeddings answer: one `embedding` object per reference row, in order,
+/// equal to the normalised reference.
+fn assert_openai_data_matches(body: &Value, reference: &[Vec<f32>]) {
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), reference.len(), "{body}");
+    for (i, (item, r)) in data.iter().zip(reference).enumerate() {
+        assert_eq!(item["object"], "embedding");
+        assert_eq!(item["index"], i);
+        let err = relative_error(&as_vec(&item["embedding"]), &normalized(r));
+        assert!(err <= 1e-4, "data[{i}] differs by {err:e}");
+    }
 }
 
 #[tokio::test]
@@ -250,13 +247,7 @@ async fn sixty_four_concurrent_clients_get_their_own_answers() {
         metric_value(&metrics, r#"aft_inputs_total{model="tiny-aft"}"#),
         64.0
     );
-    assert_eq!(
-        metric_value(
-            &metrics,
-            r#"aft_requests_total{route="/v1/embed",status="200"}"#
-        ),
-        64.0
-    );
+    assert_eq!(requests_total(&metrics, "/v1/embed", 200), 64.0);
 }
 
 #[tokio::test]
@@ -355,23 +346,29 @@ async fn routes_headers_and_metrics() {
     assert_eq!(status, 405);
     assert_error_shape(&body);
 
+    // Every family of the contract (src/metrics.json) is exported: its help, its type, and its
+    // label names on its samples.
     let metrics = server.metrics().await;
-    for name in [
-        "aft_requests_total",
-        "aft_request_duration_seconds_bucket",
-        "aft_queue_duration_seconds_bucket",
-        "aft_tokenization_duration_seconds_bucket",
-        "aft_inference_duration_seconds_bucket",
-        "aft_batch_size_bucket",
-        "aft_batch_tokens_bucket",
-        "aft_queue_depth",
-        "aft_requests_in_flight",
-        "aft_prompt_tokens_total",
-        "aft_inputs_total",
-        "aft_workers_alive",
-        "aft_worker_restarts_total",
-    ] {
-        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    for family in aft_serve::metrics::families().unwrap() {
+        let kind = serde_json::to_value(family.kind).unwrap();
+        let kind = kind.as_str().unwrap();
+        for line in [
+            format!("# HELP {} {}", family.name, family.help),
+            format!("# TYPE {} {kind}", family.name),
+        ] {
+            assert!(
+                metrics.lines().any(|l| l == line),
+                "{line:?} missing:\n{metrics}"
+            );
+        }
+        let mut expected = family.labels.clone();
+        expected.sort();
+        assert_eq!(
+            sample_label_names(&metrics, &family.name),
+            Some(expected),
+            "labels of {}:\n{metrics}",
+            family.name
+        );
     }
     assert_eq!(
         metric_value(
@@ -380,27 +377,9 @@ async fn routes_headers_and_metrics() {
         ),
         1.0
     );
-    assert_eq!(
-        metric_value(
-            &metrics,
-            r#"aft_requests_total{route="/v1/embed",status="200"}"#
-        ),
-        1.0
-    );
-    assert_eq!(
-        metric_value(
-            &metrics,
-            r#"aft_requests_total{route="unmatched",status="404"}"#
-        ),
-        2.0
-    );
-    assert_eq!(
-        metric_value(
-            &metrics,
-            r#"aft_requests_total{route="/v1/embed",status="405"}"#
-        ),
-        1.0
-    );
+    assert_eq!(requests_total(&metrics, "/v1/embed", 200), 1.0);
+    assert_eq!(requests_total(&metrics, "unmatched", 404), 2.0);
+    assert_eq!(requests_total(&metrics, "/v1/embed", 405), 1.0);
     assert_eq!(
         metric_value(&metrics, r#"aft_workers_alive{model="tiny-aft"}"#),
         1.0
@@ -417,6 +396,83 @@ async fn routes_headers_and_metrics() {
         !metrics.contains("/v2/whatever"),
         "raw paths must not become labels"
     );
+}
+
+#[tokio::test]
+async fn the_queue_time_header_and_metric_measure_the_same_wait() {
+    let server = Server::start(FAST).await;
+    let client = reqwest::Client::new();
+    let (mut header_total_ms, mut inputs) = (0.0, 0);
+    for texts in [vec!["one input"], vec!["two", "inputs"]] {
+        let r = client
+            .post(server.url("/v1/embed"))
+            .json(&json!({ "inputs": texts }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let queue_ms: f64 = r.headers()["x-queue-time"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        // A request's inputs are admitted together and run in one batch here, so each waited
+        // what the header says.
+        header_total_ms += queue_ms * texts.len() as f64;
+        inputs += texts.len();
+        let metrics = server.metrics().await;
+        assert_eq!(
+            metric_value(&metrics, r#"aft_batch_size_sum{model="tiny-aft"}"#),
+            inputs as f64
+        );
+        assert_eq!(
+            metric_value(
+                &metrics,
+                r#"aft_queue_duration_seconds_count{model="tiny-aft"}"#
+            ),
+            inputs as f64
+        );
+        let metric_total_ms = metric_value(
+            &metrics,
+            r#"aft_queue_duration_seconds_sum{model="tiny-aft"}"#,
+        ) * 1000.0;
+        // The header is rounded to the microsecond.
+        assert!(
+            (metric_total_ms - header_total_ms).abs() <= 0.0006 * inputs as f64,
+            "metric {metric_total_ms} ms, headers {header_total_ms} ms"
+        );
+    }
+    let metrics = server.metrics().await;
+    assert_eq!(
+        metric_value(&metrics, r#"aft_batch_size_count{model="tiny-aft"}"#),
+        2.0
+    );
+}
+
+/// Sorted label names of the first sample of family `name` in a text exposition (a histogram's
+/// `le` left out); `None` when the family has no sample.
+fn sample_label_names(metrics: &str, name: &str) -> Option<Vec<String>> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let rest = ["_bucket", "_sum", "_count", ""]
+                .iter()
+                .find_map(|suffix| rest.strip_prefix(suffix))
+                .filter(|r| r.starts_with(['{', ' ']))?;
+            let Some(labels) = rest.strip_prefix('{') else {
+                return Some(Vec::new());
+            };
+            let labels = &labels[..labels.find('}')?];
+            let mut names: Vec<String> = labels
+                .split("\",")
+                .filter_map(|pair| pair.split_once('=').map(|(k, _)| k.to_owned()))
+                .filter(|k| k != "le")
+                .collect();
+            names.sort();
+            Some(names)
+        })
 }
 
 #[tokio::test]
@@ -519,13 +575,7 @@ async fn an_inference_failure_answers_500_and_the_service_keeps_serving() {
     assert_eq!(status, 200);
     assert_eq!(server.get("/health/ready").await.0, 200);
     let metrics = server.metrics().await;
-    assert_eq!(
-        metric_value(
-            &metrics,
-            r#"aft_requests_total{route="/v1/embeddings",status="500"}"#
-        ),
-        1.0
-    );
+    assert_eq!(requests_total(&metrics, "/v1/embeddings", 500), 1.0);
     assert_eq!(
         metric_value(&metrics, r#"aft_worker_restarts_total{model="tiny-aft"}"#),
         0.0

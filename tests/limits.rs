@@ -5,74 +5,137 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
+
+/// One sequence per batch, small batches, one libtorch thread: the queue drains slowly.
+const ONE_SEQUENCE_PER_BATCH: &[&str] = &[
+    "--max-batch-size",
+    "1",
+    "--max-batch-tokens",
+    "128",
+    "--intra-op-threads",
+    "1",
+];
+
+/// Asserts a 429 in the error shape, with a `Retry-After` of at least a second.
+fn assert_queue_full(status: u16, retry_after: Option<&str>, body: &Value) {
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(assert_error_shape(body), "queue_full");
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    let secs: u64 = retry_after.expect("Retry-After on 429").parse().unwrap();
+    assert!(secs >= 1);
+}
+
+/// POSTs `inputs` to `/v1/embed` in a task of its own; yields (status, Retry-After, body).
+fn spawn_embed(
+    server: &Server,
+    inputs: Vec<String>,
+) -> tokio::task::JoinHandle<(u16, Option<String>, Value)> {
+    let url = server.url("/v1/embed");
+    tokio::spawn(async move {
+        let r = reqwest::Client::new()
+            .post(url)
+            .json(&json!({ "inputs": inputs }))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let retry_after = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body: Value = r.json().await.unwrap();
+        (status, retry_after, body)
+    })
+}
+
+fn texts(texts: &[&str]) -> Vec<String> {
+    texts.iter().map(|t| t.to_string()).collect()
+}
 
 #[tokio::test]
-async fn a_full_queue_answers_429_with_retry_after_at_once() {
+async fn a_request_that_does_not_fit_the_queue_is_refused_at_once_with_429() {
+    // A batch of one is not full (max 2), so with a 60 s --max-wait-us the first input waits in
+    // the queue for company: the queue stays occupied, deterministically, until a second comes.
     let server = Server::start(&[
         "--max-queue-size",
-        "8",
+        "4",
         "--max-client-batch-size",
-        "8",
+        "4",
         "--max-batch-size",
-        "1",
+        "2",
         "--max-batch-tokens",
-        "128",
+        "256",
+        "--max-wait-us",
+        "60000000",
         "--intra-op-threads",
         "1",
     ])
     .await;
+    let waiting = spawn_embed(&server, texts(&["the first input waits for company"]));
+    server
+        .wait_for_metric(r#"aft_queue_depth{model="tiny-aft"}"#, |v| v == 1.0)
+        .await;
+
+    // 1 waiting + 4 more > 4: refused while the input ahead of it still waits, so the refusal
+    // did not wait for space.
+    let (status, retry_after, body) = spawn_embed(&server, texts(&["a", "b", "c", "d"]))
+        .await
+        .unwrap();
+    assert_queue_full(status, retry_after.as_deref(), &body);
+    assert!(
+        !waiting.is_finished(),
+        "the queued request was answered before the refusal"
+    );
+
+    // A second input completes the batch: both run together.
+    let (status, _, body) = spawn_embed(&server, texts(&["the second input"]))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = waiting.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let metrics = server.metrics().await;
+    assert_eq!(requests_total(&metrics, "/v1/embed", 429), 1.0);
+    assert_eq!(
+        metric_value(&metrics, r#"aft_batch_size_count{model="tiny-aft"}"#),
+        1.0
+    );
+    // The refused request cost no inference.
+    assert_eq!(
+        metric_value(&metrics, r#"aft_inputs_total{model="tiny-aft"}"#),
+        2.0
+    );
+    assert_eq!(
+        metric_value(&metrics, r#"aft_queue_depth{model="tiny-aft"}"#),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn an_overloaded_queue_refuses_the_excess_and_runs_only_what_it_admitted() {
+    let mut args = vec!["--max-queue-size", "8", "--max-client-batch-size", "8"];
+    args.extend_from_slice(ONE_SEQUENCE_PER_BATCH);
+    let server = Server::start(&args).await;
     let long = "a long text that fills the window ".repeat(30);
-    let url = server.url("/v1/embed");
     // 48 requests of 8 long inputs each, one sequence per batch: the queue (8 inputs) overflows.
     let tasks: Vec<_> = (0..48)
-        .map(|i| {
-            let (url, text) = (url.clone(), format!("{i} {long}"));
-            tokio::spawn(async move {
-                let started = std::time::Instant::now();
-                let r = reqwest::Client::new()
-                    .post(url)
-                    .json(&json!({"inputs": vec![text; 8]}))
-                    .send()
-                    .await
-                    .unwrap();
-                let status = r.status().as_u16();
-                let retry_after = r
-                    .headers()
-                    .get("retry-after")
-                    .map(|v| v.to_str().unwrap().to_owned());
-                let body: serde_json::Value = r.json().await.unwrap();
-                (status, retry_after, body, started.elapsed())
-            })
-        })
+        .map(|i| spawn_embed(&server, vec![format!("{i} {long}"); 8]))
         .collect();
     let (mut ok, mut refused) = (0, 0);
     for task in tasks {
-        let (status, retry_after, body, _elapsed) = task.await.unwrap();
-        match status {
-            200 => {
-                ok += 1;
-                assert_eq!(body["embeddings"].as_array().unwrap().len(), 8);
-            }
-            429 => {
-                refused += 1;
-                assert_eq!(assert_error_shape(&body), "queue_full");
-                assert_eq!(body["error"]["type"], "rate_limit_error");
-                let secs: u64 = retry_after.expect("Retry-After on 429").parse().unwrap();
-                assert!(secs >= 1);
-            }
-            other => panic!("unexpected status {other}: {body}"),
+        let (status, retry_after, body) = task.await.unwrap();
+        if status == 200 {
+            ok += 1;
+            assert_eq!(body["embeddings"].as_array().unwrap().len(), 8);
+        } else {
+            refused += 1;
+            assert_queue_full(status, retry_after.as_deref(), &body);
         }
     }
     assert!(ok >= 1 && refused >= 1, "ok {ok}, refused {refused}");
     let metrics = server.metrics().await;
-    assert_eq!(
-        metric_value(
-            &metrics,
-            r#"aft_requests_total{route="/v1/embed",status="429"}"#
-        ),
-        refused as f64
-    );
+    assert_eq!(requests_total(&metrics, "/v1/embed", 429), refused as f64);
     assert_eq!(
         metric_value(&metrics, r#"aft_queue_depth{model="tiny-aft"}"#),
         0.0
@@ -86,17 +149,9 @@ async fn a_full_queue_answers_429_with_retry_after_at_once() {
 
 #[tokio::test]
 async fn a_slow_request_times_out_with_504_and_its_work_is_dropped() {
-    let server = Server::start(&[
-        "--request-timeout",
-        "30ms",
-        "--max-batch-size",
-        "1",
-        "--max-batch-tokens",
-        "128",
-        "--intra-op-threads",
-        "1",
-    ])
-    .await;
+    let mut args = vec!["--request-timeout", "30ms"];
+    args.extend_from_slice(ONE_SEQUENCE_PER_BATCH);
+    let server = Server::start(&args).await;
     let long = "a long text that fills the window ".repeat(30);
     let inputs: Vec<String> = (0..300).map(|i| format!("{i} {long}")).collect();
     let started = std::time::Instant::now();
@@ -107,30 +162,15 @@ async fn a_slow_request_times_out_with_504_and_its_work_is_dropped() {
     // The service keeps answering, and the abandoned inputs never reach the model.
     let (status, _) = server.post("/v1/embed", &json!({"inputs": "short"})).await;
     assert_eq!(status, 200);
-    let mut metrics = server.metrics().await;
-    for _ in 0..100 {
-        if metric_value(&metrics, r#"aft_queue_depth{model="tiny-aft"}"#) == 0.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        metrics = server.metrics().await;
-    }
-    assert_eq!(
-        metric_value(&metrics, r#"aft_queue_depth{model="tiny-aft"}"#),
-        0.0
-    );
+    let metrics = server
+        .wait_for_metric(r#"aft_queue_depth{model="tiny-aft"}"#, |v| v == 0.0)
+        .await;
     let batches = metric_value(&metrics, r#"aft_batch_size_count{model="tiny-aft"}"#);
     assert!(
         batches < 150.0,
         "{batches} of 300 abandoned inputs were still run"
     );
-    assert_eq!(
-        metric_value(
-            &metrics,
-            r#"aft_requests_total{route="/v1/embed",status="504"}"#
-        ),
-        1.0
-    );
+    assert_eq!(requests_total(&metrics, "/v1/embed", 504), 1.0);
 }
 
 /// Runs the binary to completion and returns (exit code, stderr + stdout).
@@ -149,25 +189,36 @@ fn run_to_exit(args: &[&str]) -> (i32, String) {
 }
 
 #[test]
-fn cuda_on_a_machine_without_it_fails_with_one_clear_error() {
-    if tch::Cuda::is_available() {
-        eprintln!("CUDA is available here; see scripts/gpu-check instead");
-        return;
-    }
+fn an_unusable_device_fails_with_one_clear_error() {
     let tiny = tiny();
-    for device in ["cuda", "cuda:1"] {
-        let (code, text) =
-            run_to_exit(&["--model-dir", tiny.to_str().unwrap(), "--device", device]);
-        assert_eq!(code, 1, "{text}");
-        assert!(text.contains("CUDA is not available"), "{text}");
-        assert!(text.contains(&format!("--device {device}")), "{text}");
-    }
-    let (code, text) = run_to_exit(&["--model-dir", tiny.to_str().unwrap(), "--device", "tpu"]);
-    assert_eq!(code, 1);
+    let run =
+        |device: &str| run_to_exit(&["--model-dir", tiny.to_str().unwrap(), "--device", device]);
+    let (code, text) = run("tpu");
+    assert_eq!(code, 1, "{text}");
     assert!(
         text.contains("expected cpu, cuda, cuda:N or auto"),
         "{text}"
     );
+    // This test links libtorch as the binary does, so it sees the CUDA devices the binary sees.
+    if tch::Cuda::is_available() {
+        let count = tch::Cuda::device_count();
+        let device = format!("cuda:{count}");
+        let (code, text) = run(&device);
+        assert_eq!(code, 1, "{text}");
+        assert!(
+            text.contains(&format!(
+                "--device {device}: there are {count} CUDA device(s)"
+            )),
+            "{text}"
+        );
+    } else {
+        for device in ["cuda", "cuda:1"] {
+            let (code, text) = run(device);
+            assert_eq!(code, 1, "{text}");
+            assert!(text.contains("CUDA is not available"), "{text}");
+            assert!(text.contains(&format!("--device {device}")), "{text}");
+        }
+    }
 }
 
 #[test]

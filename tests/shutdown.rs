@@ -37,14 +37,18 @@ async fn sigterm_during_load_loses_no_accepted_request() {
     // A large request first: its inputs are older, so everything after it waits in the queue.
     let long = "a long text that fills the whole window of the model ".repeat(12);
     let blocker = post((0..256).map(|i| format!("{i} {long}")).collect());
-    wait_for_metric(&server, r#"aft_queue_depth{model="tiny-aft"}"#, 1.0).await;
+    server
+        .wait_for_metric(r#"aft_queue_depth{model="tiny-aft"}"#, |v| v >= 1.0)
+        .await;
     let clients = 24;
     let text = "a medium length sentence about the shutdown of services";
     let tasks: Vec<_> = (0..clients)
         .map(|i| post(vec![format!("{i} {text}"); 16]))
         .collect();
     // Every request is accepted and in flight (plus the metrics request itself) before the signal.
-    wait_for_metric(&server, "aft_requests_in_flight", (clients + 2) as f64).await;
+    server
+        .wait_for_metric("aft_requests_in_flight", |v| v >= (clients + 2) as f64)
+        .await;
     let stopping = tokio::task::spawn_blocking(move || {
         let status = server.terminate(Duration::from_secs(90));
         (status, server)
@@ -72,21 +76,6 @@ async fn sigterm_during_load_loses_no_accepted_request() {
     );
     // Nothing listens any more.
     assert!(reqwest::get(server.url("/health/live")).await.is_err());
-}
-
-async fn wait_for_metric(server: &Server, name: &str, at_least: f64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let metrics = server.metrics().await;
-        if metric_value(&metrics, name) >= at_least {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{name} never reached {at_least}:\n{metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[tokio::test]

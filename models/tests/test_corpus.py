@@ -169,14 +169,14 @@ def test_mallard_keeps_paragraphs_and_drops_metadata_titles_and_screens():
     ]
 
 
-def test_docbook_keeps_paras_and_drops_programlistings_and_dtd_entities():
+def test_docbook_keeps_paras_drops_programlistings_and_resolves_dtd_entities():
     src = (
         "<chapter><title>Accounts</title><para>&app; keeps <emphasis>accounts</emphasis> "
         "in a tree.</para><programlisting>gnucash --help</programlisting>"
         "<note><para>Back up your file &amp; keep it safe.</para></note></chapter>"
     )
     assert docbook_paragraphs(src) == [
-        "keeps accounts in a tree.",
+        "GnuCash keeps accounts in a tree.",
         "Back up your file & keep it safe.",
     ]
 
@@ -428,6 +428,10 @@ def test_build_splits_by_document_deterministically(tmp_path):
     assert s1["totals"] == s2["totals"] == {"train": len(train), "heldout": len(held)}
     # Consumers call load("train.jsonl"): it finds the compressed file.
     assert corpus.load(tmp_path / "a" / "train.jsonl") == train
+    # The report's count table has the source's row and the totals.
+    table = corpus.markdown(json.loads((tmp_path / "a" / "summary.json").read_text()))
+    assert f"| fake | test source | 400 | {len(train):,} | {len(held):,} |" in table
+    assert f"**{len(train):,}**" in table
 
 
 def test_build_refuses_missing_packages_and_says_how_to_fetch(tmp_path):
@@ -488,6 +492,25 @@ def test_document_walk_reads_only_its_own_packages_files(tmp_path):
     (tmp_path / "lists" / "sed.list").write_text("usr/share/info\nusr/share/info/sed.info\n")
     spec = documents.Files("sed", ("usr/share/info/*.info*",), "info")
     assert [rel for rel, _ in documents.document_files(root, spec)] == ["usr/share/info/sed.info"]
+
+
+def test_document_ids_name_the_document_not_the_file_piece():
+    assert documents._doc_name("usr/share/man/man2/open.2.gz") == "open.2"
+    # The numbered pieces of an Info manual are one document: they fall on one side.
+    assert {
+        documents._doc_name(f"usr/share/info/guile-3.0/guile.info-{i}.gz") for i in (1, 2, 10)
+    } == {"info/guile-3.0/guile.info"}
+
+
+def test_document_walk_skips_licence_texts(tmp_path):
+    folder = tmp_path / "usr/share/help/C/mines"
+    folder.mkdir(parents=True)
+    for name in ("license.page", "gpl-2.0.page", "legal.xml", "bug-filing.page"):
+        (folder / name).write_text("<page><p>Some text.</p></page>")
+    spec = documents.Files("mines", ("usr/share/help/C/**/*.*",), "mallard")
+    assert [rel.rsplit("/", 1)[1] for rel, _ in documents.document_files(tmp_path, spec)] == [
+        "bug-filing.page"
+    ]
 
 
 def test_debian_descriptions_skip_reserved_packages(tmp_path):

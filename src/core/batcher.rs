@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
@@ -192,12 +192,6 @@ impl Batcher {
         self.metrics
             .batch_tokens
             .observe(selection.padded_tokens as f64);
-        let now = Instant::now();
-        for entry in &taken {
-            self.metrics
-                .queue_duration
-                .observe(now.duration_since(entry.enqueued).as_secs_f64());
-        }
         taken
     }
 }

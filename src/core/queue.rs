@@ -33,6 +33,13 @@ impl Entry {
     pub fn is_cancelled(&self) -> bool {
         self.reply.is_closed()
     }
+
+    /// The one definition of queue time: from admission until the forward pass of the input's
+    /// batch starts (waiting for a batch, then for a worker). Both `aft_queue_duration_seconds`
+    /// and `x-queue-time` report it.
+    pub fn queue_time(&self, forward_started: Instant) -> Duration {
+        forward_started.saturating_duration_since(self.enqueued)
+    }
 }
 
 /// Shared count of inputs admitted but not yet taken into a batch.

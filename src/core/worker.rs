@@ -205,6 +205,11 @@ fn run_job(backend: &mut dyn Backend, job: Job, metrics: &ModelMetrics) -> Resul
     }
     let sequences: Vec<&[u32]> = entries.iter().map(|e| e.ids.as_slice()).collect();
     let started = Instant::now();
+    for entry in &entries {
+        metrics
+            .queue_duration
+            .observe(entry.queue_time(started).as_secs_f64());
+    }
     let result = catch_unwind(AssertUnwindSafe(|| backend.forward(&sequences)));
     let inference_time = started.elapsed();
     metrics
@@ -233,7 +238,7 @@ fn run_job(backend: &mut dyn Backend, job: Job, metrics: &ModelMetrics) -> Resul
         }
     };
     for (entry, output) in entries.into_iter().zip(outputs) {
-        let queue_time = started.saturating_duration_since(entry.enqueued);
+        let queue_time = entry.queue_time(started);
         let _ = entry.reply.send(Ok(Completed {
             output,
             queue_time,

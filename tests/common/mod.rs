@@ -110,21 +110,39 @@ impl Server {
     }
 
     pub async fn wait_ready(&self) {
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Ok(r) = client.get(self.url("/health/ready")).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server never became ready; logs:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let client = &reqwest::Client::new();
+        let url = &self.url("/health/ready");
+        let ready = || async move {
+            let r = client.get(url).send().await;
+            r.is_ok_and(|r| r.status() == 200)
+        };
+        if !poll_until(Duration::from_secs(120), Duration::from_millis(50), ready).await {
+            panic!("server never became ready; logs:\n{}", self.log_text());
         }
+    }
+
+    /// Polls `/metrics` until the sample `name` satisfies `accept`; returns the exposition that
+    /// did. Panics with the last exposition after 30 s.
+    pub async fn wait_for_metric(&self, name: &str, accept: impl Fn(f64) -> bool) -> String {
+        let last = Mutex::new(String::new());
+        let (accept, last_ref) = (&accept, &last);
+        let reached = poll_until(
+            Duration::from_secs(30),
+            Duration::from_millis(5),
+            || async move {
+                let metrics = self.metrics().await;
+                let ok = accept(metric_value(&metrics, name));
+                *last_ref.lock().unwrap() = metrics;
+                ok
+            },
+        )
+        .await;
+        let metrics = last.into_inner().unwrap();
+        assert!(
+            reached,
+            "{name} never reached the expected value:\n{metrics}"
+        );
+        metrics
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -204,6 +222,24 @@ impl Server {
             .text()
             .await
             .unwrap()
+    }
+}
+
+/// Calls `check` every `every` until it returns true (then true) or `limit` has passed (false).
+pub async fn poll_until<F, Fut>(limit: Duration, every: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -424,6 +460,14 @@ export_bundle(model.eval(), tokenizer, out, name="tiny-head", labels=labels, dty
         ],
     );
     out
+}
+
+/// `aft_requests_total` for one route template and status.
+pub fn requests_total(metrics: &str, route: &str, status: u16) -> f64 {
+    metric_value(
+        metrics,
+        &format!(r#"aft_requests_total{{route="{route}",status="{status}"}}"#),
+    )
 }
 
 /// The value of a metric line `name value` (name with labels as rendered).

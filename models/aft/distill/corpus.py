@@ -24,6 +24,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from collections import Counter, defaultdict
@@ -163,7 +164,7 @@ def build(
             straddle = docs["train"] & docs["heldout"]
             if straddle:  # impossible by construction; checked because the split relies on it
                 raise AssertionError(f"{src.name}: documents in both splits: {list(straddle)[:3]}")
-            per_source[src.name] = dict(stats) | {"kinds": dict(kinds)}
+            per_source[src.name] = dict(stats) | {"kinds": dict(kinds), "about": src.about}
             total = stats["train"] + stats["heldout"]
             print(
                 f"{src.name}: {total} texts ({stats['heldout']} held-out) from "
@@ -235,24 +236,36 @@ def load(path: Path) -> list[dict]:
 def markdown(summary: dict) -> str:
     """The per-source count and licence tables, as docs/CORPUS.md shows them."""
     lines = [
-        "| source | documents | train texts | held-out texts | words / text | dropped as "
-        "duplicates |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| source | what | documents | train texts | held-out texts | words / text | dropped "
+        "as duplicates |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, s in summary["sources"].items():
         n = s.get("train", 0) + s.get("heldout", 0)
         dups = s.get("duplicate_exact", 0) + s.get("duplicate_normalized", 0)
         lines.append(
-            f"| {name} | {s['docs_train'] + s['docs_heldout']:,} | {s.get('train', 0):,} | "
+            f"| {name} | {s.get('about', '')} | {s['docs_train'] + s['docs_heldout']:,} | "
+            f"{s.get('train', 0):,} | "
             f"{s.get('heldout', 0):,} | {s.get('words', 0) / max(n, 1):.1f} | {dups:,} |"
         )
     t = summary["totals"]
-    lines.append(f"| **total** | | **{t['train']:,}** | **{t['heldout']:,}** | | |")
+    lines.append(f"| **total** | | | **{t['train']:,}** | **{t['heldout']:,}** | | |")
     lines += ["", "| source | package | version | licence (copyright file) |"]
     lines.append("| --- | --- | --- | --- |")
     for r in summary["packages"]:
-        lines.append(f"| {r['source']} | `{r['package']}` | {r['version']} | {r['licence']} |")
+        lic = _short_licence(r["licence"])
+        lines.append(f"| {r['source']} | `{r['package']}` | {r['version']} | {lic} |")
     return "\n".join(lines)
+
+
+def _short_licence(text: str, keep: int = 3) -> str:
+    """The main licence and the first few others (summary.json keeps the whole list)."""
+    m = re.match(r"(.*) \(other files: (.*)\)$", text)
+    if not m:
+        return text
+    others = m.group(2).split("; ")
+    more = f"; +{len(others) - keep} more" if len(others) > keep else ""
+    return f"{m.group(1)} (other files: {'; '.join(others[:keep])}{more})"
 
 
 def _select(names: str) -> list[Source]:
@@ -277,7 +290,12 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     sources = _select(args.sources)
     if args.command == "report":
-        print(markdown(json.loads((args.out / "summary.json").read_text())))
+        summary = json.loads((args.out / "summary.json").read_text())
+        built = [s for s in SOURCES if s.name in summary["sources"]]
+        summary["packages"] = package_table(args.debs, built)  # licences as parsed now
+        for src in built:
+            summary["sources"][src.name]["about"] = src.about
+        print(markdown(summary))
         return
     packages = all_packages(sources)
     if args.command == "fetch" or args.fetch:

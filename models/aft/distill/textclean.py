@@ -318,6 +318,24 @@ _XML_SKIP = re.compile(
 )
 
 
+# Entities that DocBook manuals define in external DTDs (KDE's kdoctools, GnuCash's): the word
+# they stand for; others become their own name (&konqueror; -> Konqueror), boilerplate nothing.
+_ENTITY_WORDS = {
+    "ie": "i.e.", "eg": "e.g.", "etc": "etc.", "kde": "KDE", "app": "GnuCash",
+    "kappname": "the application", "package": "the package", "FDLNotice": "", "underFDL": "",
+    "underGPL": "", "FDLInvariantSections": "", "reporting.bugs": "", "updating.documentation": "",
+}  # fmt: skip
+
+
+def _entity_word(m: re.Match) -> str:
+    name = m.group(1)
+    if name in _ENTITY_WORDS:
+        return _ENTITY_WORDS[name]
+    if "." in name or "-" in name:
+        return ""  # boilerplate blocks (&documentation.index;)
+    return name if any(c.isupper() for c in name) else name.capitalize()
+
+
 def xml_paragraphs(src: str, tags: tuple[str, ...] = ("p",)) -> list[str]:
     """Text of the paragraph elements (Mallard <p>, DocBook <para>); metadata, titles, code and
     screen blocks dropped, inline markup reduced to its words."""
@@ -329,7 +347,7 @@ def xml_paragraphs(src: str, tags: tuple[str, ...] = ("p",)) -> list[str]:
         if re.search(rf"<({names})\b", body):
             continue  # a wrapper around nested paragraphs: they are found on their own
         text = html.unescape(re.sub(r"<[^>]+>", "", body))
-        out.append(squash(re.sub(r"&[\w.-]+;", "", text)))  # entities of an external DTD
+        out.append(squash(re.sub(r"&([\w.-]+);", _entity_word, text)))
     return [t for t in out if t]
 
 

@@ -52,14 +52,20 @@ SOURCES: list[Source] = [
     ),
     Source("foldoc", ("dict-foldoc",), lexical.foldoc, "Free On-line Dictionary of Computing"),
     Source("jargon", ("dict-jargon",), lexical.jargon, "The Jargon File 4.4.7"),
-    _source("man-pages", D.MAN_PAGES, "manual pages: Linux man-pages, git, OpenSSL"),
+    _source(
+        "man-pages",
+        D.MAN_PAGES,
+        "man pages: Linux man-pages, git, OpenSSL, systemd, util-linux, core tools, Debian "
+        "packaging tools",
+    ),
     _source("perl-doc", D.PERL_DOC, "Perl's manuals and FAQs (POD)"),
     _source("linux-doc", D.LINUX_DOC, "Linux kernel documentation (reStructuredText)"),
     _source(
         "debian-docs",
         D.DEBIAN_DOCS,
         "Debian manuals: Administrator's Handbook, Reference, FAQ, Policy, Developer's "
-        "Reference, New Maintainers' Guide, project history, bug-tracker guides",
+        "Reference, New Maintainers' Guide, Securing Debian, Debian Edu and Live manuals, project "
+        "history, bug-tracker guides",
     ),
     _source("postgresql-doc", D.POSTGRESQL_DOC, "PostgreSQL 15 manual (HTML)"),
     _source("gimp-help", D.GIMP_HELP, "GIMP user manual (HTML)", ("gimp-help-common",)),
@@ -73,8 +79,8 @@ SOURCES: list[Source] = [
     _source(
         "rust-doc",
         D.RUST_DOC,
-        "The Rust books: the Rust Programming Language, the "
-        "Reference, Rust by Example, the Rustonomicon, ...",
+        "The Rust books (the Rust Programming Language, the Reference, Rust by Example, the "
+        "Rustonomicon, ...) and the standard library documentation",
     ),
     _source("java-doc", D.JAVA_DOC, "OpenJDK 17 API documentation (Javadoc HTML)"),
     _source("erlang-doc", D.ERLANG_DOC, "Erlang/OTP documentation (HTML)"),
@@ -86,6 +92,10 @@ SOURCES: list[Source] = [
     _source("libreoffice-help", D.LIBREOFFICE_HELP, "LibreOffice help (HTML)"),
     _source("gnome-devel-docs", D.GNOME_DEVEL_DOCS, "GNOME developer guides (Mallard)"),
     _source("kstars-handbook", D.KSTARS_HANDBOOK, "KStars handbook and AstroInfo articles"),
+    _source("gnome-app-help", D.GNOME_APP_HELP, "GNOME application and game help (Mallard)"),
+    _source("kde-handbooks", D.KDE_HANDBOOKS, "KDE application handbooks (DocBook)"),
+    _source("qt-doc", D.QT_DOC, "Qt 5 documentation: base, QML, multimedia, tools (HTML)"),
+    Source("lintian", ("lintian",), lexical.lintian_tags, "Lintian tag explanations"),
     _source("gnucash-docs", D.GNUCASH_DOCS, "GnuCash tutorial and help (DocBook)"),
     _source("vim-help", D.VIM_HELP, "Vim's help files"),
     _source("lilypond-doc", D.LILYPOND_DOC, "LilyPond music typesetter manuals (Info)"),

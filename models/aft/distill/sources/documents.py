@@ -58,6 +58,13 @@ class Files:
     exclude: str = r"$^"  # regex on the relative path
 
 
+_LICENCE_PAGE = re.compile(
+    r"(^|/)(licen[cs]e|legal|copying|[lg]?fdl([-_.]?[\d.]+)?|[al]?gpl([-_.]?[\d.]+)?)"
+    r"\.\w+(\.gz)?$",
+    re.I,
+)
+
+
 def document_files(root: Path, spec: Files) -> Iterator[tuple[str, Path]]:
     """(relative path, path) of a spec's files (of its own package, where the fetch recorded
     the package's file list), sorted, reserved test domains excluded."""
@@ -71,6 +78,8 @@ def document_files(root: Path, spec: Files) -> Iterator[tuple[str, Path]]:
                 continue
             if own is not None and rel not in own:
                 continue  # another package's file in a shared folder
+            if _LICENCE_PAGE.search(rel):
+                continue  # the GPL / GFDL text, repeated by many manuals: not the manual
             seen.add(rel)
             # Reserved test domains (Python docs / docstrings, fortune files): never read.
             if is_reserved_path(rel):
@@ -90,6 +99,7 @@ def document_records(root: Path, source: str, specs: list[Files]) -> Iterator[di
 def _doc_name(rel: str) -> str:
     """usr/share/man/man2/open.2.gz -> open.2; keeps folders below the package's own."""
     rel = re.sub(r"\.(gz|bz2|xz)$", "", rel)
+    rel = re.sub(r"\.info-\d+$", ".info", rel)  # the pieces of one Info manual: one document
     m = re.match(r"usr/share/man/man[^/]+/(.*)$", rel)
     if m:
         return m.group(1)
@@ -107,7 +117,8 @@ MAN_PAGES = [
     Files(pkg, ("usr/share/man/man[1-8]/*",), "roff")
     for pkg in (
         "systemd", "util-linux", "iproute2", "openssh-client", "procps", "bash", "tmux",
-        "rsync", "curl", "apt", "dpkg", "sudo", "e2fsprogs", "mutt",
+        "rsync", "curl", "apt", "dpkg", "sudo", "e2fsprogs", "mutt", "dpkg-dev", "debhelper",
+        "devscripts",
     )
 ]  # fmt: skip
 PERL_DOC = [Files("perl-doc", ("usr/share/perl/*/pod/*.pod",), "pod")]
@@ -187,7 +198,7 @@ APACHE_DOC = [Files("apache2-doc", ("usr/share/doc/apache2-doc/manual/en/**/*.ht
 KICAD_DOC = [Files("kicad-doc-en", ("usr/share/doc/kicad/help/en/*.html",), "html")]
 # GNU manuals in Info format (Debian main: GPL, or GFDL without invariant sections).
 GNU_INFO = [
-    Files(pkg, ("usr/share/info/*.info*",), "info")
+    Files(pkg, ("usr/share/info/**/*.info*",), "info")
     for pkg in (
         "coreutils", "findutils", "grep", "sed", "gzip", "diffutils", "wget", "screen",
         "autoconf-doc", "automake", "libtool-doc", "binutils-doc", "gnulib", "gnutls-doc",
@@ -195,25 +206,17 @@ GNU_INFO = [
         "maxima-doc",
     )
 ]  # fmt: skip
+RUST_BOOKS = (
+    "book", "reference", "rust-by-example", "nomicon", "edition-guide", "embedded-book",
+    "rustc", "rustdoc", "unstable-book", "std",
+)  # fmt: skip
 RUST_DOC = [
     Files(
         "rust-doc",
-        tuple(
-            f"usr/share/doc/rust-doc/html/{book}/**/*.html"
-            for book in (
-                "book",
-                "reference",
-                "rust-by-example",
-                "nomicon",
-                "edition-guide",
-                "embedded-book",
-                "rustc",
-                "rustdoc",
-                "unstable-book",
-            )
-        ),  # fmt: skip
+        tuple(f"usr/share/doc/rust-doc/html/{book}/**/*.html" for book in RUST_BOOKS),
         "html",
-        exclude=r"/(print|toc|searchindex)\.html$",  # one-page copies of each book
+        # One-page copies of each book; generated index pages; architecture intrinsics.
+        exclude=r"/(print|toc|searchindex|all)\.html$|/std/arch/|/(src|implementors)/",
     )
 ]
 JAVA_DOC = [
@@ -250,3 +253,34 @@ ERLANG_DOC = [
     )
 ]
 KSTARS_HANDBOOK = [Files("kstars-data", ("usr/share/doc/HTML/en/kstars/*.docbook",), "docbook")]
+# User help of GNOME applications and games (Mallard), and KDE handbooks (DocBook).
+GNOME_APP_HELP = [
+    Files(pkg, ("usr/share/help/C/**/*.page",), "mallard")
+    for pkg in (
+        "accerciser", "baobab", "brasero-common", "eog", "evolution-common", "file-roller",
+        "five-or-more", "four-in-a-row", "gnome-boxes", "gnome-calculator", "gnome-chess",
+        "gnome-clocks", "gnome-logs", "gnome-mahjongg", "gnome-mines", "gnome-nibbles",
+        "gnome-robots", "gnome-sudoku", "gnome-system-monitor", "gnome-tetravex", "hitori",
+        "iagno", "lightsoff", "orca", "pitivi", "polari", "quadrapassel", "seahorse",
+        "shotwell-common", "simple-scan", "swell-foop", "zenity-common",
+    )
+]  # fmt: skip
+KDE_HANDBOOKS = [
+    Files(pkg, ("usr/share/doc/HTML/en/**/*.docbook",), "docbook")
+    for pkg in (
+        "ark", "cantor", "dolphin", "gwenview", "kalzium-data", "kbruch", "kcalc",
+        "kdenlive-data", "kgeography-data", "kget", "kig", "kmahjongg", "kmines", "knights",
+        "konqueror", "konsole", "kpat", "krusader", "ksudoku", "kturtle", "kwordquiz",
+        "marble-data", "okular",
+    )
+]  # fmt: skip
+QT_MODULES = ("qtbase5", "qtdeclarative5", "qtmultimedia5", "qttools5")
+QT_DOC = [
+    Files(
+        f"{m}-doc-html",
+        ("usr/share/qt5/doc/**/*.html",),
+        "html",
+        exclude=r"-(members|obsolete)\.html$",
+    )
+    for m in QT_MODULES
+]

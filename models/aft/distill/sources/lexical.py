@@ -8,6 +8,7 @@ glosses and examples, short descriptions) are kept whole, the rest may be cut in
 from __future__ import annotations
 
 import gzip
+import html
 import re
 import shutil
 import subprocess
@@ -220,3 +221,21 @@ def jargon(root: Path) -> Iterator[dict]:
     for head, entry in dictd_entries(root, "jargon"):
         for text in computing_paragraphs(entry):
             yield dict(text=text, kind="jargon", doc="jargon:" + head.casefold(), atomic=0)
+
+
+def lintian_tags(root: Path) -> Iterator[dict]:
+    """The explanation of each Lintian tag (what a packaging problem is and how to fix it);
+    the document is the tag."""
+    for path in sorted(root.glob("usr/share/lintian/tags/**/*.tag")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        tag = re.search(r"^Tag: (\S+)", text, re.M)
+        expl = re.search(r"^Explanation: (.*?)(?=^\S|\Z)", text, re.M | re.S)
+        if not (tag and expl):
+            continue
+        for para in re.split(r"^ \.\s*$", expl.group(1), flags=re.M):
+            lines = para.strip("\n").split("\n")
+            if any(ln.startswith("  ") for ln in lines[1:]):
+                continue  # an indented example block
+            para = squash(html.unescape(re.sub(r"</?[a-z][^>]*>", "", para)))  # <code>, &lowbar;
+            if para:
+                yield dict(text=para, kind="lintian", doc=f"lintian:{tag.group(1)}", atomic=0)

@@ -98,11 +98,20 @@ def licence(root: Path, pkg: str) -> str:
         return "unknown (no copyright file)"
     text = path.read_text(encoding="utf-8", errors="replace")
     names: list[str] = []
-    for m in re.finditer(r"^License:[ \t]*(\S.*)$", text, re.M):
+    main = None
+    for stanza in re.split(r"\n\s*\n", text):
+        m = re.search(r"^License:[ \t]*(\S.*)$", stanza, re.M)
+        if not m:
+            continue
         name = m.group(1).strip()
+        if main is None and re.search(r"^Files:\s*\*\s*$", stanza, re.M):
+            main = name  # the stanza for the package as a whole
         if name not in names:
             names.append(name)
     if names:
+        rest = [n for n in names if n != main]
+        if main:
+            return main + (f" (other files: {'; '.join(rest)})" if rest else "")
         return "; ".join(names)
     known = [
         ("GPL-3", r"GNU General Public License.{0,40}version 3|GPL-?3"),
@@ -116,6 +125,7 @@ def licence(root: Path, pkg: str) -> str:
         ("public domain", r"public domain"),
         ("OPL", r"Open Publication License"),
         ("CC-BY-SA", r"Creative Commons Attribution[- ]Share ?Alike"),
+        ("permissive notice", r"Permission is granted to make and distribute verbatim copies"),
     ]
     flat = re.sub(r"\s+", " ", text)
     found = [name for name, pat in known if re.search(pat, flat, re.I)]
