@@ -132,7 +132,13 @@ async fn two_bundles_in_one_server_are_routed_by_model_on_every_route() {
     let value = |name: &str| metric_value(&metrics, name);
     assert_eq!(value(r#"aft_inputs_total{model="tiny-aft"}"#), 3.0);
     assert_eq!(value(r#"aft_inputs_total{model="aft-mini"}"#), 4.0);
-    assert_eq!(value(r#"aft_batch_size_count{model="aft-mini"}"#), 3.0);
+    // Batches too: every input aft-mini ran went through its own batcher, none of tiny-aft's.
+    assert_eq!(value(r#"aft_batch_size_sum{model="aft-mini"}"#), 4.0);
+    assert_eq!(value(r#"aft_batch_size_sum{model="tiny-aft"}"#), 3.0);
+    assert_eq!(
+        value(r#"aft_queue_duration_seconds_count{model="aft-mini"}"#),
+        4.0
+    );
     for model in ["tiny-aft", "aft-mini"] {
         assert_eq!(
             value(&format!(r#"aft_workers_alive{{model="{model}"}}"#)),
@@ -152,7 +158,7 @@ async fn two_bundles_in_one_server_are_routed_by_model_on_every_route() {
         );
     }
     assert_eq!(
-        value(r#"aft_model_info{device="cpu",model="aft-mini",variant="local",version="0.1.0"}"#),
+        value(r#"aft_model_info{device="cpu",model="aft-mini",variant="full",version="0.1.0"}"#),
         1.0
     );
     assert_eq!(
