@@ -577,7 +577,7 @@ async fn an_inference_failure_answers_500_and_the_service_keeps_serving() {
     let metrics = server.metrics().await;
     assert_eq!(requests_total(&metrics, "/v1/embeddings", 500), 1.0);
     assert_eq!(
-        metric_value(&metrics, r#"aft_worker_restarts_total{model="tiny-aft"}"#),
+        metric_value(&metrics, r#"aft_worker_restarts_total{model="faulty"}"#),
         0.0
     );
     let _ = std::fs::remove_dir_all(&bundle);
