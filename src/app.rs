@@ -3,7 +3,6 @@
 //! then hand the finished objects to [`server::run`]. The one place that knows every layer.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,11 +11,11 @@ use tch::Device;
 
 use crate::backend::torch::{device_name, parse_device, TorchFactory};
 use crate::bundle::Bundle;
-use crate::config::{Config, Scheduling};
+use crate::config::{Config, ModelDir, Scheduling};
 use crate::core::{BatchLimits, Infer, InferConfig};
 use crate::metrics::Metrics;
-use crate::server::types::{Info, Limits};
-use crate::server::{self, ApiKeys, HttpConfig, ServedModel};
+use crate::server::types::{Limits, ModelInfo};
+use crate::server::{self, ApiKeys, HttpConfig, ModelsError, ServedModel, ServedModels};
 use crate::service::Service;
 use crate::tokenize::{TextTokenizer, TokenizerPool};
 
@@ -24,7 +23,8 @@ use crate::tokenize::{TextTokenizer, TokenizerPool};
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Builds everything from `config`, then serves until SIGTERM/SIGINT (see [`server::run`]).
-/// Fails before listening if anything is invalid, and after it if the model cannot be loaded.
+/// Fails before listening if anything is invalid (a bundle, or two models with one name), and
+/// after it if a model cannot be loaded.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     let device = parse_device(&config.device)?;
@@ -37,41 +37,55 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if config.max_queued_tokens_per_key > 0 && !keys.enabled() {
         tracing::warn!("--max-queued-tokens-per-key has no effect without API keys");
     }
-    let model = load_model(&ModelSpec::from(&config), &config, device, &metrics)?;
-    server::run(model, metrics, keys, http_config(&config)).await
+    let bundles = verify_bundles(&config.models())?;
+    // Every worker of every model shares the CPUs (see TorchFactory::new).
+    let cpu_sharers = config.workers * bundles.len();
+    let models = bundles
+        .into_iter()
+        .map(|(name, bundle)| load_model(name, bundle, &config, cpu_sharers, device, &metrics))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let models = ServedModels::new(models)?;
+    server::run(models, metrics, keys, http_config(&config)).await
 }
 
-/// Which bundle to serve, and under which name.
-#[derive(Debug, Clone)]
-pub struct ModelSpec {
-    pub dir: PathBuf,
-    /// The name the API reports; the manifest's name when `None`.
-    pub name: Option<String>,
-}
-
-impl From<&Config> for ModelSpec {
-    fn from(config: &Config) -> Self {
-        Self {
-            dir: config.model_dir.clone(),
-            name: config.model_name.clone(),
+/// Verifies every bundle and names it (the given name, else the manifest's), before any model
+/// starts: a bad bundle or a name given twice is a start-up error.
+pub fn verify_bundles(models: &[ModelDir]) -> anyhow::Result<Vec<(String, Arc<Bundle>)>> {
+    let mut out: Vec<(String, Arc<Bundle>)> = Vec::with_capacity(models.len());
+    for model in models {
+        let bundle = Bundle::load(&model.dir)
+            .with_context(|| format!("invalid model bundle {}", model.dir.display()))?;
+        let name = model
+            .name
+            .clone()
+            .unwrap_or_else(|| bundle.manifest.name.clone());
+        if out.iter().any(|(n, _)| *n == name) {
+            return Err(ModelsError::DuplicateName(name).into());
         }
+        out.push((name, Arc::new(bundle)));
     }
+    if out.is_empty() {
+        return Err(ModelsError::Empty.into());
+    }
+    Ok(out)
 }
 
-/// Makes one model servable: verifies the bundle, loads its tokenizer, starts the core's workers
-/// on `device` (they load and warm the model in the background; see [`Service::wait_ready`]), and
-/// describes it for `/info` and the `aft_model_info` metric. `config` gives the batching, queue
-/// and request limits.
+/// Makes one model servable under `name`: loads the bundle's tokenizer, starts the model's own
+/// core (queue, batcher, workers) on `device` (the workers load and warm the model in the
+/// background; see [`Service::wait_ready`]), and describes it for `/info` and the
+/// `aft_model_info` metric. `config` gives the batching, queue and request limits;
+/// `cpu_sharers` is how many workers, across all models, share the CPUs.
 pub fn load_model(
-    spec: &ModelSpec,
+    name: String,
+    bundle: Arc<Bundle>,
     config: &Config,
+    cpu_sharers: usize,
     device: Device,
-    metrics: &Arc<Metrics>,
+    metrics: &Metrics,
 ) -> anyhow::Result<ServedModel> {
-    let bundle = Arc::new(Bundle::load(&spec.dir).context("invalid model bundle")?);
     let manifest = &bundle.manifest;
-    let tokenizer = TextTokenizer::from_bundle(&bundle).context("cannot load the tokenizer")?;
-    let name = spec.name.clone().unwrap_or_else(|| manifest.name.clone());
+    let tokenizer = TextTokenizer::from_bundle(&bundle)
+        .with_context(|| format!("model {name:?}: cannot load the tokenizer"))?;
     let device_label = device_name(device);
     metrics.set_model_info(&name, manifest.variant(), &device_label, VERSION);
 
@@ -82,10 +96,11 @@ pub fn load_model(
     let factory = TorchFactory::new(
         bundle.clone(),
         device,
-        config.workers,
+        cpu_sharers,
         config.intra_op_threads,
         limits,
     );
+    let model_metrics = Arc::new(metrics.model(&name));
     tracing::info!(
         model = %name,
         dir = %bundle.dir.display(),
@@ -105,11 +120,10 @@ pub fn load_model(
             policy: config.scheduling.into(),
             workers: config.workers,
         },
-        metrics.clone(),
+        model_metrics.clone(),
     );
-    let info = Info {
+    let info = ModelInfo {
         model: name.clone(),
-        version: VERSION,
         device: device_label,
         workers: config.workers,
         scheduling: match config.scheduling {
@@ -136,7 +150,7 @@ pub fn load_model(
         bundle,
         TokenizerPool::new(tokenizer, config.tokenization_workers),
         Arc::new(infer),
-        metrics.clone(),
+        model_metrics,
         config.max_client_batch_size,
     );
     Ok(ServedModel { service, info })

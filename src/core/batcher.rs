@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use super::queue::{Backlog, Entry};
 use super::schedule::Scheduler;
 use super::InferError;
-use crate::metrics::Metrics;
+use crate::metrics::ModelMetrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchLimits {
@@ -105,7 +105,7 @@ pub(crate) struct Batcher {
     /// arriving meanwhile can still join it.
     pub free_workers: Arc<Semaphore>,
     pub jobs: std::sync::mpsc::Sender<Job>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<ModelMetrics>,
 }
 
 impl Batcher {

@@ -23,7 +23,7 @@ pub use queue::{Completed, MAX_KEY_SERIES, OTHER_KEYS};
 pub use schedule::{Caller, ClientId, Policy, Priority, MAX_STRETCH, OLDEST_TURN};
 pub use worker::WorkerState;
 
-use crate::metrics::Metrics;
+use crate::metrics::ModelMetrics;
 use batcher::Batcher;
 use queue::{Backlog, Entry, Queue};
 use schedule::Scheduler;
@@ -110,7 +110,7 @@ impl Infer {
     pub fn start(
         factory: Arc<dyn BackendFactory>,
         config: InferConfig,
-        metrics: Arc<Metrics>,
+        metrics: Arc<ModelMetrics>,
     ) -> Self {
         let workers = config.workers.max(1);
         let limits = queue::Limits {

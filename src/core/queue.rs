@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::schedule::{Caller, ClientId, Priority};
 use super::{InferError, ModelOutput};
-use crate::metrics::Metrics;
+use crate::metrics::ModelMetrics;
 
 /// API keys with a metric series of their own; later keys share the series `other`.
 pub const MAX_KEY_SERIES: usize = 32;
@@ -87,11 +87,11 @@ pub(crate) struct Backlog {
     depth: AtomicUsize,
     limits: Limits,
     ledger: Mutex<Ledger>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ModelMetrics>,
 }
 
 impl Backlog {
-    pub fn new(limits: Limits, metrics: Arc<Metrics>) -> Self {
+    pub fn new(limits: Limits, metrics: Arc<ModelMetrics>) -> Self {
         for priority in Priority::ALL {
             // Every class has a series from the start, at 0.
             metrics

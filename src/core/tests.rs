@@ -6,6 +6,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use super::*;
+use crate::metrics::Metrics;
 
 /// Token id that makes the fake backend return an error.
 const FAIL: u32 = 999_999;
@@ -96,12 +97,12 @@ fn config(max_batch_size: usize, max_batch_tokens: usize, max_queue_size: usize)
     }
 }
 
-async fn start(config: InferConfig, open: bool) -> (Arc<Infer>, Arc<Shared>, Arc<Metrics>) {
+async fn start(config: InferConfig, open: bool) -> (Arc<Infer>, Arc<Shared>, Arc<ModelMetrics>) {
     let shared = Arc::new(Shared::default());
     if open {
         shared.gate.open();
     }
-    let metrics = Arc::new(Metrics::new().unwrap());
+    let metrics = Arc::new(Metrics::new().unwrap().model("test"));
     let infer = Infer::start(
         Arc::new(FakeFactory(shared.clone())),
         config,
@@ -330,7 +331,7 @@ async fn readiness_reports_a_dead_worker() {
 async fn wait_ready_fails_when_the_model_cannot_load() {
     let shared = Arc::new(Shared::default());
     shared.fail_create.store(true, Ordering::SeqCst);
-    let metrics = Arc::new(Metrics::new().unwrap());
+    let metrics = Arc::new(Metrics::new().unwrap().model("test"));
     let infer = Infer::start(Arc::new(FakeFactory(shared)), config(8, 100, 10), metrics);
     let err = infer.wait_ready().await.unwrap_err();
     assert!(err.to_string().contains("cannot load"), "{err}");

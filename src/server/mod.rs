@@ -1,4 +1,4 @@
-//! The HTTP server: the routes and their layers over finished objects (a [`ServedModel`], the
+//! The HTTP server: the routes and their layers over finished objects (the [`ServedModels`], the
 //! metrics, the API keys), listening, and graceful shutdown. It loads and builds nothing it
 //! serves; [`crate::app`] does, and it never sees a backend.
 
@@ -6,6 +6,7 @@ mod auth;
 pub mod error;
 mod extract;
 mod middleware;
+mod models;
 mod openapi;
 mod routes;
 mod scheduling;
@@ -26,16 +27,17 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use auth::ApiKeys;
 pub use error::ApiError;
+pub use models::{ModelsError, ServedModels};
 pub use serve::run;
 
 use crate::metrics::Metrics;
 use crate::service::Service;
-use types::Info;
+use types::ModelInfo;
 
-/// One model as the API serves it: the service that answers for it, and its `/info`.
+/// One model as the API serves it: the service that answers for it, and its part of `/info`.
 pub struct ServedModel {
     pub service: Service,
-    pub info: Info,
+    pub info: ModelInfo,
 }
 
 /// How the server listens and bounds each request.
@@ -55,7 +57,7 @@ pub struct HttpConfig {
 /// What every handler can reach.
 #[derive(Clone)]
 struct AppState {
-    model: Arc<ServedModel>,
+    models: Arc<ServedModels>,
     metrics: Arc<Metrics>,
     keys: Arc<ApiKeys>,
     openapi: Arc<utoipa::openapi::OpenApi>,
@@ -67,11 +69,11 @@ struct AppState {
 }
 
 impl AppState {
-    fn new(model: ServedModel, metrics: Arc<Metrics>, keys: ApiKeys, http: &HttpConfig) -> Self {
+    fn new(models: ServedModels, metrics: Arc<Metrics>, keys: ApiKeys, http: &HttpConfig) -> Self {
         let openapi = openapi::document();
         let docs_html = openapi::render_docs(&openapi);
         Self {
-            model: Arc::new(model),
+            models: Arc::new(models),
             metrics,
             keys: Arc::new(keys),
             openapi: Arc::new(openapi),

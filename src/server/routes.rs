@@ -20,6 +20,7 @@ use crate::service::{EmbedOptions, ServiceError, Timing};
     responses(
         (status = 200, description = "One embedding per input, in input order", body = EmbedResponse),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 404, description = "Unknown model", body = ErrorBody),
         (status = 413, description = "Too many inputs or body too large", body = ErrorBody),
         (status = 422, description = "Invalid input (wrong types, empty, too long with truncate=false)", body = ErrorBody),
         (status = 429, description = "Queue full; see Retry-After", body = ErrorBody),
@@ -32,7 +33,7 @@ pub async fn embed(
     caller: CallerParts,
     ApiJson(req): ApiJson<EmbedRequest>,
 ) -> Result<(Extension<Timing>, Json<EmbedResponse>), ApiError> {
-    let service = &state.model.service;
+    let service = &state.models.get(req.model.as_deref())?.service;
     let options = EmbedOptions {
         truncate: req.truncate,
         normalize: req.normalize.unwrap_or(service.bundle.manifest.normalize),
@@ -71,12 +72,7 @@ pub async fn openai_embeddings(
     caller: CallerParts,
     ApiJson(req): ApiJson<OpenAiEmbeddingsRequest>,
 ) -> Result<(Extension<Timing>, Json<OpenAiEmbeddingsResponse>), ApiError> {
-    let service = &state.model.service;
-    if let Some(model) = &req.model {
-        if *model != service.model_name {
-            return Err(ServiceError::ModelNotFound(model.clone()).into());
-        }
-    }
+    let service = &state.models.get(req.model.as_deref())?.service;
     let options = EmbedOptions {
         truncate: true,
         normalize: service.bundle.manifest.normalize,
@@ -121,6 +117,7 @@ fn base64_f32(v: &[f32]) -> String {
     responses(
         (status = 200, description = "Top-k labels per input with softmax scores, highest first", body = ClassifyResponse),
         (status = 400, description = "The model has no classifier head", body = ErrorBody),
+        (status = 404, description = "Unknown model", body = ErrorBody),
         (status = 422, body = ErrorBody),
     ),
     security((), ("bearer" = []))
@@ -130,7 +127,7 @@ pub async fn classify(
     caller: CallerParts,
     ApiJson(req): ApiJson<ClassifyRequest>,
 ) -> Result<(Extension<Timing>, Json<ClassifyResponse>), ApiError> {
-    let service = &state.model.service;
+    let service = &state.models.get(req.model.as_deref())?.service;
     let caller = caller.with_body(req.priority);
     let out = service
         .classify(req.inputs.into_inputs(), req.top_k, req.truncate, caller)
@@ -159,34 +156,48 @@ pub async fn classify(
 }
 
 #[utoipa::path(
-    get, path = "/v1/models", tag = "openai", summary = "The served model (OpenAI list shape)",
+    get, path = "/v1/models", tag = "openai",
+    summary = "The served models, the default first (OpenAI list shape)",
     responses((status = 200, body = ModelList)),
     security((), ("bearer" = []))
 )]
 pub async fn models(State(state): State<AppState>) -> Json<ModelList> {
-    let service = &state.model.service;
-    let created = humantime::parse_rfc3339_weak(&service.bundle.manifest.created_at)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs());
+    let data = state
+        .models
+        .iter()
+        .map(|model| {
+            let service = &model.service;
+            let created = humantime::parse_rfc3339_weak(&service.bundle.manifest.created_at)
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            ModelCard {
+                id: service.model_name.clone(),
+                object: "model",
+                created,
+                owned_by: "aft-serve",
+            }
+        })
+        .collect();
     Json(ModelList {
         object: "list",
-        data: vec![ModelCard {
-            id: service.model_name.clone(),
-            object: "model",
-            created,
-            owned_by: "aft-serve",
-        }],
+        data,
     })
 }
 
 #[utoipa::path(
-    get, path = "/info", tag = "service", summary = "Model, limits, device and version",
+    get, path = "/info", tag = "service",
+    summary = "Models, limits, device and version",
+    description = "The default model's fields at the top level, and every model in `models`.",
     responses((status = 200, body = Info)),
     security((), ("bearer" = []))
 )]
 pub async fn info(State(state): State<AppState>) -> Json<Info> {
-    Json(state.model.info.clone())
+    Json(Info {
+        default_model: state.models.default_model().info.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+        models: state.models.infos(),
+    })
 }
 
 #[utoipa::path(
@@ -199,7 +210,7 @@ pub async fn live() -> Json<Health> {
 
 #[utoipa::path(
     get, path = "/health/ready", tag = "health",
-    summary = "Ready to serve: model loaded and warm, every worker alive",
+    summary = "Ready to serve: every model loaded and warm, every worker alive",
     responses(
         (status = 200, body = Health),
         (status = 503, description = "Not ready; the message says why", body = ErrorBody),
@@ -209,7 +220,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiErr
     if state.stopping.load(std::sync::atomic::Ordering::Acquire) {
         return Err(ServiceError::ShuttingDown.into());
     }
-    state.model.service.readiness()?;
+    state.models.readiness()?;
     Ok(Json(Health { status: "ready" }))
 }
 

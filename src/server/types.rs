@@ -227,6 +227,9 @@ impl From<PriorityField> for crate::core::Priority {
 #[serde(deny_unknown_fields)]
 pub struct EmbedRequest {
     pub inputs: TextInputs,
+    /// The model to use (see `GET /v1/models`); the default model when absent.
+    #[serde(default)]
+    pub model: Option<String>,
     /// L2-normalise the embeddings; defaults to the bundle's `normalize` (true for aft-mini).
     #[serde(default)]
     pub normalize: Option<bool>,
@@ -279,7 +282,7 @@ pub enum EncodingFormat {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct OpenAiEmbeddingsRequest {
     pub input: OpenAiInput,
-    /// Must name the served model when given (see `GET /v1/models`).
+    /// The model to use (see `GET /v1/models`); the default model when absent.
     #[serde(default)]
     pub model: Option<String>,
     #[serde(default)]
@@ -323,6 +326,9 @@ pub struct OpenAiEmbeddingsResponse {
 #[serde(deny_unknown_fields)]
 pub struct ClassifyRequest {
     pub inputs: TextInputs,
+    /// The model to use (see `GET /v1/models`); the default model when absent.
+    #[serde(default)]
+    pub model: Option<String>,
     /// How many labels to return per input, most likely first.
     #[serde(default = "one")]
     #[schema(minimum = 1)]
@@ -379,12 +385,12 @@ pub struct Limits {
     pub request_timeout_ms: u64,
 }
 
+/// One served model: its name, where it runs, and its limits.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Info {
+pub struct ModelInfo {
     pub model: String,
-    /// aft-serve's version.
-    pub version: &'static str,
     pub device: String,
+    /// Inference workers of this model.
     pub workers: usize,
     /// `fair` or `fifo` (`--scheduling`).
     pub scheduling: &'static str,
@@ -395,6 +401,18 @@ pub struct Info {
     /// The bundle's manifest.json.
     #[schema(value_type = Object)]
     pub manifest: serde_json::Value,
+}
+
+/// The service: the default model's fields at the top level (as when one model was served),
+/// aft-serve's version, and every served model.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Info {
+    #[serde(flatten)]
+    pub default_model: ModelInfo,
+    /// aft-serve's version.
+    pub version: &'static str,
+    /// Every served model, the default first.
+    pub models: Vec<ModelInfo>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

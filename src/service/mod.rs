@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::bundle::Bundle;
 use crate::core::{Caller, Infer, Inference};
-use crate::metrics::Metrics;
+use crate::metrics::ModelMetrics;
 use crate::tokenize::{Input, TokenizerPool};
 
 pub use error::ServiceError;
@@ -61,7 +61,7 @@ pub struct Service {
     pub bundle: Arc<Bundle>,
     tokenizers: TokenizerPool,
     infer: Arc<Infer>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ModelMetrics>,
     max_client_batch_size: usize,
 }
 
@@ -71,7 +71,7 @@ impl Service {
         bundle: Arc<Bundle>,
         tokenizers: TokenizerPool,
         infer: Arc<Infer>,
-        metrics: Arc<Metrics>,
+        metrics: Arc<ModelMetrics>,
         max_client_batch_size: usize,
     ) -> Self {
         Self {
