@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::core::{BatchLimits, Infer, InferConfig};
 use crate::metrics::Metrics;
 use crate::server::types::{Info, Limits};
-use crate::server::{self, ApiKeys, HttpConfig, ServedModel};
+use crate::server::{self, ApiKeys, ConnLimits, HttpConfig, ServedModel};
 use crate::service::Service;
 use crate::tokenize::{TextTokenizer, TokenizerPool};
 
@@ -32,7 +32,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let keys = ApiKeys::load(&config.api_keys, config.api_key_file.as_deref())
         .map_err(anyhow::Error::msg)?;
     // The count only: keys never reach the logs.
-    tracing::info!(api_keys = keys.len(), "API keys loaded (none: no authentication)");
+    tracing::info!(
+        api_keys = keys.len(),
+        "API keys loaded (none: no authentication)"
+    );
     let model = load_model(&ModelSpec::from(&config), &config, device, &metrics)?;
     server::run(model, metrics, keys, http_config(&config)).await
 }
@@ -142,5 +145,10 @@ fn http_config(config: &Config) -> HttpConfig {
         max_body_bytes: config.max_body_bytes,
         shutdown_timeout: config.shutdown_timeout,
         cors_allow_origins: config.cors_allow_origins.clone(),
+        connections: ConnLimits {
+            header_read_timeout: config.header_read_timeout,
+            keep_alive_timeout: config.keep_alive_timeout,
+            max_connections: config.max_connections,
+        },
     }
 }

@@ -4,6 +4,10 @@ use clap::Parser;
 
 use aft_serve::config::Config;
 
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();

@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::AppState;
 use super::error::ApiError;
+use super::AppState;
 
 #[derive(Default)]
 pub struct ApiKeys {

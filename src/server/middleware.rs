@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use tracing::Instrument;
 
-use super::AppState;
 use super::error::ApiError;
+use super::AppState;
 use crate::service::Timing;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -3,6 +3,7 @@
 //! serves; [`crate::app`] does, and it never sees a backend.
 
 mod auth;
+mod conn;
 pub mod error;
 mod extract;
 mod middleware;
@@ -24,6 +25,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use auth::ApiKeys;
+pub use conn::ConnLimits;
 pub use error::ApiError;
 pub use serve::run;
 
@@ -49,6 +51,8 @@ pub struct HttpConfig {
     pub shutdown_timeout: Duration,
     /// Origins allowed by CORS; none disables CORS.
     pub cors_allow_origins: Vec<String>,
+    /// Header-read and keep-alive timeouts, and the connection cap.
+    pub connections: ConnLimits,
 }
 
 /// What every handler can reach.
@@ -57,7 +61,8 @@ struct AppState {
     model: Arc<ServedModel>,
     metrics: Arc<Metrics>,
     keys: Arc<ApiKeys>,
-    openapi: Arc<utoipa::openapi::OpenApi>,
+    /// `/openapi.json`, bounds filled in.
+    openapi: Arc<serde_json::Value>,
     docs_html: Arc<String>,
     request_timeout: Duration,
     max_body_bytes: usize,
@@ -66,10 +71,23 @@ struct AppState {
 }
 
 impl AppState {
-    fn new(model: ServedModel, metrics: Arc<Metrics>, keys: ApiKeys, http: &HttpConfig) -> Self {
-        let openapi = openapi::document();
-        let docs_html = openapi::render_docs(&openapi);
-        Self {
+    fn new(
+        model: ServedModel,
+        metrics: Arc<Metrics>,
+        keys: ApiKeys,
+        http: &HttpConfig,
+    ) -> anyhow::Result<Self> {
+        let doc = openapi::document();
+        let docs_html = openapi::render_docs(&doc);
+        let service = &model.service;
+        let bounds = openapi::Bounds {
+            max_inputs: model.info.limits.max_client_batch_size,
+            dimensions: service.embedding_dim(),
+            vocab_size: service.vocab_size(),
+            model: service.model_name.clone(),
+        };
+        let openapi = openapi::bounded(&doc, &bounds).map_err(anyhow::Error::msg)?;
+        Ok(Self {
             model: Arc::new(model),
             metrics,
             keys: Arc::new(keys),
@@ -78,7 +96,7 @@ impl AppState {
             request_timeout: http.request_timeout,
             max_body_bytes: http.max_body_bytes,
             stopping: Arc::new(AtomicBool::new(false)),
-        }
+        })
     }
 }
 
