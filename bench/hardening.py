@@ -5,7 +5,9 @@ an open-loop load then idle, and a long soak; resident memory (VmRSS) throughout
     python bench/hardening.py load --rate 800 [--seconds 60] [--idle 60]
     python bench/hardening.py soak [--capacity REQ_S] [--seconds 600]    # 70% of capacity
     common: --binary PATH (default target/release/aft-serve), --model-dir DIR (models/aft-mini),
-            --out FILE.json; anything after `--` goes to aft-serve as flags.
+            --out FILE.json, --server-env KEY=VALUE (the server's environment only, e.g.
+            LD_PRELOAD=libjemalloc.so.2 to try another allocator without rebuilding);
+            anything after `--` goes to aft-serve as flags.
 
 flood: opens --connections TCP connections to 127.0.0.1 (from several client processes, so the
 client's own file limit is no bound), each sending half a request header and nothing more, then
@@ -253,15 +255,24 @@ def main() -> int:
     p.add_argument("--capacity", type=float, default=None)
     p.add_argument("--load-connections", type=int, default=256)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment of the server only (e.g. LD_PRELOAD=libjemalloc.so.2)",
+    )
     a = p.parse_args(argv)
     if a.seconds is None:
         a.seconds = 600.0 if a.what == "soak" else 60.0
     limit = raise_nofile()
     log(f"file limit {limit}; server {a.binary} {' '.join(server_flags)}")
     args = ["--model-dir", str(a.model_dir), *server_flags]
-    with ServeProcess(args=args, binary=a.binary, env={"AFT_LOG_LEVEL": "warn"}) as srv:
+    env = {"AFT_LOG_LEVEL": "warn", **dict(kv.split("=", 1) for kv in a.server_env)}
+    with ServeProcess(args=args, binary=a.binary, env=env) as srv:
         run = {"flood": flood, "load": open_loop, "soak": soak}[a.what]
         result = {"what": a.what, "binary": str(a.binary), "server_flags": server_flags}
+        result["server_env"] = a.server_env
         result.update(run(srv, a))
     text = json.dumps(result, indent=1)
     if a.out:

@@ -4,9 +4,10 @@ use clap::Parser;
 
 use aft_serve::config::Config;
 
-#[cfg(feature = "jemalloc")]
+// mimalloc returns freed memory to the system; glibc's malloc kept the peak of a connection
+// flood resident for good (measured in docs/DEPLOY.md). libtorch keeps its own allocator.
 #[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
