@@ -15,7 +15,9 @@ use crate::config::{Config, ModelDir, Scheduling};
 use crate::core::{BatchLimits, Infer, InferConfig};
 use crate::metrics::Metrics;
 use crate::server::types::{Limits, ModelInfo};
-use crate::server::{self, ApiKeys, HttpConfig, ModelsError, ServedModel, ServedModels};
+use crate::server::{
+    self, ApiKeys, ConnLimits, HttpConfig, ModelsError, ServedModel, ServedModels,
+};
 use crate::service::Service;
 use crate::tokenize::{TextTokenizer, TokenizerPool};
 
@@ -163,5 +165,10 @@ fn http_config(config: &Config) -> HttpConfig {
         max_body_bytes: config.max_body_bytes,
         shutdown_timeout: config.shutdown_timeout,
         cors_allow_origins: config.cors_allow_origins.clone(),
+        connections: ConnLimits {
+            header_read_timeout: config.header_read_timeout,
+            keep_alive_timeout: config.keep_alive_timeout,
+            max_connections: config.max_connections,
+        },
     }
 }

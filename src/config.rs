@@ -125,6 +125,20 @@ pub struct Config {
     #[arg(long, env = "AFT_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// Time a client has to send a whole request header, from its first byte (for a new
+    /// connection, from the connection's opening); the connection is closed past it.
+    #[arg(long, env = "AFT_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Time a connection may stay open with no request in progress and nothing sent either way;
+    /// keep it above the idle timeout of any proxy or load balancer in front.
+    #[arg(long, env = "AFT_KEEP_ALIVE_TIMEOUT", default_value = "75s", value_parser = humantime::parse_duration)]
+    pub keep_alive_timeout: Duration,
+
+    /// Most connections open at once; past it new connections are accepted and closed at once.
+    #[arg(long, env = "AFT_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
     /// Threads that tokenize requests, off the async runtime; 0 = number of CPUs.
     #[arg(long, env = "AFT_TOKENIZATION_WORKERS", default_value_t = 0)]
     pub tokenization_workers: usize,
@@ -238,8 +252,15 @@ impl Config {
                 self.max_client_batch_size, self.max_queue_size
             ));
         }
-        if self.request_timeout.is_zero() {
-            return Err("--request-timeout must be more than 0".into());
+        let durations = [
+            ("--request-timeout", self.request_timeout),
+            ("--header-read-timeout", self.header_read_timeout),
+            ("--keep-alive-timeout", self.keep_alive_timeout),
+        ];
+        for (flag, value) in durations {
+            if value.is_zero() {
+                return Err(format!("{flag} must be more than 0"));
+            }
         }
         Ok(())
     }

@@ -297,8 +297,6 @@ impl Metrics {
         }
     }
 
-    }
-
     pub fn set_model_info(&self, model: &str, variant: &str, device: &str, version: &str) {
         self.model_info
             .with_label_values(&[model, variant, device, version])

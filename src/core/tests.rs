@@ -98,11 +98,20 @@ fn config(max_batch_size: usize, max_batch_tokens: usize, max_queue_size: usize)
 }
 
 async fn start(config: InferConfig, open: bool) -> (Arc<Infer>, Arc<Shared>, Arc<ModelMetrics>) {
+    start_in(&Metrics::new().unwrap(), config, open).await
+}
+
+/// As [`start`], recording into `registry` (for tests that read the rendered metrics).
+async fn start_in(
+    registry: &Metrics,
+    config: InferConfig,
+    open: bool,
+) -> (Arc<Infer>, Arc<Shared>, Arc<ModelMetrics>) {
     let shared = Arc::new(Shared::default());
     if open {
         shared.gate.open();
     }
-    let metrics = Arc::new(Metrics::new().unwrap().model("test"));
+    let metrics = Arc::new(registry.model("test"));
     let infer = Infer::start(
         Arc::new(FakeFactory(shared.clone())),
         config,
@@ -400,7 +409,7 @@ async fn run_behind_a_busy_worker(
 ) -> (
     Vec<Vec<Vec<u32>>>,
     Vec<Result<Inference, InferError>>,
-    Arc<Metrics>,
+    Arc<ModelMetrics>,
 ) {
     let (infer, shared, metrics) = start(cfg, false).await;
     let busy = spawn_run(&infer, vec![seq(0, 2)], Caller::default());
@@ -595,7 +604,8 @@ async fn waiting_work_is_counted_per_class_and_per_key() {
 async fn key_series_are_capped() {
     let mut cfg = config(8, 1000, 10_000);
     cfg.max_queued_tokens_per_key = 1;
-    let (infer, shared, metrics) = start(cfg, false).await;
+    let registry = Metrics::new().unwrap();
+    let (infer, shared, metrics) = start_in(&registry, cfg, false).await;
     let busy = spawn_run(&infer, vec![seq(0, 2)], Caller::default());
     eventually("worker busy", || shared.started.load(Ordering::SeqCst) == 1).await;
     let keys = MAX_KEY_SERIES as u64 + 5;
@@ -608,7 +618,7 @@ async fn key_series_are_capped() {
         tasks.push(spawn_run(&infer, vec![seq(1, 2)], caller));
     }
     eventually("all queued", || infer.queue_depth() == keys as usize).await;
-    let text = metrics.render().unwrap();
+    let text = registry.render().unwrap();
     let series = text
         .lines()
         .filter(|l| l.starts_with("aft_key_queued_tokens{"))

@@ -3,6 +3,7 @@
 //! serves; [`crate::app`] does, and it never sees a backend.
 
 mod auth;
+mod conn;
 pub mod error;
 mod extract;
 mod middleware;
@@ -26,6 +27,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use auth::ApiKeys;
+pub use conn::ConnLimits;
 pub use error::ApiError;
 pub use models::{ModelsError, ServedModels};
 pub use serve::run;
@@ -52,6 +54,8 @@ pub struct HttpConfig {
     pub shutdown_timeout: Duration,
     /// Origins allowed by CORS; none disables CORS.
     pub cors_allow_origins: Vec<String>,
+    /// Header-read and keep-alive timeouts, and the connection cap.
+    pub connections: ConnLimits,
 }
 
 /// What every handler can reach.
@@ -60,7 +64,8 @@ struct AppState {
     models: Arc<ServedModels>,
     metrics: Arc<Metrics>,
     keys: Arc<ApiKeys>,
-    openapi: Arc<utoipa::openapi::OpenApi>,
+    /// `/openapi.json`, bounds filled in.
+    openapi: Arc<serde_json::Value>,
     docs_html: Arc<String>,
     request_timeout: Duration,
     max_body_bytes: usize,
@@ -69,10 +74,25 @@ struct AppState {
 }
 
 impl AppState {
-    fn new(models: ServedModels, metrics: Arc<Metrics>, keys: ApiKeys, http: &HttpConfig) -> Self {
-        let openapi = openapi::document();
-        let docs_html = openapi::render_docs(&openapi);
-        Self {
+    fn new(
+        models: ServedModels,
+        metrics: Arc<Metrics>,
+        keys: ApiKeys,
+        http: &HttpConfig,
+    ) -> anyhow::Result<Self> {
+        let doc = openapi::document();
+        let docs_html = openapi::render_docs(&doc);
+        // One document for all models: each bound is the loosest of any served model (a request
+        // within it may still be refused by the model it names, with the documented 422).
+        let services = || models.iter().map(|m| &m.service);
+        let bounds = openapi::Bounds {
+            max_inputs: models.default_model().info.limits.max_client_batch_size,
+            dimensions: services().map(|s| s.embedding_dim()).max().unwrap_or(0),
+            vocab_size: services().map(|s| s.vocab_size()).max().unwrap_or(0),
+            models: services().map(|s| s.model_name.clone()).collect(),
+        };
+        let openapi = openapi::bounded(&doc, &bounds).map_err(anyhow::Error::msg)?;
+        Ok(Self {
             models: Arc::new(models),
             metrics,
             keys: Arc::new(keys),
@@ -81,7 +101,7 @@ impl AppState {
             request_timeout: http.request_timeout,
             max_body_bytes: http.max_body_bytes,
             stopping: Arc::new(AtomicBool::new(false)),
-        }
+        })
     }
 }
 

@@ -19,12 +19,16 @@ use crate::service::{EmbedOptions, ServiceError, Timing};
     request_body = EmbedRequest,
     responses(
         (status = 200, description = "One embedding per input, in input order", body = EmbedResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 404, description = "Unknown model", body = ErrorBody),
-        (status = 413, description = "Too many inputs or body too large", body = ErrorBody),
-        (status = 422, description = "Invalid input (wrong types, empty, too long with truncate=false)", body = ErrorBody),
-        (status = 429, description = "Queue full; see Retry-After", body = ErrorBody),
-        (status = 504, description = "Request timeout", body = ErrorBody),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key (when keys are configured)", body = ErrorBody),
+        (status = 404, description = "No served model has this `model` name", body = ErrorBody),
+        (status = 413, description = "More inputs than `max_client_batch_size`, or a body over `max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "No `Content-Type: application/json`", body = ErrorBody),
+        (status = 422, description = "JSON of the wrong shape, or a value the schema or the model refuses (empty text, token id outside the vocabulary, `dimensions` out of range, too long with `truncate: false`)", body = ErrorBody),
+        (status = 429, description = "Queue full; retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 500, description = "Inference failed", body = ErrorBody),
+        (status = 503, description = "Not ready yet, or shutting down", body = ErrorBody),
+        (status = 504, description = "Past `--request-timeout`", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]
@@ -62,8 +66,16 @@ pub async fn embed(
     request_body = OpenAiEmbeddingsRequest,
     responses(
         (status = 200, body = OpenAiEmbeddingsResponse),
-        (status = 404, description = "Unknown model", body = ErrorBody),
-        (status = 422, description = "Invalid input (including out-of-range token ids)", body = ErrorBody),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key (when keys are configured)", body = ErrorBody),
+        (status = 404, description = "No served model has this `model` name", body = ErrorBody),
+        (status = 413, description = "More inputs than `max_client_batch_size`, or a body over `max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "No `Content-Type: application/json`", body = ErrorBody),
+        (status = 422, description = "JSON of the wrong shape, or a value the schema or the model refuses (empty text, token id outside the vocabulary, `dimensions` out of range, too long with `truncate: false`)", body = ErrorBody),
+        (status = 429, description = "Queue full; retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 500, description = "Inference failed", body = ErrorBody),
+        (status = 503, description = "Not ready yet, or shutting down", body = ErrorBody),
+        (status = 504, description = "Past `--request-timeout`", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]
@@ -116,9 +128,16 @@ fn base64_f32(v: &[f32]) -> String {
     request_body = ClassifyRequest,
     responses(
         (status = 200, description = "Top-k labels per input with softmax scores, highest first", body = ClassifyResponse),
-        (status = 400, description = "The model has no classifier head", body = ErrorBody),
-        (status = 404, description = "Unknown model", body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        (status = 400, description = "The body is not JSON, or the model has no classifier head", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key (when keys are configured)", body = ErrorBody),
+        (status = 404, description = "No served model has this `model` name", body = ErrorBody),
+        (status = 413, description = "More inputs than `max_client_batch_size`, or a body over `max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "No `Content-Type: application/json`", body = ErrorBody),
+        (status = 422, description = "JSON of the wrong shape, or a value the schema or the model refuses (empty text, token id outside the vocabulary, `dimensions` out of range, too long with `truncate: false`)", body = ErrorBody),
+        (status = 429, description = "Queue full; retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 500, description = "Inference failed", body = ErrorBody),
+        (status = 503, description = "Not ready yet, or shutting down", body = ErrorBody),
+        (status = 504, description = "Past `--request-timeout`", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]
@@ -158,7 +177,10 @@ pub async fn classify(
 #[utoipa::path(
     get, path = "/v1/models", tag = "openai",
     summary = "The served models, the default first (OpenAI list shape)",
-    responses((status = 200, body = ModelList)),
+    responses(
+        (status = 200, body = ModelList),
+        (status = 401, description = "Missing or invalid API key (when keys are configured)", body = ErrorBody),
+    ),
     security((), ("bearer" = []))
 )]
 pub async fn models(State(state): State<AppState>) -> Json<ModelList> {
@@ -189,7 +211,10 @@ pub async fn models(State(state): State<AppState>) -> Json<ModelList> {
     get, path = "/info", tag = "service",
     summary = "Models, limits, device and version",
     description = "The default model's fields at the top level, and every model in `models`.",
-    responses((status = 200, body = Info)),
+    responses(
+        (status = 200, body = Info),
+        (status = 401, description = "Missing or invalid API key (when keys are configured)", body = ErrorBody),
+    ),
     security((), ("bearer" = []))
 )]
 pub async fn info(State(state): State<AppState>) -> Json<Info> {
@@ -234,7 +259,10 @@ pub async fn health(state: State<AppState>) -> Result<Json<Health>, ApiError> {
 
 #[utoipa::path(
     get, path = "/metrics", tag = "service", summary = "Prometheus metrics (text format)",
-    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"))
+    responses(
+        (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"),
+        (status = 500, description = "The metrics could not be rendered", body = ErrorBody),
+    )
 )]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let text = state

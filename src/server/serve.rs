@@ -7,7 +7,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::{router, ApiKeys, AppState, HttpConfig, ServedModels};
+use super::{conn, router, ApiKeys, AppState, HttpConfig, ServedModels};
 use crate::metrics::Metrics;
 
 /// Resolves when SIGTERM or SIGINT arrives.
@@ -69,7 +69,7 @@ pub async fn run(
     keys: ApiKeys,
     http: HttpConfig,
 ) -> anyhow::Result<()> {
-    let state = AppState::new(models, metrics, keys, &http);
+    let state = AppState::new(models, metrics, keys, &http)?;
     let app = router(state.clone(), &http);
     let listener = TcpListener::bind(http.addr)
         .await
@@ -105,14 +105,14 @@ pub async fn run(
         });
     }
 
-    let server = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
-    let mut server = tokio::spawn(async move { server.await });
+    let server = conn::serve(listener, app, http.connections, stop_rx.clone());
+    let mut server = tokio::spawn(server);
     tokio::select! {
-        // A stop request wins over the server finishing (which graceful shutdown makes it do).
+        // A stop request wins over the server finishing (which a stop makes it do).
         biased;
         _ = stopped(stop_rx) => {}
         result = &mut server => {
-            result.context("server task")?.context("server")?;
+            result.context("server task")?;
             anyhow::bail!("the server stopped without being asked to");
         }
     }
@@ -129,8 +129,7 @@ pub async fn run(
         served
     };
     match tokio::time::timeout(http.shutdown_timeout, drain).await {
-        Ok(Ok(Ok(()))) => tracing::info!("shut down cleanly"),
-        Ok(Ok(Err(err))) => tracing::error!(error = %err, "server error while shutting down"),
+        Ok(Ok(())) => tracing::info!("shut down cleanly"),
         Ok(Err(err)) => tracing::error!(error = %err, "server task failed while shutting down"),
         Err(_) => tracing::warn!("shutdown timeout reached; abandoning the requests still running"),
     }

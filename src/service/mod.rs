@@ -103,6 +103,11 @@ impl Service {
         self.bundle.manifest.embedding_dim
     }
 
+    /// Token ids below this are valid pre-tokenized input.
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizers.tokenizer().vocab_size()
+    }
+
     pub fn labels(&self) -> &[String] {
         self.bundle.manifest.labels()
     }
