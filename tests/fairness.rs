@@ -89,7 +89,7 @@ fn spawn_heavy(
 /// whether the heavy one was still running when the short one had its answer.
 async fn heavy_and_short(server: &Server) -> (Answer, Answer, bool) {
     let heavy = spawn_heavy(server, &[]);
-    until_positive(server, "aft_queue_depth").await;
+    until_positive(server, r#"aft_queue_depth{model="tiny-aft"}"#).await;
     let short = post(
         &server.base,
         "/v1/embed",
@@ -161,10 +161,24 @@ async fn a_key_over_its_queued_token_limit_gets_429_and_other_keys_do_not() {
             ("x-priority", "low"),
         ],
     );
-    until_positive(&server, &format!("aft_key_queued_tokens{{key=\"{a}\"}}")).await;
+    until_positive(
+        &server,
+        &format!("aft_key_queued_tokens{{key=\"{a}\",model=\"tiny-aft\"}}"),
+    )
+    .await;
     let metrics = server.metrics().await;
-    assert!(metric_value(&metrics, r#"aft_queued_inputs{priority="low"}"#) > 0.0);
-    assert!(metric_value(&metrics, r#"aft_queued_tokens{priority="low"}"#) > 0.0);
+    assert!(
+        metric_value(
+            &metrics,
+            r#"aft_queued_inputs{model="tiny-aft",priority="low"}"#
+        ) > 0.0
+    );
+    assert!(
+        metric_value(
+            &metrics,
+            r#"aft_queued_tokens{model="tiny-aft",priority="low"}"#
+        ) > 0.0
+    );
 
     // A's next request is refused at once, with the error shape and Retry-After.
     let refused = post(
@@ -212,20 +226,29 @@ async fn a_key_over_its_queued_token_limit_gets_429_and_other_keys_do_not() {
     assert_eq!(
         metric_value(
             &metrics,
-            &format!("aft_key_limit_rejections_total{{key=\"{a}\"}}")
+            &format!("aft_key_limit_rejections_total{{key=\"{a}\",model=\"tiny-aft\"}}")
         ),
         1.0
     );
     assert_eq!(
-        metric_value(&metrics, &format!("aft_key_queued_tokens{{key=\"{a}\"}}")),
+        metric_value(
+            &metrics,
+            &format!("aft_key_queued_tokens{{key=\"{a}\",model=\"tiny-aft\"}}")
+        ),
         0.0
     );
     assert_eq!(
-        metric_value(&metrics, &format!("aft_key_queued_tokens{{key=\"{b}\"}}")),
+        metric_value(
+            &metrics,
+            &format!("aft_key_queued_tokens{{key=\"{b}\",model=\"tiny-aft\"}}")
+        ),
         0.0
     );
     assert_eq!(
-        metric_value(&metrics, r#"aft_queued_inputs{priority="low"}"#),
+        metric_value(
+            &metrics,
+            r#"aft_queued_inputs{model="tiny-aft",priority="low"}"#
+        ),
         0.0
     );
     // With its job done, A is admitted again.
