@@ -3,7 +3,6 @@
 //! then hand the finished objects to [`server::run`]. The one place that knows every layer.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,11 +11,13 @@ use tch::Device;
 
 use crate::backend::torch::{device_name, parse_device, TorchFactory};
 use crate::bundle::Bundle;
-use crate::config::Config;
+use crate::config::{Config, ModelDir, Scheduling};
 use crate::core::{BatchLimits, Infer, InferConfig};
 use crate::metrics::Metrics;
-use crate::server::types::{Info, Limits};
-use crate::server::{self, ApiKeys, HttpConfig, ServedModel};
+use crate::server::types::{Limits, ModelInfo};
+use crate::server::{
+    self, ApiKeys, ConnLimits, HttpConfig, ModelsError, ServedModel, ServedModels,
+};
 use crate::service::Service;
 use crate::tokenize::{TextTokenizer, TokenizerPool};
 
@@ -24,7 +25,8 @@ use crate::tokenize::{TextTokenizer, TokenizerPool};
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Builds everything from `config`, then serves until SIGTERM/SIGINT (see [`server::run`]).
-/// Fails before listening if anything is invalid, and after it if the model cannot be loaded.
+/// Fails before listening if anything is invalid (a bundle, or two models with one name), and
+/// after it if a model cannot be loaded.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     let device = parse_device(&config.device)?;
@@ -34,41 +36,58 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // The count only: keys never reach the logs.
     let auth = if keys.enabled() { "required" } else { "off" };
     tracing::info!(api_keys = keys.len(), "authentication {auth}");
-    let model = load_model(&ModelSpec::from(&config), &config, device, &metrics)?;
-    server::run(model, metrics, keys, http_config(&config)).await
-}
-
-/// Which bundle to serve, and under which name.
-#[derive(Debug, Clone)]
-pub struct ModelSpec {
-    pub dir: PathBuf,
-    /// The name the API reports; the manifest's name when `None`.
-    pub name: Option<String>,
-}
-
-impl From<&Config> for ModelSpec {
-    fn from(config: &Config) -> Self {
-        Self {
-            dir: config.model_dir.clone(),
-            name: config.model_name.clone(),
-        }
+    if config.max_queued_tokens_per_key > 0 && !keys.enabled() {
+        tracing::warn!("--max-queued-tokens-per-key has no effect without API keys");
     }
+    let bundles = verify_bundles(&config.models())?;
+    // Every worker of every model shares the CPUs (see TorchFactory::new).
+    let cpu_sharers = config.workers * bundles.len();
+    let models = bundles
+        .into_iter()
+        .map(|(name, bundle)| load_model(name, bundle, &config, cpu_sharers, device, &metrics))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let models = ServedModels::new(models)?;
+    server::run(models, metrics, keys, http_config(&config)).await
 }
 
-/// Makes one model servable: verifies the bundle, loads its tokenizer, starts the core's workers
-/// on `device` (they load and warm the model in the background; see [`Service::wait_ready`]), and
-/// describes it for `/info` and the `aft_model_info` metric. `config` gives the batching, queue
-/// and request limits.
+/// Verifies every bundle and names it (the given name, else the manifest's), before any model
+/// starts: a bad bundle or a name given twice is a start-up error.
+pub fn verify_bundles(models: &[ModelDir]) -> anyhow::Result<Vec<(String, Arc<Bundle>)>> {
+    let mut out: Vec<(String, Arc<Bundle>)> = Vec::with_capacity(models.len());
+    for model in models {
+        let bundle = Bundle::load(&model.dir)
+            .with_context(|| format!("invalid model bundle {}", model.dir.display()))?;
+        let name = model
+            .name
+            .clone()
+            .unwrap_or_else(|| bundle.manifest.name.clone());
+        if out.iter().any(|(n, _)| *n == name) {
+            return Err(ModelsError::DuplicateName(name).into());
+        }
+        out.push((name, Arc::new(bundle)));
+    }
+    if out.is_empty() {
+        return Err(ModelsError::Empty.into());
+    }
+    Ok(out)
+}
+
+/// Makes one model servable under `name`: loads the bundle's tokenizer, starts the model's own
+/// core (queue, batcher, workers) on `device` (the workers load and warm the model in the
+/// background; see [`Service::wait_ready`]), and describes it for `/info` and the
+/// `aft_model_info` metric. `config` gives the batching, queue and request limits;
+/// `cpu_sharers` is how many workers, across all models, share the CPUs.
 pub fn load_model(
-    spec: &ModelSpec,
+    name: String,
+    bundle: Arc<Bundle>,
     config: &Config,
+    cpu_sharers: usize,
     device: Device,
-    metrics: &Arc<Metrics>,
+    metrics: &Metrics,
 ) -> anyhow::Result<ServedModel> {
-    let bundle = Arc::new(Bundle::load(&spec.dir).context("invalid model bundle")?);
     let manifest = &bundle.manifest;
-    let tokenizer = TextTokenizer::from_bundle(&bundle).context("cannot load the tokenizer")?;
-    let name = spec.name.clone().unwrap_or_else(|| manifest.name.clone());
+    let tokenizer = TextTokenizer::from_bundle(&bundle)
+        .with_context(|| format!("model {name:?}: cannot load the tokenizer"))?;
     let device_label = device_name(device);
     metrics.set_model_info(&name, manifest.variant(), &device_label, VERSION);
 
@@ -79,16 +98,18 @@ pub fn load_model(
     let factory = TorchFactory::new(
         bundle.clone(),
         device,
-        config.workers,
+        cpu_sharers,
         config.intra_op_threads,
         limits,
     );
+    let model_metrics = Arc::new(metrics.model(&name));
     tracing::info!(
         model = %name,
         dir = %bundle.dir.display(),
         device = %device_label,
         workers = config.workers,
         intra_op_threads = factory.intra_op_threads(),
+        scheduling = ?config.scheduling,
         "bundle verified; loading the model"
     );
     let infer = Infer::start(
@@ -97,15 +118,20 @@ pub fn load_model(
             limits,
             max_wait: Duration::from_micros(config.max_wait_us),
             max_queue_size: config.max_queue_size,
+            max_queued_tokens_per_key: config.max_queued_tokens_per_key,
+            policy: config.scheduling.into(),
             workers: config.workers,
         },
-        metrics.clone(),
+        model_metrics.clone(),
     );
-    let info = Info {
+    let info = ModelInfo {
         model: name.clone(),
-        version: VERSION,
         device: device_label,
         workers: config.workers,
+        scheduling: match config.scheduling {
+            Scheduling::Fair => "fair",
+            Scheduling::Fifo => "fifo",
+        },
         dimensions: manifest.embedding_dim,
         labels: manifest.labels.clone(),
         limits: Limits {
@@ -115,6 +141,7 @@ pub fn load_model(
             max_batch_tokens: config.max_batch_tokens,
             max_batch_size: config.max_batch_size,
             max_queue_size: config.max_queue_size,
+            max_queued_tokens_per_key: config.max_queued_tokens_per_key,
             request_timeout_ms: u64::try_from(config.request_timeout.as_millis())
                 .unwrap_or(u64::MAX),
         },
@@ -125,7 +152,7 @@ pub fn load_model(
         bundle,
         TokenizerPool::new(tokenizer, config.tokenization_workers),
         Arc::new(infer),
-        metrics.clone(),
+        model_metrics,
         config.max_client_batch_size,
     );
     Ok(ServedModel { service, info })
@@ -138,5 +165,10 @@ fn http_config(config: &Config) -> HttpConfig {
         max_body_bytes: config.max_body_bytes,
         shutdown_timeout: config.shutdown_timeout,
         cors_allow_origins: config.cors_allow_origins.clone(),
+        connections: ConnLimits {
+            header_read_timeout: config.header_read_timeout,
+            keep_alive_timeout: config.keep_alive_timeout,
+            max_connections: config.max_connections,
+        },
     }
 }

@@ -2,9 +2,29 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+
+/// `--scheduling`: how the batcher orders waiting work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scheduling {
+    /// Fair between requests (between API keys when keys are configured), by tokens, with the
+    /// `priority` classes; the oldest input is never passed over for more than 7 batches.
+    Fair,
+    /// Oldest input first, whoever sent it and whatever its priority (for comparison).
+    Fifo,
+}
+
+impl From<Scheduling> for crate::core::Policy {
+    fn from(s: Scheduling) -> Self {
+        match s {
+            Scheduling::Fair => Self::Fair,
+            Scheduling::Fifo => Self::Fifo,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -33,11 +53,20 @@ pub struct Config {
     #[arg(long, env = "AFT_PORT", default_value_t = 8080)]
     pub port: u16,
 
-    /// Model bundle directory (manifest.json, model.pt, tokenizer.json).
-    #[arg(long, env = "AFT_MODEL_DIR", default_value = "models/aft-mini")]
-    pub model_dir: PathBuf,
+    /// Model bundle directory (manifest.json, model.pt, tokenizer.json), or `NAME=DIR` to serve
+    /// it under NAME instead of the manifest's name. Repeatable (comma-separated in the
+    /// variable): each bundle is served with its own workers and queue; the first is the default
+    /// for requests that name no `model`.
+    #[arg(
+        long = "model-dir",
+        env = "AFT_MODEL_DIR",
+        value_delimiter = ',',
+        default_value = "models/aft-mini",
+        required = true
+    )]
+    pub model_dirs: Vec<ModelDir>,
 
-    /// Name the API reports for the model; defaults to the manifest's name.
+    /// Name the API reports for the first (default) model; defaults to the manifest's name.
     #[arg(long, env = "AFT_MODEL_NAME")]
     pub model_name: Option<String>,
 
@@ -45,11 +74,12 @@ pub struct Config {
     #[arg(long, env = "AFT_DEVICE", default_value = "cpu")]
     pub device: String,
 
-    /// Inference threads, each owning a model replica.
+    /// Inference threads per model, each owning a replica of that model.
     #[arg(long, env = "AFT_WORKERS", default_value_t = 1)]
     pub workers: usize,
 
-    /// Threads libtorch uses inside one forward pass (per worker); 0 = number of CPUs / workers.
+    /// Threads libtorch uses inside one forward pass (per worker); 0 = number of CPUs / all
+    /// workers (workers x models), so that models busy at once do not oversubscribe the CPUs.
     #[arg(long, env = "AFT_INTRA_OP_THREADS", default_value_t = 0)]
     pub intra_op_threads: usize,
 
@@ -69,6 +99,16 @@ pub struct Config {
     #[arg(long, env = "AFT_MAX_QUEUE_SIZE", default_value_t = 4096)]
     pub max_queue_size: usize,
 
+    /// Most tokens one API key may have waiting in the queue; past it that key's requests get
+    /// 429 (a key with nothing waiting is always admitted). 0 = no limit; needs API keys.
+    #[arg(long, env = "AFT_MAX_QUEUED_TOKENS_PER_KEY", default_value_t = 0)]
+    pub max_queued_tokens_per_key: usize,
+
+    /// How waiting work is ordered into batches: fair (between requests or API keys, with
+    /// priorities) or fifo (oldest input first).
+    #[arg(long, env = "AFT_SCHEDULING", value_enum, default_value_t = Scheduling::Fair)]
+    pub scheduling: Scheduling,
+
     /// Most inputs in one request (413 past it).
     #[arg(long, env = "AFT_MAX_CLIENT_BATCH_SIZE", default_value_t = 512)]
     pub max_client_batch_size: usize,
@@ -84,6 +124,20 @@ pub struct Config {
     /// Time allowed after SIGTERM/SIGINT to finish queued and in-flight work.
     #[arg(long, env = "AFT_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// Time a client has to send a whole request header, from its first byte (for a new
+    /// connection, from the connection's opening); the connection is closed past it.
+    #[arg(long, env = "AFT_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Time a connection may stay open with no request in progress and nothing sent either way;
+    /// keep it above the idle timeout of any proxy or load balancer in front.
+    #[arg(long, env = "AFT_KEEP_ALIVE_TIMEOUT", default_value = "75s", value_parser = humantime::parse_duration)]
+    pub keep_alive_timeout: Duration,
+
+    /// Most connections open at once; past it new connections are accepted and closed at once.
+    #[arg(long, env = "AFT_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 
     /// Threads that tokenize requests, off the async runtime; 0 = number of CPUs.
     #[arg(long, env = "AFT_TOKENIZATION_WORKERS", default_value_t = 0)]
@@ -120,9 +174,65 @@ pub struct Config {
     pub log_level: String,
 }
 
+/// One `--model-dir` value: a bundle directory, and the name to serve it under when given as
+/// `NAME=DIR`. A value is `NAME=DIR` when it has a `=` before any `/` (write `./a=b` for a
+/// directory whose name holds a `=`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelDir {
+    /// The name the API reports; the manifest's name when `None`.
+    pub name: Option<String>,
+    pub dir: PathBuf,
+}
+
+impl FromStr for ModelDir {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        let value = value.trim();
+        let named = value
+            .split_once('=')
+            .filter(|(name, _)| !name.contains('/'));
+        let (name, dir) = match named {
+            Some((name, dir)) => (Some(name.trim()), dir.trim()),
+            None => (None, value),
+        };
+        if name.is_some_and(str::is_empty) {
+            return Err(format!("{value:?}: empty model name before `=`"));
+        }
+        if dir.is_empty() {
+            return Err(format!("{value:?}: no bundle directory"));
+        }
+        Ok(Self {
+            name: name.map(str::to_owned),
+            dir: PathBuf::from(dir),
+        })
+    }
+}
+
 impl Config {
+    /// The bundles to serve, in order (the first is the default), with `--model-name` applied to
+    /// the first.
+    pub fn models(&self) -> Vec<ModelDir> {
+        let mut models = self.model_dirs.clone();
+        if let (Some(first), Some(name)) = (models.first_mut(), &self.model_name) {
+            first.name = Some(name.clone());
+        }
+        models
+    }
+
     /// Checks options against each other; the message names the options at fault.
     pub fn validate(&self) -> Result<(), String> {
+        if self.model_dirs.is_empty() {
+            return Err("--model-dir: no model bundle given".into());
+        }
+        if let (Some(name), Some(first)) = (&self.model_name, self.model_dirs.first()) {
+            if first.name.as_ref().is_some_and(|n| n != name) {
+                return Err(format!(
+                    "--model-name {name:?} and the first --model-dir's name {:?} disagree; give one",
+                    first.name.as_deref().unwrap_or_default()
+                ));
+            }
+        }
         let positive = [
             ("--workers", self.workers),
             ("--max-batch-tokens", self.max_batch_tokens),
@@ -142,9 +252,65 @@ impl Config {
                 self.max_client_batch_size, self.max_queue_size
             ));
         }
-        if self.request_timeout.is_zero() {
-            return Err("--request-timeout must be more than 0".into());
+        let durations = [
+            ("--request-timeout", self.request_timeout),
+            ("--header-read-timeout", self.header_read_timeout),
+            ("--keep-alive-timeout", self.keep_alive_timeout),
+        ];
+        for (flag, value) in durations {
+            if value.is_zero() {
+                return Err(format!("{flag} must be more than 0"));
+            }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("aft-serve").chain(args.iter().copied()))
+    }
+
+    fn dir(name: Option<&str>, dir: &str) -> ModelDir {
+        ModelDir {
+            name: name.map(str::to_owned),
+            dir: PathBuf::from(dir),
+        }
+    }
+
+    #[test]
+    fn model_dirs_are_repeatable_comma_separated_and_may_be_named() {
+        let config = parse(&[
+            "--model-dir",
+            "models/aft-mini,topics=/srv/my bundle",
+            "--model-dir",
+            "./a=b",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.models(),
+            vec![
+                dir(None, "models/aft-mini"),
+                dir(Some("topics"), "/srv/my bundle"),
+                dir(None, "./a=b"),
+            ]
+        );
+        assert!(parse(&["--model-dir", "=x"]).is_err());
+        assert!(parse(&["--model-dir", "name="]).is_err());
+    }
+
+    #[test]
+    fn model_name_renames_the_first_model_only() {
+        let config = parse(&["--model-dir", "a,b", "--model-name", "first"]).unwrap();
+        assert_eq!(
+            config.models(),
+            vec![dir(Some("first"), "a"), dir(None, "b")]
+        );
+        config.validate().unwrap();
+        let clash = parse(&["--model-dir", "x=a", "--model-name", "y"]).unwrap();
+        assert!(clash.validate().unwrap_err().contains("--model-name"));
     }
 }

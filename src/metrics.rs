@@ -2,9 +2,14 @@
 //! are a fixed contract with the deployment dashboards, alerts and the autoscaler, written once in
 //! `src/metrics.json` (name, type, label names, help of every family): the help texts come from
 //! it, and registering a family that it does not list, or lists otherwise, fails.
+//!
+//! HTTP families are server-wide; everything the core and the service record is per model, with a
+//! `model` label: [`Metrics::model`] hands each model its own [`ModelMetrics`], the series of
+//! those families for that one model.
 
 use std::collections::BTreeMap;
 
+use prometheus::core::{MetricVec, MetricVecBuilder};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -73,22 +78,76 @@ impl Contract {
     }
 }
 
+/// The label that names the model on per-model families.
+const MODEL: &str = "model";
+
 pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
+    pub requests_in_flight: IntGauge,
+    pub model_info: IntGaugeVec,
+    queue_duration: HistogramVec,
+    tokenization_duration: HistogramVec,
+    inference_duration: HistogramVec,
+    batch_size: HistogramVec,
+    batch_tokens: HistogramVec,
+    queue_depth: IntGaugeVec,
+    prompt_tokens: IntCounterVec,
+    inputs: IntCounterVec,
+    workers_alive: IntGaugeVec,
+    worker_restarts: IntCounterVec,
+    queued_inputs: IntGaugeVec,
+    queued_tokens: IntGaugeVec,
+    key_queued_tokens: IntGaugeVec,
+    key_limit_rejections: IntCounterVec,
+    oldest_turns: IntCounterVec,
+}
+
+/// One model's series of the per-model families; the core and the service record into these.
+#[derive(Clone)]
+pub struct ModelMetrics {
     pub queue_duration: Histogram,
     pub tokenization_duration: Histogram,
     pub inference_duration: Histogram,
     pub batch_size: Histogram,
     pub batch_tokens: Histogram,
     pub queue_depth: IntGauge,
-    pub requests_in_flight: IntGauge,
     pub prompt_tokens: IntCounter,
     pub inputs: IntCounter,
-    pub model_info: IntGaugeVec,
     pub workers_alive: IntGauge,
     pub worker_restarts: IntCounter,
+    // Fair scheduling: who is waiting (see core::schedule).
+    pub queued_inputs: ModelVec<IntGaugeVec>,
+    pub queued_tokens: ModelVec<IntGaugeVec>,
+    pub key_queued_tokens: ModelVec<IntGaugeVec>,
+    pub key_limit_rejections: ModelVec<IntCounterVec>,
+    pub oldest_turns: IntCounter,
+}
+
+/// One model's part of a per-model family with more labels than `model`: the model is fixed,
+/// the other label values are given at each use.
+#[derive(Clone)]
+pub struct ModelVec<V> {
+    vec: V,
+    model: String,
+}
+
+impl<P: MetricVecBuilder> ModelVec<MetricVec<P>> {
+    /// The series for this model and `rest`, the family's other label values in order.
+    pub fn with_label_values(&self, rest: &[&str]) -> P::M {
+        let mut values = Vec::with_capacity(rest.len() + 1);
+        values.push(self.model.as_str());
+        values.extend_from_slice(rest);
+        self.vec.with_label_values(&values)
+    }
+}
+
+fn model_vec<V: Clone>(vec: &V, model: &str) -> ModelVec<V> {
+    ModelVec {
+        vec: vec.clone(),
+        model: model.to_owned(),
+    }
 }
 
 /// Seconds, 0.5 ms to about 33 s.
@@ -105,19 +164,24 @@ impl Metrics {
         let contract = Contract::load()?;
         let registry = Registry::new();
         let register = |c: Box<dyn prometheus::core::Collector>| registry.register(c);
-        let histogram = |name: &str, buckets: Vec<f64>| -> Result<Histogram, prometheus::Error> {
-            let help = contract.help(name, FamilyType::Histogram, &[])?;
-            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
+        // Per-model families: one series per served model.
+        let histogram = |name: &str,
+                         buckets: Vec<f64>|
+         -> Result<HistogramVec, prometheus::Error> {
+            let help = contract.help(name, FamilyType::Histogram, &[MODEL])?;
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &[MODEL])?;
             register(Box::new(h.clone()))?;
             Ok(h)
         };
-        let gauge = |name: &str| -> Result<IntGauge, prometheus::Error> {
-            let g = IntGauge::new(name, contract.help(name, FamilyType::Gauge, &[])?)?;
+        let gauge = |name: &str| -> Result<IntGaugeVec, prometheus::Error> {
+            let help = contract.help(name, FamilyType::Gauge, &[MODEL])?;
+            let g = IntGaugeVec::new(Opts::new(name, help), &[MODEL])?;
             register(Box::new(g.clone()))?;
             Ok(g)
         };
-        let counter = |name: &str| -> Result<IntCounter, prometheus::Error> {
-            let c = IntCounter::new(name, contract.help(name, FamilyType::Counter, &[])?)?;
+        let counter = |name: &str| -> Result<IntCounterVec, prometheus::Error> {
+            let help = contract.help(name, FamilyType::Counter, &[MODEL])?;
+            let c = IntCounterVec::new(Opts::new(name, help), &[MODEL])?;
             register(Box::new(c.clone()))?;
             Ok(c)
         };
@@ -155,11 +219,36 @@ impl Metrics {
         let batch_size = histogram("aft_batch_size", powers_of_two(10))?;
         let batch_tokens = histogram("aft_batch_tokens", powers_of_two(17))?;
         let queue_depth = gauge("aft_queue_depth")?;
-        let requests_in_flight = gauge("aft_requests_in_flight")?;
+        let requests_in_flight = IntGauge::new(
+            "aft_requests_in_flight",
+            contract.help("aft_requests_in_flight", FamilyType::Gauge, &[])?,
+        )?;
+        register(Box::new(requests_in_flight.clone()))?;
         let prompt_tokens = counter("aft_prompt_tokens_total")?;
         let inputs = counter("aft_inputs_total")?;
         let workers_alive = gauge("aft_workers_alive")?;
         let worker_restarts = counter("aft_worker_restarts_total")?;
+
+        // Fair scheduling: who is waiting (see core::schedule).
+        let gauge_vec = |name: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+            let g = IntGaugeVec::new(opts(name, FamilyType::Gauge, labels)?, labels)?;
+            register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let queued_inputs = gauge_vec("aft_queued_inputs", &[MODEL, "priority"])?;
+        let queued_tokens = gauge_vec("aft_queued_tokens", &[MODEL, "priority"])?;
+        let key_queued_tokens = gauge_vec("aft_key_queued_tokens", &[MODEL, "key"])?;
+        let rejection_labels = [MODEL, "key"];
+        let key_limit_rejections = IntCounterVec::new(
+            opts(
+                "aft_key_limit_rejections_total",
+                FamilyType::Counter,
+                &rejection_labels,
+            )?,
+            &rejection_labels,
+        )?;
+        register(Box::new(key_limit_rejections.clone()))?;
+        let oldest_turns = counter("aft_oldest_turns_total")?;
 
         Ok(Self {
             registry,
@@ -177,7 +266,35 @@ impl Metrics {
             model_info,
             workers_alive,
             worker_restarts,
+            queued_inputs,
+            queued_tokens,
+            key_queued_tokens,
+            key_limit_rejections,
+            oldest_turns,
         })
+    }
+
+    /// The series of `model` in every per-model family, created now so that /metrics lists
+    /// them (at zero) before the model's first request.
+    pub fn model(&self, model: &str) -> ModelMetrics {
+        let m = &[model];
+        ModelMetrics {
+            queue_duration: self.queue_duration.with_label_values(m),
+            tokenization_duration: self.tokenization_duration.with_label_values(m),
+            inference_duration: self.inference_duration.with_label_values(m),
+            batch_size: self.batch_size.with_label_values(m),
+            batch_tokens: self.batch_tokens.with_label_values(m),
+            queue_depth: self.queue_depth.with_label_values(m),
+            prompt_tokens: self.prompt_tokens.with_label_values(m),
+            inputs: self.inputs.with_label_values(m),
+            workers_alive: self.workers_alive.with_label_values(m),
+            worker_restarts: self.worker_restarts.with_label_values(m),
+            queued_inputs: model_vec(&self.queued_inputs, model),
+            queued_tokens: model_vec(&self.queued_tokens, model),
+            key_queued_tokens: model_vec(&self.key_queued_tokens, model),
+            key_limit_rejections: model_vec(&self.key_limit_rejections, model),
+            oldest_turns: self.oldest_turns.with_label_values(m),
+        }
     }
 
     pub fn set_model_info(&self, model: &str, variant: &str, device: &str, version: &str) {
@@ -207,6 +324,11 @@ mod tests {
             .with_label_values(&["/r"])
             .observe(0.1);
         metrics.set_model_info("m", "v", "cpu", "0");
+        let model = metrics.model("m");
+        model.queued_inputs.with_label_values(&["normal"]);
+        model.queued_tokens.with_label_values(&["normal"]);
+        model.key_queued_tokens.with_label_values(&["k"]);
+        model.key_limit_rejections.with_label_values(&["k"]);
         let mut out: Vec<Family> = metrics
             .registry
             .gather()
@@ -264,10 +386,13 @@ mod tests {
     fn registering_a_family_the_contract_lists_otherwise_fails() {
         let contract = Contract::load().unwrap();
         assert!(contract
-            .help("aft_queue_depth", FamilyType::Gauge, &[])
+            .help("aft_queue_depth", FamilyType::Gauge, &["model"])
             .is_ok());
         assert!(contract
-            .help("aft_queue_depth", FamilyType::Counter, &[])
+            .help("aft_queue_depth", FamilyType::Gauge, &[])
+            .is_err());
+        assert!(contract
+            .help("aft_queue_depth", FamilyType::Counter, &["model"])
             .is_err());
         assert!(contract
             .help("aft_requests_total", FamilyType::Counter, &["route"])

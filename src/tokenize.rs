@@ -153,8 +153,10 @@ impl TextTokenizer {
                         limit: self.max_len,
                     });
                 }
-                ids.iter()
-                    .take(self.max_len)
+                // Every id is checked, those truncated away too: an id outside the vocabulary
+                // is a malformed input wherever it sits (and the API document says so).
+                let mut checked = ids
+                    .iter()
                     .enumerate()
                     .map(|(position, &id)| match u32::try_from(id) {
                         Ok(v) if (v as usize) < self.vocab_size => Ok(v),
@@ -165,7 +167,9 @@ impl TextTokenizer {
                             vocab_size: self.vocab_size,
                         }),
                     })
-                    .collect()
+                    .collect::<Result<Vec<u32>, _>>()?;
+                checked.truncate(self.max_len);
+                Ok(checked)
             }
         }
     }

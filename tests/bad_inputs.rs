@@ -418,7 +418,10 @@ async fn every_bad_input_gets_its_status_and_the_error_shape() {
     assert_eq!(body["embeddings"].as_array().unwrap().len(), 2);
     assert_eq!(server.get("/health/ready").await.0, 200);
     assert_eq!(
-        metric_value(&server.metrics().await, "aft_queue_depth"),
+        metric_value(
+            &server.metrics().await,
+            r#"aft_queue_depth{model="tiny-aft"}"#
+        ),
         0.0
     );
 }

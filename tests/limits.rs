@@ -74,7 +74,7 @@ async fn a_request_that_does_not_fit_the_queue_is_refused_at_once_with_429() {
     .await;
     let waiting = spawn_embed(&server, texts(&["the first input waits for company"]));
     server
-        .wait_for_metric("aft_queue_depth", |v| v == 1.0)
+        .wait_for_metric(r#"aft_queue_depth{model="tiny-aft"}"#, |v| v == 1.0)
         .await;
 
     // 1 waiting + 4 more > 4: refused while the input ahead of it still waits, so the refusal
@@ -97,10 +97,19 @@ async fn a_request_that_does_not_fit_the_queue_is_refused_at_once_with_429() {
     assert_eq!(status, 200, "{body}");
     let metrics = server.metrics().await;
     assert_eq!(requests_total(&metrics, "/v1/embed", 429), 1.0);
-    assert_eq!(metric_value(&metrics, "aft_batch_size_count"), 1.0);
+    assert_eq!(
+        metric_value(&metrics, r#"aft_batch_size_count{model="tiny-aft"}"#),
+        1.0
+    );
     // The refused request cost no inference.
-    assert_eq!(metric_value(&metrics, "aft_inputs_total"), 2.0);
-    assert_eq!(metric_value(&metrics, "aft_queue_depth"), 0.0);
+    assert_eq!(
+        metric_value(&metrics, r#"aft_inputs_total{model="tiny-aft"}"#),
+        2.0
+    );
+    assert_eq!(
+        metric_value(&metrics, r#"aft_queue_depth{model="tiny-aft"}"#),
+        0.0
+    );
 }
 
 #[tokio::test]
@@ -127,9 +136,15 @@ async fn an_overloaded_queue_refuses_the_excess_and_runs_only_what_it_admitted()
     assert!(ok >= 1 && refused >= 1, "ok {ok}, refused {refused}");
     let metrics = server.metrics().await;
     assert_eq!(requests_total(&metrics, "/v1/embed", 429), refused as f64);
-    assert_eq!(metric_value(&metrics, "aft_queue_depth"), 0.0);
+    assert_eq!(
+        metric_value(&metrics, r#"aft_queue_depth{model="tiny-aft"}"#),
+        0.0
+    );
     // Refused requests cost no inference.
-    assert_eq!(metric_value(&metrics, "aft_inputs_total"), (ok * 8) as f64);
+    assert_eq!(
+        metric_value(&metrics, r#"aft_inputs_total{model="tiny-aft"}"#),
+        (ok * 8) as f64
+    );
 }
 
 #[tokio::test]
@@ -168,9 +183,9 @@ async fn a_slow_request_times_out_with_504_and_its_work_is_dropped() {
     .await;
     assert!(answered, "no 200 after the timeout:\n{}", server.log_text());
     let metrics = server
-        .wait_for_metric("aft_queue_depth", |v| v == 0.0)
+        .wait_for_metric(r#"aft_queue_depth{model="tiny-aft"}"#, |v| v == 0.0)
         .await;
-    let batches = metric_value(&metrics, "aft_batch_size_count");
+    let batches = metric_value(&metrics, r#"aft_batch_size_count{model="tiny-aft"}"#);
     assert!(
         batches < 150.0,
         "{batches} of 300 abandoned inputs were still run"

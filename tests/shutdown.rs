@@ -38,7 +38,7 @@ async fn sigterm_during_load_loses_no_accepted_request() {
     let long = "a long text that fills the whole window of the model ".repeat(12);
     let blocker = post((0..256).map(|i| format!("{i} {long}")).collect());
     server
-        .wait_for_metric("aft_queue_depth", |v| v >= 1.0)
+        .wait_for_metric(r#"aft_queue_depth{model="tiny-aft"}"#, |v| v >= 1.0)
         .await;
     let clients = 24;
     let text = "a medium length sentence about the shutdown of services";

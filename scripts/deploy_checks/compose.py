@@ -15,10 +15,13 @@ from .products import RULE_FILES
 from .tools import run, tool
 
 PROMETHEUS_CONFIG = "docker/prometheus/prometheus.yml"
+TWO_MODELS = "docker/compose.two-models.yaml"
 
 
-def compose_config(ctx: Context, profile: str | None) -> dict[str, Any]:
+def compose_config(ctx: Context, profile: str | None, *overrides: str) -> dict[str, Any]:
     cmd = [tool(ctx.options.venv, "docker-compose"), "-f", str(ctx.root / "docker/compose.yaml")]
+    for override in overrides:
+        cmd += ["-f", str(ctx.root / override)]
     if profile:
         cmd += ["--profile", profile]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AFT_", "COMPOSE_"))}
@@ -54,9 +57,40 @@ def rule_files(root: Path, compose: dict[str, Any]) -> list[Path]:
     return out
 
 
+def _check_aft_service(name: str, svc: dict[str, Any], opts: set[str]) -> None:
+    env = svc.get("environment", {})
+    unknown = {k for k in env if k.startswith("AFT_")} - opts
+    if unknown:
+        fail(f"{name}: unknown options {sorted(unknown)}")
+    if "healthcheck" not in " ".join(svc.get("healthcheck", {}).get("test", [])):
+        fail(f"{name}: no health check")
+    if svc.get("restart") not in ("always", "unless-stopped", "on-failure"):
+        fail(f"{name}: restart policy {svc.get('restart')}")
+    if not any(str(p.get("target", p)).endswith("8080") for p in svc.get("ports", [])):
+        fail(f"{name}: port 8080 not published")
+    if not any(_mount(v)[1] == "/models" for v in svc.get("volumes", [])):
+        fail(f"{name}: no volume at /models for custom bundles")
+    limits = svc.get("deploy", {}).get("resources", {}).get("limits", {})
+    if "cpus" not in limits or "memory" not in limits:
+        fail(f"{name}: no cpu/memory limits")
+    # Every worker of every model runs AFT_INTRA_OP_THREADS threads: together, the CPU limit.
+    models = len([d for d in str(env.get("AFT_MODEL_DIR", "")).split(",") if d.strip()])
+    workers = int(env.get("AFT_WORKERS", 1)) * max(models, 1)
+    threads = float(env.get("AFT_INTRA_OP_THREADS", -1))
+    if threads * workers != float(limits["cpus"]):
+        fail(
+            f"{name}: AFT_INTRA_OP_THREADS {env.get('AFT_INTRA_OP_THREADS')} x {workers} "
+            f"worker(s) of {models} model(s) != cpus limit {limits['cpus']}"
+        )
+    grace = seconds(svc.get("stop_grace_period", "10s"))
+    if grace <= seconds(env.get("AFT_SHUTDOWN_TIMEOUT", "25s")):
+        fail(f"{name}: stop_grace_period {grace}s <= AFT_SHUTDOWN_TIMEOUT")
+
+
 def check_compose(ctx: Context) -> str:
     opts = aft_options(ctx.root)
     plain, gpu = compose_config(ctx, None), compose_config(ctx, "gpu")
+    two = compose_config(ctx, None, TWO_MODELS)
     # docker-compose v1 `config` prints every service; what a plain `up` starts is the ones
     # without `profiles`.
     default = {n for n, s in plain["services"].items() if not s.get("profiles")}
@@ -67,27 +101,13 @@ def check_compose(ctx: Context) -> str:
     if gpu["services"]["aft-serve-gpu"].get("profiles") != ["gpu"]:
         fail("aft-serve-gpu is not in the gpu profile")
     for name in ("aft-serve", "aft-serve-gpu"):
-        svc = gpu["services"][name]
-        env = svc.get("environment", {})
-        unknown = {k for k in env if k.startswith("AFT_")} - opts
-        if unknown:
-            fail(f"{name}: unknown options {sorted(unknown)}")
-        if "healthcheck" not in " ".join(svc.get("healthcheck", {}).get("test", [])):
-            fail(f"{name}: no health check")
-        if svc.get("restart") not in ("always", "unless-stopped", "on-failure"):
-            fail(f"{name}: restart policy {svc.get('restart')}")
-        if not any(str(p.get("target", p)).endswith("8080") for p in svc.get("ports", [])):
-            fail(f"{name}: port 8080 not published")
-        if not any(_mount(v)[1] == "/models" for v in svc.get("volumes", [])):
-            fail(f"{name}: no volume at /models for custom bundles")
-        limits = svc.get("deploy", {}).get("resources", {}).get("limits", {})
-        if "cpus" not in limits or "memory" not in limits:
-            fail(f"{name}: no cpu/memory limits")
-        if float(env.get("AFT_INTRA_OP_THREADS", -1)) != float(limits["cpus"]):
-            fail(f"{name}: AFT_INTRA_OP_THREADS {env.get('AFT_INTRA_OP_THREADS')} != cpus limit")
-        grace = seconds(svc.get("stop_grace_period", "10s"))
-        if grace <= seconds(env.get("AFT_SHUTDOWN_TIMEOUT", "25s")):
-            fail(f"{name}: stop_grace_period {grace}s <= AFT_SHUTDOWN_TIMEOUT")
+        _check_aft_service(name, gpu["services"][name], opts)
+    # The two-model override: still every policy above, now with two bundles.
+    two_svc = two["services"]["aft-serve"]
+    _check_aft_service(f"{TWO_MODELS} aft-serve", two_svc, opts)
+    dirs = str(two_svc["environment"].get("AFT_MODEL_DIR", "")).split(",")
+    if len(dirs) != 2 or not dirs[1].startswith("/models/"):
+        fail(f"{TWO_MODELS}: AFT_MODEL_DIR {dirs}, want the image's bundle and one from /models")
     devices = (
         gpu["services"]["aft-serve-gpu"]["deploy"]["resources"]
         .get("reservations", {})
@@ -115,9 +135,9 @@ def check_compose(ctx: Context) -> str:
     rules = rule_files(ctx.root, gpu)
     ctx.put(RULE_FILES, rules)
     return (
-        "config valid (default and --profile gpu); health checks, restart, ports, /models "
-        "volume, limits, intra-op = cpus, grace > shutdown timeout, GPU reservation, "
-        "Prometheus scrape targets and rule files "
+        f"config valid (default, --profile gpu, + {TWO_MODELS}); health checks, restart, "
+        "ports, /models volume, limits, intra-op x workers x models = cpus, grace > shutdown "
+        "timeout, GPU reservation, Prometheus scrape targets and rule files "
         f"({', '.join(str(p.relative_to(ctx.root)) for p in rules)}), Grafana provisioning"
     )
 

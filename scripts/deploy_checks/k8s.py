@@ -16,7 +16,8 @@ from .promql import adapter_rule_queries
 from .tools import run, tool
 
 K8S_VERSIONS = ("1.37.0", "1.30.0")  # newest schemas shipped, and the oldest cluster we claim
-OVERLAYS = ("k8s/overlays/cpu", "k8s/overlays/gpu", "k8s/prometheus-adapter")
+SERVICE_OVERLAYS = ("k8s/overlays/cpu", "k8s/overlays/gpu", "k8s/overlays/two-models")
+OVERLAYS = (*SERVICE_OVERLAYS, "k8s/prometheus-adapter")
 ADAPTER = "k8s/prometheus-adapter"
 
 Manifests = dict[str, list[dict[str, Any]]]
@@ -112,9 +113,20 @@ def _check_overlay(path: str, docs: list[dict[str, Any]], opts: set[str]) -> Non
     ):
         fail(f"{path}: container does not load the ConfigMap {cm['metadata']['name']}")
     threads = next((e for e in c.get("env", []) if e["name"] == "AFT_INTRA_OP_THREADS"), None)
-    rf = (threads or {}).get("valueFrom", {}).get("resourceFieldRef", {})
-    if rf.get("resource") != "limits.cpu" or str(rf.get("divisor", "1")) != "1":
-        fail(f"{path}: AFT_INTRA_OP_THREADS does not follow limits.cpu (divisor 1)")
+    models = [d for d in env.get("AFT_MODEL_DIR", "").split(",") if d.strip()]
+    if len(models) > 1:
+        # Several models: aft-serve's default splits the pod's CPUs between every worker of
+        # every model; a per-worker count of limits.cpu would oversubscribe them.
+        if threads is not None:
+            fail(
+                f"{path}: {len(models)} models, but AFT_INTRA_OP_THREADS gives each worker all CPUs"
+            )
+        if not any(m.get("mountPath") == "/models" for m in c.get("volumeMounts", [])):
+            fail(f"{path}: {len(models)} models, but no volume at /models for the extra bundles")
+    else:
+        rf = (threads or {}).get("valueFrom", {}).get("resourceFieldRef", {})
+        if rf.get("resource") != "limits.cpu" or str(rf.get("divisor", "1")) != "1":
+            fail(f"{path}: AFT_INTRA_OP_THREADS does not follow limits.cpu (divisor 1)")
     if "AFT_INTRA_OP_THREADS" in env:
         fail(f"{path}: the ConfigMap also sets AFT_INTRA_OP_THREADS")
     keys = next((e for e in c.get("env", []) if e["name"] == "AFT_API_KEYS"), None)
@@ -184,7 +196,7 @@ def _check_overlay(path: str, docs: list[dict[str, Any]], opts: set[str]) -> Non
     mtypes = {m["type"] for m in hpa["spec"]["metrics"]}
     if "Pods" not in mtypes and "External" not in mtypes:
         fail(f"{path}: HPA does not use the queue-depth metric")
-    if path.endswith("cpu") and "Resource" not in mtypes:
+    if not path.endswith("gpu") and "Resource" not in mtypes:
         fail(f"{path}: HPA does not use CPU utilisation")
     if path.endswith("gpu"):
         if env.get("AFT_DEVICE") != "cuda":
@@ -198,11 +210,12 @@ def _check_overlay(path: str, docs: list[dict[str, Any]], opts: set[str]) -> Non
 def check_k8s_policy(ctx: Context) -> str:
     opts = aft_options(ctx.root)
     rendered = ctx.get(RENDERED)
-    for path in ("k8s/overlays/cpu", "k8s/overlays/gpu"):
+    for path in SERVICE_OVERLAYS:
         _check_overlay(path, rendered[path], opts)
     return (
-        "both overlays: probes, security context, resources, intra-op threads from limits.cpu, "
-        "API keys from a Secret, grace period > preStop + AFT_SHUTDOWN_TIMEOUT, maxUnavailable 0, "
+        "cpu, gpu and two-models overlays: probes, security context, resources, intra-op "
+        "threads from limits.cpu (split by aft-serve for several models), API keys from a "
+        "Secret, grace period > preStop + AFT_SHUTDOWN_TIMEOUT, maxUnavailable 0, "
         "no replicas vs HPA, Service/PDB/ServiceMonitor selectors, HPA target and metrics, GPU"
     )
 
@@ -220,7 +233,7 @@ def check_adapter_rules(ctx: Context) -> str:
         over = rule.get("resources", {}).get("overrides", {})
         if over.get("pod", {}).get("resource") != "pod":
             fail(f"rule for {name} does not map the pod label to pods")
-    for path in ("k8s/overlays/cpu", "k8s/overlays/gpu"):
+    for path in SERVICE_OVERLAYS:
         hpa = next(d for d in rendered[path] if d["kind"] == "HorizontalPodAutoscaler")
         for m in hpa["spec"]["metrics"]:
             if m["type"] in ("Pods", "External"):

@@ -196,11 +196,12 @@ pub struct TorchFactory {
 }
 
 impl TorchFactory {
-    /// `intra_op_threads == 0` shares the CPUs evenly between the workers.
+    /// `intra_op_threads == 0` shares the CPUs evenly between `cpu_sharers` workers: this
+    /// model's, plus those of every other model served beside it.
     pub fn new(
         bundle: Arc<Bundle>,
         device: Device,
-        workers: usize,
+        cpu_sharers: usize,
         intra_op_threads: usize,
         limits: BatchLimits,
     ) -> Self {
@@ -210,7 +211,7 @@ impl TorchFactory {
             let cpus = std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1);
-            (cpus / workers.max(1)).max(1)
+            (cpus / cpu_sharers.max(1)).max(1)
         };
         // The largest batch the batcher can form: longest sequences, as many as the budget allows.
         let seq_len = bundle

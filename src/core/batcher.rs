@@ -1,17 +1,17 @@
-//! Dynamic batching: whenever a worker is free, the batcher takes the oldest waiting input and
-//! the inputs closest to it in length, up to `max_batch_size` sequences and `max_batch_tokens`
-//! padded tokens. No fixed delay: a batch leaves as soon as a worker can take it, unless
-//! `max_wait` asks to wait for company while the batch is not full.
+//! Dynamic batching: whenever a worker is free, the batcher takes the input the scheduler picks
+//! (see [`super::schedule`]) and the inputs closest to it in length, up to `max_batch_size`
+//! sequences and `max_batch_tokens` padded tokens. No fixed delay: a batch leaves as soon as a
+//! worker can take it, unless `max_wait` asks to wait for company while the batch is not full.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use super::queue::{Depth, Entry};
+use super::queue::{Backlog, Entry};
+use super::schedule::Scheduler;
 use super::InferError;
-use crate::metrics::Metrics;
+use crate::metrics::ModelMetrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchLimits {
@@ -38,17 +38,32 @@ pub struct Selection {
 /// are tried in order of how close their length is to it, and join when the batch stays within
 /// both limits and no more than half of it would be padding.
 pub fn select_batch(lengths: &[usize], limits: BatchLimits) -> Selection {
-    let Some(&anchor_len) = lengths.first() else {
+    select_around(0, lengths, limits, usize::MAX, |i, gap| (gap, i))
+}
+
+/// [`select_batch`] around any anchor: the input at `anchor` always goes, and the others, none
+/// longer than `max_len`, are tried in the order of `rank(index, length gap to the anchor)`,
+/// smallest first.
+pub(crate) fn select_around<K: Ord>(
+    anchor: usize,
+    lengths: &[usize],
+    limits: BatchLimits,
+    max_len: usize,
+    rank: impl Fn(usize, usize) -> K,
+) -> Selection {
+    let Some(&anchor_len) = lengths.get(anchor) else {
         return Selection {
             indices: Vec::new(),
             padded_tokens: 0,
             full: false,
         };
     };
-    let mut candidates: Vec<usize> = (1..lengths.len()).collect();
-    candidates.sort_by_key(|&i| (lengths[i].abs_diff(anchor_len), i));
+    let mut candidates: Vec<usize> = (0..lengths.len())
+        .filter(|&i| i != anchor && lengths[i] <= max_len)
+        .collect();
+    candidates.sort_by_cached_key(|&i| rank(i, lengths[i].abs_diff(anchor_len)));
 
-    let mut indices = vec![0];
+    let mut indices = vec![anchor];
     let (mut longest, mut real) = (anchor_len, anchor_len);
     for i in candidates {
         if indices.len() >= limits.max_batch_size {
@@ -82,39 +97,39 @@ pub(crate) struct Job {
 
 pub(crate) struct Batcher {
     pub receiver: mpsc::UnboundedReceiver<Vec<Entry>>,
-    pub depth: Arc<Depth>,
+    pub backlog: Arc<Backlog>,
+    pub scheduler: Scheduler,
     pub limits: BatchLimits,
     pub max_wait: Duration,
     /// One permit per worker: a batch is formed only when a worker can run it, so inputs
     /// arriving meanwhile can still join it.
     pub free_workers: Arc<Semaphore>,
     pub jobs: std::sync::mpsc::Sender<Job>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<ModelMetrics>,
 }
 
 impl Batcher {
     /// Runs until the queue is closed and everything admitted has been handed to a worker.
     pub async fn run(mut self) {
-        let mut pending: VecDeque<Entry> = VecDeque::new();
         loop {
-            if pending.is_empty() {
+            if self.scheduler.is_empty() {
                 match self.receiver.recv().await {
-                    Some(entries) => pending.extend(entries),
+                    Some(entries) => self.scheduler.push_request(entries),
                     None => break,
                 }
             }
             let Ok(permit) = self.free_workers.clone().acquire_owned().await else {
                 break;
             };
-            self.drain_channel(&mut pending);
-            self.drop_cancelled(&mut pending);
-            if pending.is_empty() {
+            self.drain_channel();
+            self.drop_cancelled();
+            if self.scheduler.is_empty() {
                 continue;
             }
             if !self.max_wait.is_zero() {
-                self.wait_for_more(&mut pending).await;
+                self.wait_for_more().await;
             }
-            let entries = self.take_batch(&mut pending);
+            let entries = self.take_batch();
             if entries.is_empty() {
                 continue;
             }
@@ -129,41 +144,40 @@ impl Batcher {
                 break;
             }
         }
-        self.depth.release(pending.len());
-        for entry in pending {
+        let left = self.scheduler.drain();
+        self.backlog.release(&left);
+        for entry in left {
             let _ = entry.reply.send(Err(InferError::ShuttingDown));
         }
     }
 
-    fn drain_channel(&mut self, pending: &mut VecDeque<Entry>) {
+    fn drain_channel(&mut self) {
         while let Ok(entries) = self.receiver.try_recv() {
-            pending.extend(entries);
+            self.scheduler.push_request(entries);
         }
     }
 
     /// Work for requesters that went away is dropped before it reaches the model.
-    fn drop_cancelled(&self, pending: &mut VecDeque<Entry>) {
-        let before = pending.len();
-        pending.retain(|e| !e.is_cancelled());
-        self.depth.release(before - pending.len());
+    fn drop_cancelled(&mut self) {
+        let gone = self.scheduler.drop_cancelled();
+        self.backlog.release(&gone);
     }
 
     /// Waits until the oldest input has waited `max_wait` or the batch is full.
-    async fn wait_for_more(&mut self, pending: &mut VecDeque<Entry>) {
-        let Some(oldest) = pending.front() else {
+    async fn wait_for_more(&mut self) {
+        let Some(oldest) = self.scheduler.oldest() else {
             return;
         };
         let deadline = tokio::time::Instant::from_std(oldest.enqueued + self.max_wait);
         loop {
-            let lengths: Vec<usize> = pending.iter().map(|e| e.ids.len()).collect();
-            if select_batch(&lengths, self.limits).full {
+            if self.scheduler.next_is_full(self.limits) {
                 return;
             }
             tokio::select! {
                 entries = self.receiver.recv() => match entries {
                     Some(entries) => {
-                        pending.extend(entries);
-                        self.drain_channel(pending);
+                        self.scheduler.push_request(entries);
+                        self.drain_channel();
                     }
                     None => return,
                 },
@@ -172,26 +186,19 @@ impl Batcher {
         }
     }
 
-    fn take_batch(&self, pending: &mut VecDeque<Entry>) -> Vec<Entry> {
-        let lengths: Vec<usize> = pending.iter().map(|e| e.ids.len()).collect();
-        let selection = select_batch(&lengths, self.limits);
-        let mut chosen = selection.indices.iter().copied().peekable();
-        let mut taken = Vec::with_capacity(selection.indices.len());
-        let mut rest = VecDeque::with_capacity(pending.len() - selection.indices.len());
-        for (i, entry) in pending.drain(..).enumerate() {
-            if chosen.peek() == Some(&i) {
-                chosen.next();
-                taken.push(entry);
-            } else {
-                rest.push_back(entry);
-            }
+    fn take_batch(&mut self) -> Vec<Entry> {
+        let Some(batch) = self.scheduler.take(self.limits) else {
+            return Vec::new();
+        };
+        let taken = batch.entries;
+        self.backlog.release(&taken);
+        if batch.oldest_turn {
+            self.metrics.oldest_turns.inc();
         }
-        *pending = rest;
-        self.depth.release(taken.len());
         self.metrics.batch_size.observe(taken.len() as f64);
         self.metrics
             .batch_tokens
-            .observe(selection.padded_tokens as f64);
+            .observe(batch.padded_tokens as f64);
         taken
     }
 }
@@ -257,6 +264,39 @@ mod tests {
         // Then the long ones go together.
         let s = select_batch(&[30, 31], LIMITS);
         assert_eq!(s.indices, vec![0, 1]);
+    }
+
+    #[test]
+    fn any_input_can_anchor_the_batch() {
+        // Anchored on the 30-token input, the 31 joins before the short ones; ties go by rank.
+        let s = select_around(1, &[5, 30, 6, 31, 29], LIMITS, usize::MAX, |i, gap| {
+            (gap, i)
+        });
+        assert_eq!(s.indices, vec![1, 3]);
+        let limits = BatchLimits {
+            max_batch_tokens: 1000,
+            max_batch_size: 3,
+        };
+        let s = select_around(1, &[5, 30, 6, 31, 29], limits, usize::MAX, |i, gap| {
+            (gap, i)
+        });
+        assert_eq!(s.indices, vec![1, 3, 4]);
+        assert_eq!(s.padded_tokens, 93);
+        // Capped at 30 tokens, the 31 stays out and a shorter one comes in.
+        let s = select_around(1, &[5, 30, 6, 31, 29], limits, 30, |i, gap| (gap, i));
+        assert_eq!(s.indices, vec![1, 2, 4]);
+        // A rank that prefers late indices among equal gaps.
+        let s = select_around(
+            0,
+            &[30, 31, 29],
+            BatchLimits {
+                max_batch_tokens: 1000,
+                max_batch_size: 2,
+            },
+            usize::MAX,
+            |i, gap| (gap, usize::MAX - i),
+        );
+        assert_eq!(s.indices, vec![0, 2]);
     }
 
     #[test]

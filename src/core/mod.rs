@@ -3,12 +3,13 @@
 //!
 //! ```text
 //! Infer::run ──> Queue (bounded, per input) ──> Batcher (when a worker is free) ──> Worker threads
-//!      ^                                                                              │
+//!      ^                                          └ Scheduler (fair order)            │
 //!      └───────────────────── per-input reply channel ────────────────────────────────┘
 //! ```
 
 pub mod batcher;
 mod queue;
+pub mod schedule;
 mod worker;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,12 +19,14 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 pub use batcher::{select_batch, BatchLimits, Selection};
-pub use queue::Completed;
+pub use queue::{Completed, MAX_KEY_SERIES, OTHER_KEYS};
+pub use schedule::{Caller, ClientId, Policy, Priority, MAX_STRETCH, OLDEST_TURN};
 pub use worker::WorkerState;
 
-use crate::metrics::Metrics;
+use crate::metrics::ModelMetrics;
 use batcher::Batcher;
-use queue::{Depth, Entry, Queue};
+use queue::{Backlog, Entry, Queue};
+use schedule::Scheduler;
 use worker::WorkerPool;
 
 /// The model's outputs for one sequence.
@@ -54,6 +57,13 @@ pub trait BackendFactory: Send + Sync + 'static {
 pub enum InferError {
     #[error("the queue is full")]
     QueueFull,
+    /// The caller's API key already has its share of the queue.
+    #[error("this API key already has {queued} tokens queued; {requested} more would pass its limit of {limit}")]
+    KeyQueueFull {
+        queued: usize,
+        requested: usize,
+        limit: usize,
+    },
     #[error("the service is shutting down")]
     ShuttingDown,
     #[error("{0}")]
@@ -71,6 +81,9 @@ pub struct InferConfig {
     pub max_wait: Duration,
     /// Most inputs admitted but not yet batched.
     pub max_queue_size: usize,
+    /// Most tokens one API key may have admitted but not yet batched; 0 for no limit.
+    pub max_queued_tokens_per_key: usize,
+    pub policy: Policy,
     pub workers: usize,
 }
 
@@ -87,7 +100,7 @@ pub struct Inference {
 /// Handle to the running core; cheap to share behind an `Arc`.
 pub struct Infer {
     queue: Queue,
-    depth: Arc<Depth>,
+    backlog: Arc<Backlog>,
     pool: Arc<WorkerPool>,
     batcher: Mutex<Option<JoinHandle<()>>>,
 }
@@ -97,16 +110,21 @@ impl Infer {
     pub fn start(
         factory: Arc<dyn BackendFactory>,
         config: InferConfig,
-        metrics: Arc<Metrics>,
+        metrics: Arc<ModelMetrics>,
     ) -> Self {
         let workers = config.workers.max(1);
-        let depth = Arc::new(Depth::new(config.max_queue_size, metrics.clone()));
-        let (queue, receiver) = Queue::new(depth.clone());
+        let limits = queue::Limits {
+            max_inputs: config.max_queue_size,
+            max_key_tokens: config.max_queued_tokens_per_key,
+        };
+        let backlog = Arc::new(Backlog::new(limits, metrics.clone()));
+        let (queue, receiver) = Queue::new(backlog.clone());
         let (jobs_tx, jobs_rx) = std::sync::mpsc::channel();
         let pool = WorkerPool::start(workers, factory, jobs_rx, metrics.clone());
         let batcher = Batcher {
             receiver,
-            depth: depth.clone(),
+            backlog: backlog.clone(),
+            scheduler: Scheduler::new(config.policy),
             limits: config.limits,
             max_wait: config.max_wait,
             free_workers: Arc::new(Semaphore::new(workers)),
@@ -116,7 +134,7 @@ impl Infer {
         let handle = tokio::spawn(batcher.run());
         Self {
             queue,
-            depth,
+            backlog,
             pool,
             batcher: Mutex::new(Some(handle)),
         }
@@ -125,6 +143,15 @@ impl Infer {
     /// Runs every sequence through the model; outputs come back in input order. Inputs may be
     /// spread over several batches. Dropping the future withdraws the inputs not yet running.
     pub async fn run(&self, sequences: Vec<Vec<u32>>) -> Result<Inference, InferError> {
+        self.run_as(sequences, Caller::default()).await
+    }
+
+    /// [`Infer::run`] on behalf of `caller`, whose priority and key decide where the inputs queue.
+    pub async fn run_as(
+        &self,
+        sequences: Vec<Vec<u32>>,
+        caller: Caller,
+    ) -> Result<Inference, InferError> {
         if self.pool.alive() == 0 {
             return Err(InferError::NotReady(
                 self.readiness().err().unwrap_or_default(),
@@ -141,10 +168,11 @@ impl Infer {
                     ids,
                     enqueued: now,
                     reply,
+                    caller,
                 }
             })
             .collect();
-        self.queue.push(entries)?;
+        self.queue.push(caller, entries)?;
         let mut inference = Inference {
             outputs: Vec::with_capacity(replies.len()),
             queue_time: Duration::ZERO,
@@ -186,7 +214,12 @@ impl Infer {
 
     /// Inputs admitted and not yet batched.
     pub fn queue_depth(&self) -> usize {
-        self.depth.get()
+        self.backlog.get()
+    }
+
+    /// Tokens admitted for `client` and not yet batched.
+    pub fn queued_tokens_of(&self, client: ClientId) -> usize {
+        self.backlog.key_tokens(client)
     }
 
     /// Waits until every worker is ready; fails as soon as one fails to start.

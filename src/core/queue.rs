@@ -1,15 +1,22 @@
 //! The bounded queue in front of the batcher. Admission is all-or-nothing per request: either every
-//! input of a request fits under the limit or the request is refused at once (the caller's 429).
-//! Depth counts inputs from admission until a batch takes them or they are dropped.
+//! input of a request fits under the limits or the request is refused at once (the caller's 429).
+//! The backlog counts inputs from admission until a batch takes them or they are dropped, in all
+//! (the queue limit), per priority class and per API key (the per-key token limit).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::schedule::{Caller, ClientId, Priority};
 use super::{InferError, ModelOutput};
-use crate::metrics::Metrics;
+use crate::metrics::ModelMetrics;
+
+/// API keys with a metric series of their own; later keys share the series `other`.
+pub const MAX_KEY_SERIES: usize = 32;
+pub const OTHER_KEYS: &str = "other";
 
 /// What the worker sends back for one input.
 #[derive(Debug, Clone)]
@@ -26,6 +33,7 @@ pub(crate) struct Entry {
     pub ids: Vec<u32>,
     pub enqueued: Instant,
     pub reply: Reply,
+    pub caller: Caller,
 }
 
 impl Entry {
@@ -42,48 +50,152 @@ impl Entry {
     }
 }
 
-/// Shared count of inputs admitted but not yet taken into a batch.
-pub(crate) struct Depth {
-    value: AtomicUsize,
-    capacity: usize,
-    metrics: Arc<Metrics>,
+/// Admission limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Most inputs waiting, all callers together.
+    pub max_inputs: usize,
+    /// Most tokens one API key may have waiting; 0 for no limit. A key with nothing waiting is
+    /// always admitted (within `max_inputs`), so one request larger than the limit still runs.
+    pub max_key_tokens: usize,
 }
 
-impl Depth {
-    pub fn new(capacity: usize, metrics: Arc<Metrics>) -> Self {
+#[derive(Default)]
+struct Ledger {
+    inputs: usize,
+    key_tokens: HashMap<ClientId, usize>,
+    /// Metric label per key, fixed at first sight.
+    key_labels: HashMap<ClientId, String>,
+}
+
+impl Ledger {
+    fn label(&mut self, client: ClientId) -> &str {
+        let named = self.key_labels.len();
+        self.key_labels.entry(client).or_insert_with(|| {
+            if named < MAX_KEY_SERIES {
+                client.label()
+            } else {
+                OTHER_KEYS.to_owned()
+            }
+        })
+    }
+}
+
+/// Shared count of the work admitted but not yet taken into a batch.
+pub(crate) struct Backlog {
+    /// Mirror of `Ledger::inputs`, readable without the lock.
+    depth: AtomicUsize,
+    limits: Limits,
+    ledger: Mutex<Ledger>,
+    metrics: Arc<ModelMetrics>,
+}
+
+impl Backlog {
+    pub fn new(limits: Limits, metrics: Arc<ModelMetrics>) -> Self {
+        for priority in Priority::ALL {
+            // Every class has a series from the start, at 0.
+            metrics
+                .queued_inputs
+                .with_label_values(&[priority.as_str()]);
+            metrics
+                .queued_tokens
+                .with_label_values(&[priority.as_str()]);
+        }
         Self {
-            value: AtomicUsize::new(0),
-            capacity,
+            depth: AtomicUsize::new(0),
+            limits,
+            ledger: Mutex::new(Ledger::default()),
             metrics,
         }
     }
 
-    fn try_reserve(&self, n: usize) -> bool {
-        let reserved = self
-            .value
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
-                d.checked_add(n).filter(|&total| total <= self.capacity)
-            })
-            .is_ok();
-        if reserved {
-            self.publish();
+    /// Reserves room for one request's inputs, or says why there is none.
+    fn admit(&self, caller: Caller, inputs: usize, tokens: usize) -> Result<(), InferError> {
+        let mut ledger = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(client) = caller.client {
+            let queued = ledger.key_tokens.get(&client).copied().unwrap_or(0);
+            let limit = self.limits.max_key_tokens;
+            if limit > 0 && queued > 0 && queued + tokens > limit {
+                let label = ledger.label(client).to_owned();
+                self.metrics
+                    .key_limit_rejections
+                    .with_label_values(&[&label])
+                    .inc();
+                return Err(InferError::KeyQueueFull {
+                    queued,
+                    requested: tokens,
+                    limit,
+                });
+            }
         }
-        reserved
+        if ledger.inputs + inputs > self.limits.max_inputs {
+            return Err(InferError::QueueFull);
+        }
+        ledger.inputs += inputs;
+        self.depth.store(ledger.inputs, Ordering::Release);
+        self.metrics.queue_depth.set(ledger.inputs as i64);
+        let class = caller.priority.as_str();
+        self.metrics
+            .queued_inputs
+            .with_label_values(&[class])
+            .add(inputs as i64);
+        self.metrics
+            .queued_tokens
+            .with_label_values(&[class])
+            .add(tokens as i64);
+        if let Some(client) = caller.client {
+            *ledger.key_tokens.entry(client).or_default() += tokens;
+            let label = ledger.label(client).to_owned();
+            self.metrics
+                .key_queued_tokens
+                .with_label_values(&[&label])
+                .add(tokens as i64);
+        }
+        Ok(())
     }
 
-    pub fn release(&self, n: usize) {
-        if n > 0 {
-            self.value.fetch_sub(n, Ordering::AcqRel);
-            self.publish();
+    /// Gives back the room of inputs that left the queue (batched, dropped or refused).
+    pub fn release(&self, entries: &[Entry]) {
+        if entries.is_empty() {
+            return;
+        }
+        let mut ledger = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
+        ledger.inputs = ledger.inputs.saturating_sub(entries.len());
+        self.depth.store(ledger.inputs, Ordering::Release);
+        self.metrics.queue_depth.set(ledger.inputs as i64);
+        for entry in entries {
+            let tokens = entry.ids.len();
+            let class = entry.caller.priority.as_str();
+            self.metrics.queued_inputs.with_label_values(&[class]).dec();
+            self.metrics
+                .queued_tokens
+                .with_label_values(&[class])
+                .sub(tokens as i64);
+            if let Some(client) = entry.caller.client {
+                if let Some(queued) = ledger.key_tokens.get_mut(&client) {
+                    *queued = queued.saturating_sub(tokens);
+                    if *queued == 0 {
+                        ledger.key_tokens.remove(&client);
+                    }
+                }
+                let label = ledger.label(client).to_owned();
+                self.metrics
+                    .key_queued_tokens
+                    .with_label_values(&[&label])
+                    .sub(tokens as i64);
+            }
         }
     }
 
+    /// Inputs waiting.
     pub fn get(&self) -> usize {
-        self.value.load(Ordering::Acquire)
+        self.depth.load(Ordering::Acquire)
     }
 
-    fn publish(&self) {
-        self.metrics.queue_depth.set(self.get() as i64);
+    /// Tokens `client` has waiting.
+    pub fn key_tokens(&self, client: ClientId) -> usize {
+        let ledger = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
+        ledger.key_tokens.get(&client).copied().unwrap_or(0)
     }
 }
 
@@ -91,32 +203,30 @@ impl Depth {
 /// so the batcher never sees half a request.
 pub(crate) struct Queue {
     sender: RwLock<Option<mpsc::UnboundedSender<Vec<Entry>>>>,
-    depth: Arc<Depth>,
+    backlog: Arc<Backlog>,
 }
 
 impl Queue {
-    pub fn new(depth: Arc<Depth>) -> (Self, mpsc::UnboundedReceiver<Vec<Entry>>) {
+    pub fn new(backlog: Arc<Backlog>) -> (Self, mpsc::UnboundedReceiver<Vec<Entry>>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (
             Self {
                 sender: RwLock::new(Some(tx)),
-                depth,
+                backlog,
             },
             rx,
         )
     }
 
-    /// Admits every entry or none.
-    pub fn push(&self, entries: Vec<Entry>) -> Result<(), InferError> {
+    /// Admits every entry or none. The entries share `caller`.
+    pub fn push(&self, caller: Caller, entries: Vec<Entry>) -> Result<(), InferError> {
         let guard = self.sender.read().unwrap_or_else(|p| p.into_inner());
         let sender = guard.as_ref().ok_or(InferError::ShuttingDown)?;
-        let count = entries.len();
-        if !self.depth.try_reserve(count) {
-            return Err(InferError::QueueFull);
-        }
-        if sender.send(entries).is_err() {
+        let tokens = entries.iter().map(|e| e.ids.len()).sum();
+        self.backlog.admit(caller, entries.len(), tokens)?;
+        if let Err(err) = sender.send(entries) {
             // The batcher is gone: nothing was queued.
-            self.depth.release(count);
+            self.backlog.release(&err.0);
             return Err(InferError::ShuttingDown);
         }
         Ok(())

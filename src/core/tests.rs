@@ -6,6 +6,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use super::*;
+use crate::metrics::Metrics;
 
 /// Token id that makes the fake backend return an error.
 const FAIL: u32 = 999_999;
@@ -90,16 +91,27 @@ fn config(max_batch_size: usize, max_batch_tokens: usize, max_queue_size: usize)
         },
         max_wait: Duration::ZERO,
         max_queue_size,
+        max_queued_tokens_per_key: 0,
+        policy: Policy::Fair,
         workers: 1,
     }
 }
 
-async fn start(config: InferConfig, open: bool) -> (Arc<Infer>, Arc<Shared>, Arc<Metrics>) {
+async fn start(config: InferConfig, open: bool) -> (Arc<Infer>, Arc<Shared>, Arc<ModelMetrics>) {
+    start_in(&Metrics::new().unwrap(), config, open).await
+}
+
+/// As [`start`], recording into `registry` (for tests that read the rendered metrics).
+async fn start_in(
+    registry: &Metrics,
+    config: InferConfig,
+    open: bool,
+) -> (Arc<Infer>, Arc<Shared>, Arc<ModelMetrics>) {
     let shared = Arc::new(Shared::default());
     if open {
         shared.gate.open();
     }
-    let metrics = Arc::new(Metrics::new().unwrap());
+    let metrics = Arc::new(registry.model("test"));
     let infer = Infer::start(
         Arc::new(FakeFactory(shared.clone())),
         config,
@@ -328,7 +340,7 @@ async fn readiness_reports_a_dead_worker() {
 async fn wait_ready_fails_when_the_model_cannot_load() {
     let shared = Arc::new(Shared::default());
     shared.fail_create.store(true, Ordering::SeqCst);
-    let metrics = Arc::new(Metrics::new().unwrap());
+    let metrics = Arc::new(Metrics::new().unwrap().model("test"));
     let infer = Infer::start(Arc::new(FakeFactory(shared)), config(8, 100, 10), metrics);
     let err = infer.wait_ready().await.unwrap_err();
     assert!(err.to_string().contains("cannot load"), "{err}");
@@ -376,4 +388,252 @@ async fn shutdown_finishes_admitted_work_and_refuses_new() {
         .worker_states()
         .iter()
         .all(|s| *s == WorkerState::Stopped));
+}
+
+/// Starts `inputs` as one request of `caller` in the background.
+fn spawn_run(
+    infer: &Arc<Infer>,
+    inputs: Vec<Vec<u32>>,
+    caller: Caller,
+) -> tokio::task::JoinHandle<Result<Inference, InferError>> {
+    let infer = infer.clone();
+    tokio::spawn(async move { infer.run_as(inputs, caller).await })
+}
+
+/// Occupies the only worker with one input behind the closed gate, then queues `requests` in
+/// order; opens the gate once all of them wait, and returns the batches the model ran (the
+/// occupying one first) with each request's outcome.
+async fn run_behind_a_busy_worker(
+    cfg: InferConfig,
+    requests: Vec<(Vec<Vec<u32>>, Caller)>,
+) -> (
+    Vec<Vec<Vec<u32>>>,
+    Vec<Result<Inference, InferError>>,
+    Arc<ModelMetrics>,
+) {
+    let (infer, shared, metrics) = start(cfg, false).await;
+    let busy = spawn_run(&infer, vec![seq(0, 2)], Caller::default());
+    eventually("worker busy", || shared.started.load(Ordering::SeqCst) == 1).await;
+    let total: usize = requests.iter().map(|(inputs, _)| inputs.len()).sum();
+    let mut tasks = Vec::new();
+    for (inputs, caller) in requests {
+        let before = infer.queue_depth();
+        let n = inputs.len();
+        tasks.push(spawn_run(&infer, inputs, caller));
+        // One at a time, so arrival order is the order given.
+        eventually("request queued", || infer.queue_depth() == before + n).await;
+    }
+    assert_eq!(infer.queue_depth(), total);
+    shared.gate.open();
+    busy.await.unwrap().unwrap();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let batches = shared.batches.lock().unwrap().clone();
+    (batches, results, metrics)
+}
+
+/// Index of the batch that carried the input whose first token is `id`.
+fn batch_of(batches: &[Vec<Vec<u32>>], id: u32) -> usize {
+    batches
+        .iter()
+        .position(|b| b.iter().any(|s| s[0] == id))
+        .unwrap_or_else(|| panic!("input {id} never ran: {batches:?}"))
+}
+
+async fn heavy_then_short(policy: Policy) -> (usize, usize) {
+    let mut cfg = config(4, 1000, 1000);
+    cfg.policy = policy;
+    let heavy: Vec<Vec<u32>> = (0..40).map(|i| seq(100 + i, 8)).collect();
+    let (batches, results, _) = run_behind_a_busy_worker(
+        cfg,
+        vec![
+            (heavy, Caller::default()),
+            (vec![seq(7, 8)], Caller::default()),
+        ],
+    )
+    .await;
+    for r in results {
+        r.unwrap();
+    }
+    (batch_of(&batches, 7), batches.len())
+}
+
+#[tokio::test]
+async fn a_short_request_is_not_queued_behind_a_heavy_one() {
+    // Batch 0 occupies the worker; the other 41 inputs need 11 batches of 4.
+    let (fair_at, fair_batches) = heavy_then_short(Policy::Fair).await;
+    assert_eq!(fair_batches, 12);
+    assert_eq!(fair_at, 1, "fair: the short request shares the next batch");
+    let (fifo_at, fifo_batches) = heavy_then_short(Policy::Fifo).await;
+    assert_eq!(fifo_batches, 12);
+    assert_eq!(
+        fifo_at, 11,
+        "fifo: the short request waits for all of the heavy one"
+    );
+}
+
+#[tokio::test]
+async fn the_oldest_input_is_served_within_the_starvation_bound() {
+    // One sequence per batch. A long input first, then 20 short single-input requests, each
+    // of which fair order puts ahead of it.
+    let mut requests = vec![(vec![seq(1, 50)], Caller::default())];
+    for i in 0..20 {
+        requests.push((vec![seq(100 + i, 2)], Caller::default()));
+    }
+    let (batches, results, metrics) =
+        run_behind_a_busy_worker(config(1, 1000, 1000), requests).await;
+    assert!(results.into_iter().all(|r| r.is_ok()));
+    // 7 short batches pass it over, then the guard gives it the 8th.
+    assert_eq!(batch_of(&batches, 1), OLDEST_TURN as usize);
+    assert_eq!(metrics.oldest_turns.get(), 1);
+}
+
+#[tokio::test]
+async fn low_priority_work_yields_to_normal_work_and_still_runs() {
+    let low = Caller {
+        priority: Priority::Low,
+        client: None,
+    };
+    let (batches, results, metrics) = run_behind_a_busy_worker(
+        config(1, 1000, 1000),
+        vec![
+            ((1..=3).map(|i| seq(i, 4)).collect(), low),
+            (vec![seq(50, 4)], Caller::default()),
+            (vec![seq(51, 4)], Caller::default()),
+        ],
+    )
+    .await;
+    assert!(results.into_iter().all(|r| r.is_ok()));
+    // The later normal requests run first, then the low ones.
+    let order: Vec<u32> = batches.iter().map(|b| b[0][0]).collect();
+    assert_eq!(order, vec![0, 50, 51, 1, 2, 3]);
+    for class in ["low", "normal"] {
+        assert_eq!(metrics.queued_inputs.with_label_values(&[class]).get(), 0);
+        assert_eq!(metrics.queued_tokens.with_label_values(&[class]).get(), 0);
+    }
+}
+
+#[tokio::test]
+async fn waiting_work_is_counted_per_class_and_per_key() {
+    let mut cfg = config(8, 1000, 1000);
+    cfg.max_queued_tokens_per_key = 20;
+    let (infer, shared, metrics) = start(cfg, false).await;
+    let a = ClientId(0xaaaa_0001_0000_0000);
+    let b = ClientId(0xbbbb_0002_0000_0000);
+    let as_key = |client| Caller {
+        priority: Priority::Normal,
+        client: Some(client),
+    };
+    let busy = spawn_run(&infer, vec![seq(0, 2)], Caller::default());
+    eventually("worker busy", || shared.started.load(Ordering::SeqCst) == 1).await;
+
+    let mut admitted = vec![spawn_run(&infer, vec![seq(1, 8), seq(2, 8)], as_key(a))];
+    eventually("a queued", || infer.queued_tokens_of(a) == 16).await;
+    // 16 + 8 > 20: refused at once, nothing admitted.
+    let refused = infer.run_as(vec![seq(3, 8)], as_key(a)).await;
+    assert!(
+        matches!(
+            refused,
+            Err(InferError::KeyQueueFull {
+                queued: 16,
+                requested: 8,
+                limit: 20
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(infer.queued_tokens_of(a), 16);
+    // Another key is not affected; key a can still fill up to its limit exactly.
+    admitted.push(spawn_run(&infer, vec![seq(4, 8)], as_key(b)));
+    admitted.push(spawn_run(&infer, vec![seq(5, 4)], as_key(a)));
+    admitted.push(spawn_run(
+        &infer,
+        vec![seq(6, 3)],
+        Caller {
+            priority: Priority::Low,
+            client: None,
+        },
+    ));
+    eventually("all queued", || infer.queue_depth() == 5).await;
+    assert_eq!(infer.queued_tokens_of(a), 20);
+    assert_eq!(infer.queued_tokens_of(b), 8);
+    let key = |id: ClientId| metrics.key_queued_tokens.with_label_values(&[&id.label()]);
+    assert_eq!(a.label(), "aaaa0001");
+    assert_eq!(key(a).get(), 20);
+    assert_eq!(key(b).get(), 8);
+    assert_eq!(
+        metrics
+            .key_limit_rejections
+            .with_label_values(&["aaaa0001"])
+            .get(),
+        1
+    );
+    assert_eq!(
+        metrics.queued_tokens.with_label_values(&["normal"]).get(),
+        28
+    );
+    assert_eq!(
+        metrics.queued_inputs.with_label_values(&["normal"]).get(),
+        4
+    );
+    assert_eq!(metrics.queued_tokens.with_label_values(&["low"]).get(), 3);
+    assert_eq!(metrics.queued_inputs.with_label_values(&["low"]).get(), 1);
+
+    shared.gate.open();
+    busy.await.unwrap().unwrap();
+    for t in admitted {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(infer.queued_tokens_of(a), 0);
+    assert_eq!(key(a).get(), 0);
+    assert_eq!(key(b).get(), 0);
+    for class in ["low", "normal"] {
+        assert_eq!(metrics.queued_tokens.with_label_values(&[class]).get(), 0);
+    }
+    // With nothing queued, a key is admitted even for a request over its limit.
+    let big = infer
+        .run_as((0..4).map(|i| seq(10 + i, 8)).collect(), as_key(a))
+        .await
+        .unwrap();
+    assert_eq!(big.outputs.len(), 4);
+}
+
+#[tokio::test]
+async fn key_series_are_capped() {
+    let mut cfg = config(8, 1000, 10_000);
+    cfg.max_queued_tokens_per_key = 1;
+    let registry = Metrics::new().unwrap();
+    let (infer, shared, metrics) = start_in(&registry, cfg, false).await;
+    let busy = spawn_run(&infer, vec![seq(0, 2)], Caller::default());
+    eventually("worker busy", || shared.started.load(Ordering::SeqCst) == 1).await;
+    let keys = MAX_KEY_SERIES as u64 + 5;
+    let mut tasks = Vec::new();
+    for k in 0..keys {
+        let caller = Caller {
+            priority: Priority::Normal,
+            client: Some(ClientId((k + 1) << 32)),
+        };
+        tasks.push(spawn_run(&infer, vec![seq(1, 2)], caller));
+    }
+    eventually("all queued", || infer.queue_depth() == keys as usize).await;
+    let text = registry.render().unwrap();
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("aft_key_queued_tokens{"))
+        .count();
+    assert_eq!(series, MAX_KEY_SERIES + 1, "{text}");
+    assert_eq!(
+        metrics
+            .key_queued_tokens
+            .with_label_values(&[OTHER_KEYS])
+            .get(),
+        10
+    );
+    shared.gate.open();
+    busy.await.unwrap().unwrap();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
 }

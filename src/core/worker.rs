@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use super::batcher::Job;
 use super::queue::Completed;
 use super::{Backend, BackendFactory, InferError};
-use crate::metrics::Metrics;
+use crate::metrics::ModelMetrics;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkerState {
@@ -34,7 +34,7 @@ pub(crate) struct WorkerPool {
     changed: watch::Sender<()>,
     deaths: mpsc::UnboundedSender<usize>,
     stopping: AtomicBool,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ModelMetrics>,
 }
 
 impl WorkerPool {
@@ -43,7 +43,7 @@ impl WorkerPool {
         count: usize,
         factory: Arc<dyn BackendFactory>,
         jobs: std_mpsc::Receiver<Job>,
-        metrics: Arc<Metrics>,
+        metrics: Arc<ModelMetrics>,
     ) -> Arc<Self> {
         let (deaths, death_rx) = mpsc::unbounded_channel();
         let pool = Arc::new(Self {
@@ -196,7 +196,7 @@ fn worker_main(pool: Arc<WorkerPool>, index: usize) {
 
 /// Runs one batch and answers each of its inputs. `Err` means the replica panicked and the
 /// worker must not be trusted with more work.
-fn run_job(backend: &mut dyn Backend, job: Job, metrics: &Metrics) -> Result<(), String> {
+fn run_job(backend: &mut dyn Backend, job: Job, metrics: &ModelMetrics) -> Result<(), String> {
     let Job { entries, _permit } = job;
     // Requesters may have gone while the batch waited for this worker.
     let entries: Vec<_> = entries.into_iter().filter(|e| !e.is_cancelled()).collect();

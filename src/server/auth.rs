@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::core::ClientId;
 
 #[derive(Default)]
 pub struct ApiKeys {
@@ -54,12 +55,18 @@ impl ApiKeys {
 
     /// Whether `presented` is one of the keys; looks at every key whatever the outcome.
     pub fn accepts(&self, presented: &str) -> bool {
+        self.identify(presented).is_some()
+    }
+
+    /// The key's identity for scheduling and metrics when `presented` is one of the keys; looks
+    /// at every key whatever the outcome.
+    pub fn identify(&self, presented: &str) -> Option<ClientId> {
         let d = digest(presented);
         let mut ok = subtle::Choice::from(0);
         for key in &self.digests {
             ok |= key.ct_eq(&d);
         }
-        ok.into()
+        bool::from(ok).then(|| ClientId::from_digest(&d))
     }
 }
 
@@ -67,8 +74,13 @@ fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// Refuses requests without a valid key, when keys are configured.
-pub async fn require_api_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Refuses requests without a valid key, when keys are configured; marks accepted requests with
+/// their key's [`ClientId`], for fair scheduling and the per-key queue limit.
+pub async fn require_api_key(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     if !state.keys.enabled() {
         return next.run(req).await;
     }
@@ -79,9 +91,12 @@ pub async fn require_api_key(State(state): State<AppState>, req: Request, next: 
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
-    match token {
-        Some(token) if state.keys.accepts(token) => next.run(req).await,
-        _ => ApiError::Unauthorized.into_response(),
+    match token.and_then(|t| state.keys.identify(t)) {
+        Some(client) => {
+            req.extensions_mut().insert(client);
+            next.run(req).await
+        }
+        None => ApiError::Unauthorized.into_response(),
     }
 }
 
@@ -100,6 +115,12 @@ mod tests {
         assert!(keys.accepts("file-key"));
         assert!(!keys.accepts("cli-ke"));
         assert!(!keys.accepts(""));
+        // The identity is the key's SHA-256 fingerprint: stable, distinct per key.
+        let id = keys.identify("cli-key").unwrap();
+        assert_eq!(id, keys.identify("cli-key").unwrap());
+        assert_ne!(id, keys.identify("file-key").unwrap());
+        assert_eq!(id.label(), &hex::encode(digest("cli-key"))[..8]);
+        assert_eq!(keys.identify("cli-ke"), None);
         assert!(!ApiKeys::load(&[], None).unwrap().enabled());
         assert!(ApiKeys::load(&[], Some(Path::new("/nonexistent/keys"))).is_err());
     }

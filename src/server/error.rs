@@ -85,7 +85,9 @@ impl ApiError {
                 }
                 ServiceError::TooManyInputs { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 ServiceError::ModelNotFound(_) => StatusCode::NOT_FOUND,
-                ServiceError::QueueFull => StatusCode::TOO_MANY_REQUESTS,
+                ServiceError::QueueFull | ServiceError::KeyQueueFull(_) => {
+                    StatusCode::TOO_MANY_REQUESTS
+                }
                 ServiceError::ShuttingDown | ServiceError::NotReady(_) => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
@@ -125,6 +127,7 @@ impl ApiError {
                 ServiceError::NoClassifier(_) => "no_classifier",
                 ServiceError::ModelNotFound(_) => "model_not_found",
                 ServiceError::QueueFull => "queue_full",
+                ServiceError::KeyQueueFull(_) => "key_queue_full",
                 ServiceError::ShuttingDown | ServiceError::NotReady(_) => "not_ready",
                 ServiceError::Inference(_) => "inference_failed",
                 ServiceError::Internal(_) => "internal_error",
@@ -168,7 +171,10 @@ impl IntoResponse for ApiError {
             tracing::debug!(status = status.as_u16(), error = %self, "request rejected");
         }
         let mut response = (status, axum::Json(self.body())).into_response();
-        if matches!(self, Self::Service(ServiceError::QueueFull)) {
+        if matches!(
+            self,
+            Self::Service(ServiceError::QueueFull | ServiceError::KeyQueueFull(_))
+        ) {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECS),

@@ -1,13 +1,16 @@
-//! The HTTP server: the routes and their layers over finished objects (a [`ServedModel`], the
+//! The HTTP server: the routes and their layers over finished objects (the [`ServedModels`], the
 //! metrics, the API keys), listening, and graceful shutdown. It loads and builds nothing it
 //! serves; [`crate::app`] does, and it never sees a backend.
 
 mod auth;
+mod conn;
 pub mod error;
 mod extract;
 mod middleware;
+mod models;
 mod openapi;
 mod routes;
+mod scheduling;
 mod serve;
 pub mod types;
 
@@ -24,17 +27,19 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use auth::ApiKeys;
+pub use conn::ConnLimits;
 pub use error::ApiError;
+pub use models::{ModelsError, ServedModels};
 pub use serve::run;
 
 use crate::metrics::Metrics;
 use crate::service::Service;
-use types::Info;
+use types::ModelInfo;
 
-/// One model as the API serves it: the service that answers for it, and its `/info`.
+/// One model as the API serves it: the service that answers for it, and its part of `/info`.
 pub struct ServedModel {
     pub service: Service,
-    pub info: Info,
+    pub info: ModelInfo,
 }
 
 /// How the server listens and bounds each request.
@@ -49,15 +54,18 @@ pub struct HttpConfig {
     pub shutdown_timeout: Duration,
     /// Origins allowed by CORS; none disables CORS.
     pub cors_allow_origins: Vec<String>,
+    /// Header-read and keep-alive timeouts, and the connection cap.
+    pub connections: ConnLimits,
 }
 
 /// What every handler can reach.
 #[derive(Clone)]
 struct AppState {
-    model: Arc<ServedModel>,
+    models: Arc<ServedModels>,
     metrics: Arc<Metrics>,
     keys: Arc<ApiKeys>,
-    openapi: Arc<utoipa::openapi::OpenApi>,
+    /// `/openapi.json`, bounds filled in.
+    openapi: Arc<serde_json::Value>,
     docs_html: Arc<String>,
     request_timeout: Duration,
     max_body_bytes: usize,
@@ -66,11 +74,26 @@ struct AppState {
 }
 
 impl AppState {
-    fn new(model: ServedModel, metrics: Arc<Metrics>, keys: ApiKeys, http: &HttpConfig) -> Self {
-        let openapi = openapi::document();
-        let docs_html = openapi::render_docs(&openapi);
-        Self {
-            model: Arc::new(model),
+    fn new(
+        models: ServedModels,
+        metrics: Arc<Metrics>,
+        keys: ApiKeys,
+        http: &HttpConfig,
+    ) -> anyhow::Result<Self> {
+        let doc = openapi::document();
+        let docs_html = openapi::render_docs(&doc);
+        // One document for all models: each bound is the loosest of any served model (a request
+        // within it may still be refused by the model it names, with the documented 422).
+        let services = || models.iter().map(|m| &m.service);
+        let bounds = openapi::Bounds {
+            max_inputs: models.default_model().info.limits.max_client_batch_size,
+            dimensions: services().map(|s| s.embedding_dim()).max().unwrap_or(0),
+            vocab_size: services().map(|s| s.vocab_size()).max().unwrap_or(0),
+            models: services().map(|s| s.model_name.clone()).collect(),
+        };
+        let openapi = openapi::bounded(&doc, &bounds).map_err(anyhow::Error::msg)?;
+        Ok(Self {
+            models: Arc::new(models),
             metrics,
             keys: Arc::new(keys),
             openapi: Arc::new(openapi),
@@ -78,7 +101,7 @@ impl AppState {
             request_timeout: http.request_timeout,
             max_body_bytes: http.max_body_bytes,
             stopping: Arc::new(AtomicBool::new(false)),
-        }
+        })
     }
 }
 
@@ -99,6 +122,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
                 axum::http::header::AUTHORIZATION,
                 axum::http::header::CONTENT_TYPE,
                 middleware::REQUEST_ID,
+                scheduling::PRIORITY,
             ])
             .expose_headers([
                 middleware::REQUEST_ID,

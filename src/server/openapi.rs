@@ -4,6 +4,7 @@
 use axum::extract::State;
 use axum::response::Html;
 use axum::Json;
+use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::OpenApi as OpenApiDoc;
 use utoipa::{Modify, OpenApi};
@@ -32,6 +33,8 @@ use super::AppState;
         routes::ready,
         routes::health,
         routes::metrics,
+        openapi_json,
+        docs_page,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth)
@@ -50,16 +53,92 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The bounds of valid requests that depend on the served model and the configuration.
+#[derive(Debug, Clone)]
+pub struct Bounds {
+    /// `--max-client-batch-size`: most inputs in one request.
+    pub max_inputs: usize,
+    /// The model's embedding size: the largest `dimensions`.
+    pub dimensions: usize,
+    /// Token ids must be below it.
+    pub vocab_size: usize,
+    /// The names `model` may take (the served models).
+    pub models: Vec<String>,
+}
+
 pub fn document() -> OpenApiDoc {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc
 }
 
-pub async fn openapi_json(State(state): State<AppState>) -> Json<OpenApiDoc> {
+/// The document as `/openapi.json` serves it: `doc` with the bounds of this service filled in,
+/// so that the schemas accept exactly what the service does.
+pub fn bounded(doc: &OpenApiDoc, bounds: &Bounds) -> Result<Value, String> {
+    let mut v = serde_json::to_value(doc).map_err(|e| e.to_string())?;
+    let largest_id = bounds.vocab_size.saturating_sub(1);
+    let texts = "/components/schemas/TextInputs/oneOf";
+    let input = "/components/schemas/OpenAiInput/oneOf";
+    let patches = [
+        (format!("{texts}/1/maxItems"), json!(bounds.max_inputs)),
+        (format!("{input}/1/maxItems"), json!(bounds.max_inputs)),
+        (format!("{input}/2/items/maximum"), json!(largest_id)),
+        (format!("{input}/3/maxItems"), json!(bounds.max_inputs)),
+        (format!("{input}/3/items/items/maximum"), json!(largest_id)),
+        (
+            "/components/schemas/EmbedRequest/properties/dimensions/maximum".into(),
+            json!(bounds.dimensions),
+        ),
+        (
+            "/components/schemas/OpenAiEmbeddingsRequest/properties/dimensions/maximum".into(),
+            json!(bounds.dimensions),
+        ),
+        // Any count is served (at most every label comes back); the limit is the integer type's.
+        (
+            "/components/schemas/ClassifyRequest/properties/top_k/maximum".into(),
+            json!(u64::try_from(usize::MAX).unwrap_or(u64::MAX)),
+        ),
+    ];
+    let mut model_names: Vec<Value> = bounds.models.iter().map(|m| json!(m)).collect();
+    model_names.push(Value::Null);
+    let model_enums = ["EmbedRequest", "OpenAiEmbeddingsRequest", "ClassifyRequest"].map(|s| {
+        (
+            format!("/components/schemas/{s}/properties/model/enum"),
+            json!(model_names),
+        )
+    });
+    let patches = patches.into_iter().chain(model_enums);
+    for (pointer, value) in patches {
+        let (parent, key) = pointer.rsplit_once('/').unwrap_or(("", &pointer));
+        let target = v
+            .pointer_mut(parent)
+            .and_then(Value::as_object_mut)
+            .ok_or_else(|| format!("OpenAPI document: no object at {parent}"))?;
+        target.insert(key.to_owned(), value);
+    }
+    Ok(v)
+}
+
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "service", summary = "This document",
+    responses(
+        (status = 200, description = "OpenAPI 3.1 document", body = serde_json::Value),
+        (status = 401, description = "Missing or invalid API key (when keys are configured)", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn openapi_json(State(state): State<AppState>) -> Json<Value> {
     Json(state.openapi.as_ref().clone())
 }
 
+#[utoipa::path(
+    get, path = "/docs", tag = "service", summary = "A page listing every operation",
+    responses(
+        (status = 200, description = "HTML", body = String, content_type = "text/html"),
+        (status = 401, description = "Missing or invalid API key (when keys are configured)", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn docs_page(State(state): State<AppState>) -> Html<String> {
     Html(state.docs_html.as_ref().clone())
 }
@@ -114,4 +193,44 @@ table{{border-collapse:collapse;width:100%}}td,th{{border:1px solid #ccc;padding
         description = escape(doc.info.description.as_deref().unwrap_or("")),
         openapi = "3.1",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bounds_land_in_the_request_schemas() {
+        let bounds = Bounds {
+            max_inputs: 7,
+            dimensions: 32,
+            vocab_size: 1000,
+            models: vec!["m".into(), "n".into()],
+        };
+        let v = bounded(&document(), &bounds).unwrap();
+        let schemas = &v["components"]["schemas"];
+        assert_eq!(schemas["TextInputs"]["oneOf"][0]["minLength"], 1);
+        assert_eq!(schemas["TextInputs"]["oneOf"][1]["minItems"], 1);
+        assert_eq!(schemas["TextInputs"]["oneOf"][1]["maxItems"], 7);
+        assert_eq!(schemas["OpenAiInput"]["oneOf"][2]["items"]["maximum"], 999);
+        assert_eq!(
+            schemas["OpenAiInput"]["oneOf"][3]["items"]["items"]["maximum"],
+            999
+        );
+        assert_eq!(
+            schemas["EmbedRequest"]["properties"]["dimensions"]["maximum"],
+            32
+        );
+        for request in ["EmbedRequest", "OpenAiEmbeddingsRequest", "ClassifyRequest"] {
+            assert_eq!(
+                schemas[request]["properties"]["model"]["enum"],
+                json!(["m", "n", null]),
+                "{request}"
+            );
+        }
+        assert_eq!(
+            schemas["ClassifyRequest"]["properties"]["top_k"]["maximum"],
+            json!(usize::MAX)
+        );
+    }
 }

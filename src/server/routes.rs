@@ -8,6 +8,7 @@ use base64::Engine;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::ApiJson;
+use super::scheduling::CallerParts;
 use super::types::*;
 use super::AppState;
 use crate::service::{EmbedOptions, ServiceError, Timing};
@@ -18,25 +19,34 @@ use crate::service::{EmbedOptions, ServiceError, Timing};
     request_body = EmbedRequest,
     responses(
         (status = 200, description = "One embedding per input, in input order", body = EmbedResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 413, description = "Too many inputs or body too large", body = ErrorBody),
-        (status = 422, description = "Invalid input (wrong types, empty, too long with truncate=false)", body = ErrorBody),
-        (status = 429, description = "Queue full; see Retry-After", body = ErrorBody),
-        (status = 504, description = "Request timeout", body = ErrorBody),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key (when keys are configured)", body = ErrorBody),
+        (status = 404, description = "No served model has this `model` name", body = ErrorBody),
+        (status = 413, description = "More inputs than `max_client_batch_size`, or a body over `max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "No `Content-Type: application/json`", body = ErrorBody),
+        (status = 422, description = "JSON of the wrong shape, or a value the schema or the model refuses (empty text, token id outside the vocabulary, `dimensions` out of range, too long with `truncate: false`)", body = ErrorBody),
+        (status = 429, description = "Queue full; retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 500, description = "Inference failed", body = ErrorBody),
+        (status = 503, description = "Not ready yet, or shutting down", body = ErrorBody),
+        (status = 504, description = "Past `--request-timeout`", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]
 pub async fn embed(
     State(state): State<AppState>,
+    caller: CallerParts,
     ApiJson(req): ApiJson<EmbedRequest>,
 ) -> Result<(Extension<Timing>, Json<EmbedResponse>), ApiError> {
-    let service = &state.model.service;
+    let service = &state.models.get(req.model.as_deref())?.service;
     let options = EmbedOptions {
         truncate: req.truncate,
         normalize: req.normalize.unwrap_or(service.bundle.manifest.normalize),
         dimensions: req.dimensions,
     };
-    let out = service.embed(req.inputs.into_inputs(), options).await?;
+    let caller = caller.with_body(req.priority);
+    let out = service
+        .embed(req.inputs.into_inputs(), options, caller)
+        .await?;
     Ok((
         Extension(out.timing),
         Json(EmbedResponse {
@@ -56,27 +66,32 @@ pub async fn embed(
     request_body = OpenAiEmbeddingsRequest,
     responses(
         (status = 200, body = OpenAiEmbeddingsResponse),
-        (status = 404, description = "Unknown model", body = ErrorBody),
-        (status = 422, description = "Invalid input (including out-of-range token ids)", body = ErrorBody),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key (when keys are configured)", body = ErrorBody),
+        (status = 404, description = "No served model has this `model` name", body = ErrorBody),
+        (status = 413, description = "More inputs than `max_client_batch_size`, or a body over `max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "No `Content-Type: application/json`", body = ErrorBody),
+        (status = 422, description = "JSON of the wrong shape, or a value the schema or the model refuses (empty text, token id outside the vocabulary, `dimensions` out of range, too long with `truncate: false`)", body = ErrorBody),
+        (status = 429, description = "Queue full; retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 500, description = "Inference failed", body = ErrorBody),
+        (status = 503, description = "Not ready yet, or shutting down", body = ErrorBody),
+        (status = 504, description = "Past `--request-timeout`", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]
 pub async fn openai_embeddings(
     State(state): State<AppState>,
+    caller: CallerParts,
     ApiJson(req): ApiJson<OpenAiEmbeddingsRequest>,
 ) -> Result<(Extension<Timing>, Json<OpenAiEmbeddingsResponse>), ApiError> {
-    let service = &state.model.service;
-    if let Some(model) = &req.model {
-        if *model != service.model_name {
-            return Err(ServiceError::ModelNotFound(model.clone()).into());
-        }
-    }
+    let service = &state.models.get(req.model.as_deref())?.service;
     let options = EmbedOptions {
         truncate: true,
         normalize: service.bundle.manifest.normalize,
         dimensions: req.dimensions,
     };
-    let out = service.embed(req.input.0, options).await?;
+    let caller = caller.with_body(req.priority);
+    let out = service.embed(req.input.0, options, caller).await?;
     let data = out
         .vectors
         .into_iter()
@@ -113,18 +128,28 @@ fn base64_f32(v: &[f32]) -> String {
     request_body = ClassifyRequest,
     responses(
         (status = 200, description = "Top-k labels per input with softmax scores, highest first", body = ClassifyResponse),
-        (status = 400, description = "The model has no classifier head", body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        (status = 400, description = "The body is not JSON, or the model has no classifier head", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key (when keys are configured)", body = ErrorBody),
+        (status = 404, description = "No served model has this `model` name", body = ErrorBody),
+        (status = 413, description = "More inputs than `max_client_batch_size`, or a body over `max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "No `Content-Type: application/json`", body = ErrorBody),
+        (status = 422, description = "JSON of the wrong shape, or a value the schema or the model refuses (empty text, token id outside the vocabulary, `dimensions` out of range, too long with `truncate: false`)", body = ErrorBody),
+        (status = 429, description = "Queue full; retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 500, description = "Inference failed", body = ErrorBody),
+        (status = 503, description = "Not ready yet, or shutting down", body = ErrorBody),
+        (status = 504, description = "Past `--request-timeout`", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]
 pub async fn classify(
     State(state): State<AppState>,
+    caller: CallerParts,
     ApiJson(req): ApiJson<ClassifyRequest>,
 ) -> Result<(Extension<Timing>, Json<ClassifyResponse>), ApiError> {
-    let service = &state.model.service;
+    let service = &state.models.get(req.model.as_deref())?.service;
+    let caller = caller.with_body(req.priority);
     let out = service
-        .classify(req.inputs.into_inputs(), req.top_k, req.truncate)
+        .classify(req.inputs.into_inputs(), req.top_k, req.truncate, caller)
         .await?;
     let results = out
         .results
@@ -150,34 +175,54 @@ pub async fn classify(
 }
 
 #[utoipa::path(
-    get, path = "/v1/models", tag = "openai", summary = "The served model (OpenAI list shape)",
-    responses((status = 200, body = ModelList)),
+    get, path = "/v1/models", tag = "openai",
+    summary = "The served models, the default first (OpenAI list shape)",
+    responses(
+        (status = 200, body = ModelList),
+        (status = 401, description = "Missing or invalid API key (when keys are configured)", body = ErrorBody),
+    ),
     security((), ("bearer" = []))
 )]
 pub async fn models(State(state): State<AppState>) -> Json<ModelList> {
-    let service = &state.model.service;
-    let created = humantime::parse_rfc3339_weak(&service.bundle.manifest.created_at)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs());
+    let data = state
+        .models
+        .iter()
+        .map(|model| {
+            let service = &model.service;
+            let created = humantime::parse_rfc3339_weak(&service.bundle.manifest.created_at)
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            ModelCard {
+                id: service.model_name.clone(),
+                object: "model",
+                created,
+                owned_by: "aft-serve",
+            }
+        })
+        .collect();
     Json(ModelList {
         object: "list",
-        data: vec![ModelCard {
-            id: service.model_name.clone(),
-            object: "model",
-            created,
-            owned_by: "aft-serve",
-        }],
+        data,
     })
 }
 
 #[utoipa::path(
-    get, path = "/info", tag = "service", summary = "Model, limits, device and version",
-    responses((status = 200, body = Info)),
+    get, path = "/info", tag = "service",
+    summary = "Models, limits, device and version",
+    description = "The default model's fields at the top level, and every model in `models`.",
+    responses(
+        (status = 200, body = Info),
+        (status = 401, description = "Missing or invalid API key (when keys are configured)", body = ErrorBody),
+    ),
     security((), ("bearer" = []))
 )]
 pub async fn info(State(state): State<AppState>) -> Json<Info> {
-    Json(state.model.info.clone())
+    Json(Info {
+        default_model: state.models.default_model().info.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+        models: state.models.infos(),
+    })
 }
 
 #[utoipa::path(
@@ -190,7 +235,7 @@ pub async fn live() -> Json<Health> {
 
 #[utoipa::path(
     get, path = "/health/ready", tag = "health",
-    summary = "Ready to serve: model loaded and warm, every worker alive",
+    summary = "Ready to serve: every model loaded and warm, every worker alive",
     responses(
         (status = 200, body = Health),
         (status = 503, description = "Not ready; the message says why", body = ErrorBody),
@@ -200,7 +245,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiErr
     if state.stopping.load(std::sync::atomic::Ordering::Acquire) {
         return Err(ServiceError::ShuttingDown.into());
     }
-    state.model.service.readiness()?;
+    state.models.readiness()?;
     Ok(Json(Health { status: "ready" }))
 }
 
@@ -214,7 +259,10 @@ pub async fn health(state: State<AppState>) -> Result<Json<Health>, ApiError> {
 
 #[utoipa::path(
     get, path = "/metrics", tag = "service", summary = "Prometheus metrics (text format)",
-    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"))
+    responses(
+        (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"),
+        (status = 500, description = "The metrics could not be rendered", body = ErrorBody),
+    )
 )]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let text = state

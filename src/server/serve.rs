@@ -7,7 +7,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::{router, ApiKeys, AppState, HttpConfig, ServedModel};
+use super::{conn, router, ApiKeys, AppState, HttpConfig, ServedModels};
 use crate::metrics::Metrics;
 
 /// Resolves when SIGTERM or SIGINT arrives.
@@ -34,19 +34,42 @@ async fn termination_signal() {
     }
 }
 
+/// Waits until every model is ready. They load side by side, and the first one that fails
+/// ends the wait with its error, naming the model.
+async fn wait_all_ready(models: Arc<ServedModels>) -> Result<(), String> {
+    let mut waits = tokio::task::JoinSet::new();
+    for index in 0..models.iter().count() {
+        let models = models.clone();
+        waits.spawn(async move {
+            let Some(model) = models.iter().nth(index) else {
+                return Ok(());
+            };
+            model
+                .service
+                .wait_ready()
+                .await
+                .map_err(|err| format!("model {:?}: {err}", model.service.model_name))
+        });
+    }
+    while let Some(done) = waits.join_next().await {
+        done.map_err(|err| format!("readiness task: {err}"))??;
+    }
+    Ok(())
+}
+
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// Serves `model` until SIGTERM/SIGINT, then stops accepting, finishes queued and in-flight
-/// requests within `http.shutdown_timeout`, and returns. Fails if the model cannot be loaded.
+/// Serves `models` until SIGTERM/SIGINT, then stops accepting, finishes queued and in-flight
+/// requests within `http.shutdown_timeout`, and returns. Fails if a model cannot be loaded.
 pub async fn run(
-    model: ServedModel,
+    models: ServedModels,
     metrics: Arc<Metrics>,
     keys: ApiKeys,
     http: HttpConfig,
 ) -> anyhow::Result<()> {
-    let state = AppState::new(model, metrics, keys, &http);
+    let state = AppState::new(models, metrics, keys, &http)?;
     let app = router(state.clone(), &http);
     let listener = TcpListener::bind(http.addr)
         .await
@@ -58,16 +81,16 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let startup_error: Arc<Mutex<Option<String>>> = Arc::default();
     {
-        let model = state.model.clone();
+        let models = state.models.clone();
         let stop_tx = stop_tx.clone();
         let startup_error = startup_error.clone();
         tokio::spawn(async move {
-            match model.service.wait_ready().await {
-                Ok(()) => tracing::info!("ready"),
+            match wait_all_ready(models.clone()).await {
+                Ok(()) => tracing::info!(models = models.iter().count(), "ready"),
                 Err(err) => {
-                    tracing::error!(error = %err, "the model could not be loaded");
+                    tracing::error!(error = %err, "a model could not be loaded");
                     if let Ok(mut slot) = startup_error.lock() {
-                        *slot = Some(err.to_string());
+                        *slot = Some(err);
                     }
                     let _ = stop_tx.send(true);
                 }
@@ -82,35 +105,37 @@ pub async fn run(
         });
     }
 
-    let server = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
-    let mut server = tokio::spawn(async move { server.await });
+    let server = conn::serve(listener, app, http.connections, stop_rx.clone());
+    let mut server = tokio::spawn(server);
     tokio::select! {
-        // A stop request wins over the server finishing (which graceful shutdown makes it do).
+        // A stop request wins over the server finishing (which a stop makes it do).
         biased;
         _ = stopped(stop_rx) => {}
         result = &mut server => {
-            result.context("server task")?.context("server")?;
+            result.context("server task")?;
             anyhow::bail!("the server stopped without being asked to");
         }
     }
 
     state.stopping.store(true, Ordering::Release);
     tracing::info!(timeout = ?http.shutdown_timeout, "shutting down: no new connections; finishing accepted requests");
-    let model = state.model.clone();
+    let models = state.models.clone();
     let drain = async move {
         let served = server.await;
-        model.service.shutdown().await;
+        // The server has answered every request; now stop each model's workers.
+        for model in models.iter() {
+            model.service.shutdown().await;
+        }
         served
     };
     match tokio::time::timeout(http.shutdown_timeout, drain).await {
-        Ok(Ok(Ok(()))) => tracing::info!("shut down cleanly"),
-        Ok(Ok(Err(err))) => tracing::error!(error = %err, "server error while shutting down"),
+        Ok(Ok(())) => tracing::info!("shut down cleanly"),
         Ok(Err(err)) => tracing::error!(error = %err, "server task failed while shutting down"),
         Err(_) => tracing::warn!("shutdown timeout reached; abandoning the requests still running"),
     }
     let startup_error = startup_error.lock().ok().and_then(|mut e| e.take());
     match startup_error {
-        Some(err) => Err(anyhow::anyhow!("the model could not be loaded: {err}")),
+        Some(err) => Err(anyhow::anyhow!("a model could not be loaded: {err}")),
         None => Ok(()),
     }
 }

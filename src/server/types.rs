@@ -18,6 +18,62 @@ fn one() -> usize {
     1
 }
 
+/// An integer written as any JSON number without a fractional part: `3`, `3.0` and `3e0` alike.
+/// JSON has one number type, and the document's `integer` (JSON Schema) admits all three; some
+/// clients write every number with a decimal point.
+struct Whole(i128);
+
+/// 2^64: every integral `f64` below it (in magnitude) fits an `i128` with room to spare.
+const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
+
+impl<'de> Deserialize<'de> for Whole {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Whole;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an integer")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Whole, E> {
+                Ok(Whole(v.into()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Whole, E> {
+                Ok(Whole(v.into()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Whole, E> {
+                Whole::from_f64(v)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Whole {
+    fn from_f64<E: de::Error>(v: f64) -> Result<Self, E> {
+        if v.fract() == 0.0 && v.abs() <= TWO_POW_64 {
+            // Exact: integral and far inside i128's range.
+            Ok(Whole(v as i128))
+        } else {
+            Err(E::invalid_value(de::Unexpected::Float(v), &"an integer"))
+        }
+    }
+
+    fn into_int<T: TryFrom<i128>, E: de::Error>(self, what: &'static str) -> Result<T, E> {
+        T::try_from(self.0)
+            .map_err(|_| E::invalid_value(de::Unexpected::Other("an integer out of range"), &what))
+    }
+}
+
+fn whole_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    Whole::deserialize(d)?.into_int("a non-negative integer that fits 64 bits")
+}
+
+fn whole_usize_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    Option::<Whole>::deserialize(d)?
+        .map(|w| w.into_int("a non-negative integer that fits 64 bits"))
+        .transpose()
+}
+
 /// `inputs` of `/v1/embed` and `/v1/classify`: one text or a list of texts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TextInputs(pub Vec<String>);
@@ -54,25 +110,38 @@ impl TextInputs {
     }
 }
 
+// The schemas below say what the service accepts: no empty text, no empty list. The bounds
+// that depend on the served model and the configuration (most inputs per request, the largest
+// token id) are filled in when the document is built (`openapi::document`).
+
 fn string_schema() -> ObjectBuilder {
-    ObjectBuilder::new().schema_type(Type::String)
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
 }
 
 fn token_ids_schema() -> ArrayBuilder {
-    ArrayBuilder::new().items(
-        ObjectBuilder::new()
-            .schema_type(Type::Integer)
-            .minimum(Some(0)),
-    )
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0)),
+        )
+        .min_items(Some(1))
 }
 
 impl PartialSchema for TextInputs {
     fn schema() -> RefOr<Schema> {
         OneOfBuilder::new()
             .item(string_schema())
-            .item(ArrayBuilder::new().items(string_schema()))
+            .item(
+                ArrayBuilder::new()
+                    .items(string_schema())
+                    .min_items(Some(1)),
+            )
             .description(Some(
-                "A text, or a list of texts (answers keep their order).",
+                "A text, or a list of texts (answers keep their order). Texts must not be empty; \
+                 a request holds at most `limits.max_client_batch_size` of them (see /info).",
             ))
             .into()
     }
@@ -112,10 +181,13 @@ impl<'de> Deserialize<'de> for Item {
                     .map(Item::Id)
                     .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &"a token id"))
             }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Item, E> {
+                Whole::from_f64(v)?.into_int("a token id").map(Item::Id)
+            }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Item, A::Error> {
                 let mut ids = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-                while let Some(id) = seq.next_element::<i64>()? {
-                    ids.push(id);
+                while let Some(id) = seq.next_element::<Whole>()? {
+                    ids.push(id.into_int("a token id")?);
                 }
                 Ok(Item::Ids(ids))
             }
@@ -183,22 +255,62 @@ impl PartialSchema for OpenAiInput {
     fn schema() -> RefOr<Schema> {
         OneOfBuilder::new()
             .item(string_schema())
-            .item(ArrayBuilder::new().items(string_schema()))
+            .item(
+                ArrayBuilder::new()
+                    .items(string_schema())
+                    .min_items(Some(1)),
+            )
             .item(token_ids_schema())
-            .item(ArrayBuilder::new().items(token_ids_schema()))
+            .item(
+                ArrayBuilder::new()
+                    .items(token_ids_schema())
+                    .min_items(Some(1)),
+            )
             .description(Some(
                 "A text, a list of texts, a list of token ids, or a list of token-id lists. \
-                 Token ids go to the model as given (include any special tokens).",
+                 Token ids go to the model as given (include any special tokens) and must be \
+                 below the vocabulary size; longer lists are truncated to the model's limit.",
             ))
             .into()
     }
 }
 impl ToSchema for OpenAiInput {}
 
+/// `priority` of the inference requests. Only lowering is possible: `low` marks bulk work that
+/// yields to `normal` work (it still gets a batch at least every 8 while it waits longest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PriorityField {
+    Normal,
+    Low,
+}
+
+/// Reads `priority` through a string, so a value of the wrong type is a 422 like any other bad
+/// field (serde_json reports a number where an enum is expected as a syntax error, a 400).
+fn priority<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PriorityField>, D::Error> {
+    use serde::de::IntoDeserializer;
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) => PriorityField::deserialize(s.as_str().into_deserializer()).map(Some),
+    }
+}
+
+impl From<PriorityField> for crate::core::Priority {
+    fn from(p: PriorityField) -> Self {
+        match p {
+            PriorityField::Normal => Self::Normal,
+            PriorityField::Low => Self::Low,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbedRequest {
     pub inputs: TextInputs,
+    /// The model to use (see `GET /v1/models`); the default model when absent.
+    #[serde(default)]
+    pub model: Option<String>,
     /// L2-normalise the embeddings; defaults to the bundle's `normalize` (true for aft-mini).
     #[serde(default)]
     pub normalize: Option<bool>,
@@ -206,9 +318,12 @@ pub struct EmbedRequest {
     #[serde(default = "yes")]
     pub truncate: bool,
     /// Keep only the first `dimensions` components (then normalise).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_usize_opt")]
     #[schema(minimum = 1)]
     pub dimensions: Option<usize>,
+    /// `normal` (default) or `low` for bulk work; overrides the `x-priority` header.
+    #[serde(default, deserialize_with = "priority")]
+    pub priority: Option<PriorityField>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -248,17 +363,20 @@ pub enum EncodingFormat {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct OpenAiEmbeddingsRequest {
     pub input: OpenAiInput,
-    /// Must name the served model when given (see `GET /v1/models`).
+    /// The model to use (see `GET /v1/models`); the default model when absent.
     #[serde(default)]
     pub model: Option<String>,
     #[serde(default)]
     pub encoding_format: EncodingFormat,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_usize_opt")]
     #[schema(minimum = 1)]
     pub dimensions: Option<usize>,
     /// Accepted for compatibility; not used.
     #[serde(default)]
     pub user: Option<String>,
+    /// `normal` (default) or `low` for bulk work; overrides the `x-priority` header.
+    #[serde(default, deserialize_with = "priority")]
+    pub priority: Option<PriorityField>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -289,12 +407,18 @@ pub struct OpenAiEmbeddingsResponse {
 #[serde(deny_unknown_fields)]
 pub struct ClassifyRequest {
     pub inputs: TextInputs,
+    /// The model to use (see `GET /v1/models`); the default model when absent.
+    #[serde(default)]
+    pub model: Option<String>,
     /// How many labels to return per input, most likely first.
-    #[serde(default = "one")]
+    #[serde(default = "one", deserialize_with = "whole_usize")]
     #[schema(minimum = 1)]
     pub top_k: usize,
     #[serde(default = "yes")]
     pub truncate: bool,
+    /// `normal` (default) or `low` for bulk work; overrides the `x-priority` header.
+    #[serde(default, deserialize_with = "priority")]
+    pub priority: Option<PriorityField>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -337,16 +461,20 @@ pub struct Limits {
     pub max_batch_tokens: usize,
     pub max_batch_size: usize,
     pub max_queue_size: usize,
+    /// 0 when there is no per-key limit.
+    pub max_queued_tokens_per_key: usize,
     pub request_timeout_ms: u64,
 }
 
+/// One served model: its name, where it runs, and its limits.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Info {
+pub struct ModelInfo {
     pub model: String,
-    /// aft-serve's version.
-    pub version: &'static str,
     pub device: String,
+    /// Inference workers of this model.
     pub workers: usize,
+    /// `fair` or `fifo` (`--scheduling`).
+    pub scheduling: &'static str,
     pub dimensions: usize,
     /// Classifier labels; null for a model without a head.
     pub labels: Option<Vec<String>>,
@@ -354,6 +482,18 @@ pub struct Info {
     /// The bundle's manifest.json.
     #[schema(value_type = Object)]
     pub manifest: serde_json::Value,
+}
+
+/// The service: the default model's fields at the top level (as when one model was served),
+/// aft-serve's version, and every served model.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Info {
+    #[serde(flatten)]
+    pub default_model: ModelInfo,
+    /// aft-serve's version.
+    pub version: &'static str,
+    /// Every served model, the default first.
+    pub models: Vec<ModelInfo>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -387,9 +527,69 @@ mod tests {
         assert!(openai("[[1], 2]").is_err());
         assert!(openai("[[[1]]]").is_err());
         assert!(openai("[1.5]").is_err());
+        // JSON has one number type: integral numbers with a decimal point or exponent are ids.
+        assert_eq!(openai("[2.0, 3e0]").unwrap(), vec![Input::Ids(vec![2, 3])]);
+        assert_eq!(openai("[[4.0]]").unwrap(), vec![Input::Ids(vec![4])]);
+        assert!(openai("[1e300]").is_err());
+        assert!(openai("[[0.5]]").is_err());
         assert!(openai("[18446744073709551615]").is_err());
         assert!(openai("null").is_err());
         assert!(openai("{}").is_err());
+    }
+
+    #[test]
+    fn priority_values() {
+        let p = |json: &str| {
+            serde_json::from_str::<EmbedRequest>(&format!(r#"{{"inputs": "x"{json}}}"#))
+                .map(|r| r.priority)
+                .map_err(|e| (e.classify(), e.to_string()))
+        };
+        assert_eq!(p("").unwrap(), None);
+        assert_eq!(p(r#", "priority": null"#).unwrap(), None);
+        assert_eq!(
+            p(r#", "priority": "low""#).unwrap(),
+            Some(PriorityField::Low)
+        );
+        assert_eq!(
+            p(r#", "priority": "normal""#).unwrap(),
+            Some(PriorityField::Normal)
+        );
+        for bad in [r#", "priority": "high""#, r#", "priority": 3"#] {
+            let (class, msg) = p(bad).unwrap_err();
+            assert_eq!(class, serde_json::error::Category::Data, "{msg}");
+        }
+    }
+
+    #[test]
+    fn integer_fields_take_integral_numbers_in_any_notation() {
+        let top_k = |json: &str| {
+            serde_json::from_str::<ClassifyRequest>(&format!(
+                r#"{{"inputs": "x", "top_k": {json}}}"#
+            ))
+            .map(|r| r.top_k)
+        };
+        assert_eq!(top_k("3").unwrap(), 3);
+        assert_eq!(top_k("3.0").unwrap(), 3);
+        assert_eq!(top_k("18446744073709551615").unwrap(), usize::MAX);
+        assert!(top_k("2.5").is_err());
+        assert!(top_k("-1").is_err());
+        assert!(top_k("18446744073709551616").is_err());
+        assert!(top_k("null").is_err());
+        let dims = |json: &str| {
+            serde_json::from_str::<EmbedRequest>(&format!(
+                r#"{{"inputs": "x", "dimensions": {json}}}"#
+            ))
+            .map(|r| r.dimensions)
+        };
+        assert_eq!(dims("8.0").unwrap(), Some(8));
+        assert_eq!(dims("null").unwrap(), None);
+        assert_eq!(
+            serde_json::from_str::<EmbedRequest>(r#"{"inputs": "x"}"#)
+                .unwrap()
+                .dimensions,
+            None
+        );
+        assert!(dims("8.5").is_err());
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub enum ServiceError {
     ModelNotFound(String),
     #[error("the request queue is full; retry later")]
     QueueFull,
+    /// The caller's API key already holds its share of the queue (`--max-queued-tokens-per-key`).
+    #[error("{0}; retry later")]
+    KeyQueueFull(String),
     #[error("the service is shutting down")]
     ShuttingDown,
     /// The model is loading or a worker is down; the message says which.
@@ -70,6 +73,7 @@ impl From<InferError> for ServiceError {
     fn from(err: InferError) -> Self {
         match err {
             InferError::QueueFull => Self::QueueFull,
+            err @ InferError::KeyQueueFull { .. } => Self::KeyQueueFull(err.to_string()),
             InferError::ShuttingDown => Self::ShuttingDown,
             InferError::NotReady(reason) => Self::NotReady(reason),
             InferError::Backend(msg) => Self::Inference(msg),

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::bundle::Bundle;
-use crate::core::{Infer, Inference};
-use crate::metrics::Metrics;
+use crate::core::{Caller, Infer, Inference};
+use crate::metrics::ModelMetrics;
 use crate::tokenize::{Input, TokenizerPool};
 
 pub use error::ServiceError;
@@ -61,7 +61,7 @@ pub struct Service {
     pub bundle: Arc<Bundle>,
     tokenizers: TokenizerPool,
     infer: Arc<Infer>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ModelMetrics>,
     max_client_batch_size: usize,
 }
 
@@ -71,7 +71,7 @@ impl Service {
         bundle: Arc<Bundle>,
         tokenizers: TokenizerPool,
         infer: Arc<Infer>,
-        metrics: Arc<Metrics>,
+        metrics: Arc<ModelMetrics>,
         max_client_batch_size: usize,
     ) -> Self {
         Self {
@@ -103,6 +103,11 @@ impl Service {
         self.bundle.manifest.embedding_dim
     }
 
+    /// Token ids below this are valid pre-tokenized input.
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizers.tokenizer().vocab_size()
+    }
+
     pub fn labels(&self) -> &[String] {
         self.bundle.manifest.labels()
     }
@@ -111,6 +116,7 @@ impl Service {
         &self,
         inputs: Vec<Input>,
         options: EmbedOptions,
+        caller: Caller,
     ) -> Result<Embeddings, ServiceError> {
         let full = self.embedding_dim();
         let dimensions = match options.dimensions {
@@ -123,7 +129,7 @@ impl Service {
                 ))
             }
         };
-        let (inference, usage) = self.run(inputs, options.truncate).await?;
+        let (inference, usage) = self.run(inputs, options.truncate, caller).await?;
         let timing = timing(&inference);
         let vectors = inference
             .outputs
@@ -150,6 +156,7 @@ impl Service {
         inputs: Vec<Input>,
         top_k: usize,
         truncate: bool,
+        caller: Caller,
     ) -> Result<Classifications, ServiceError> {
         let labels = self.labels();
         if labels.is_empty() {
@@ -158,7 +165,7 @@ impl Service {
         if top_k == 0 {
             return Err(ServiceError::invalid("top_k", "top_k must be at least 1"));
         }
-        let (inference, usage) = self.run(inputs, truncate).await?;
+        let (inference, usage) = self.run(inputs, truncate, caller).await?;
         let timing = timing(&inference);
         let results = inference
             .outputs
@@ -172,11 +179,12 @@ impl Service {
         })
     }
 
-    /// Checks the input count, tokenizes, and runs the model.
+    /// Checks the input count, tokenizes, and runs the model on behalf of `caller`.
     async fn run(
         &self,
         inputs: Vec<Input>,
         truncate: bool,
+        caller: Caller,
     ) -> Result<(Inference, Usage), ServiceError> {
         if inputs.is_empty() {
             return Err(ServiceError::invalid("inputs", "inputs must not be empty"));
@@ -194,7 +202,7 @@ impl Service {
             .tokenization_duration
             .observe(started.elapsed().as_secs_f64());
         let tokens = tokenized.total_tokens;
-        let inference = self.infer.run(tokenized.ids).await?;
+        let inference = self.infer.run_as(tokenized.ids, caller).await?;
         self.metrics.inputs.inc_by(count as u64);
         self.metrics.prompt_tokens.inc_by(tokens as u64);
         Ok((
