@@ -120,11 +120,15 @@ def counters(port: int) -> dict[str, float]:
         text = conn.getresponse().read().decode()
     finally:
         conn.close()
-    values = {}
+    # Summed over label sets (the model label, and any other): one model is served here.
+    values: dict[str, float] = {}
     for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        values[name] = value
-    return {k: float(values.get(name, "nan")) for k, name in COUNTERS.items()}
+        if line.startswith("#"):
+            continue
+        series, _, value = line.partition(" ")
+        family = series.split("{", 1)[0]
+        values[family] = values.get(family, 0.0) + float(value)
+    return {k: values.get(name, float("nan")) for k, name in COUNTERS.items()}
 
 
 def server_side(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
