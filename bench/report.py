@@ -19,6 +19,22 @@ from page.run import Run
 DOCS = ROOT / "docs"
 
 
+# The standalone benchmarks' part of the page (bench/fairness.py, bench/two_models.py: not run by
+# run-all) is written by hand from their output, below this line; a regenerated page keeps it.
+STANDALONE_MARKER = (
+    "<!-- Standalone benchmarks: written from their scripts' output; report.py keeps this part. -->"
+)
+
+
+def kept_tail(page: Path) -> str:
+    """The standalone part of the existing page, from its marker on ('' when there is none)."""
+    if not page.exists():
+        return ""
+    text = page.read_text()
+    at = text.find(STANDALONE_MARKER)
+    return "\n" + text[at:] if at >= 0 else ""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -43,7 +59,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     analysis = BENCH / "analysis.md"
     page = markdown(run, analysis.read_text() if analysis.exists() else "", a.status)
-    (out / "BENCHMARKS.md").write_text(page)
+    target = out / "BENCHMARKS.md"
+    page += kept_tail(target)
+    target.write_text(page)
     for path in [out / "BENCHMARKS.md", *plots.write_all(run, out)]:
         print(f"wrote {path}")
 
