@@ -245,13 +245,13 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
 
 
-def source_table(scores: dict[str, dict], train_counts: dict[str, int]) -> str:
+def source_table(scores: dict[str, dict], train_counts: dict[str, int], counts_of: str) -> str:
     rows = [
         [name, f"{train_counts.get(name, 0):,}", m["n"], f3(m["rho_random"]),
          f"{f3(m['rho_similar'])} ({m['n_similar']})", f3(m["r1"]), f3(m["r10"])]
         for name, m in sorted(scores.items(), key=lambda kv: kv[1]["rho_random"])
     ]  # fmt: skip
-    header = ["source", "labelled train texts", "held-out texts", "Spearman, random pairs",
+    header = ["source", counts_of, "held-out texts", "Spearman, random pairs",
               "Spearman, similar pairs (n)", "recall@1", "recall@10"]  # fmt: skip
     return table(header, rows)
 
@@ -296,6 +296,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--int8", action="store_true", help="also score int8 dynamic quantization")
     ap.add_argument("--loso", type=Path, default=None, help="leave-one-source-out runs' folder")
+    ap.add_argument("--train-log", type=Path, default=None, help="train_log.json of the bundle")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     ap.add_argument("--markdown", type=Path, default=None, help="also write the tables here")
     args = ap.parse_args()
@@ -322,12 +323,16 @@ def main() -> None:
 
     recs, st = load_samples(args.corpus, args.eval_cache)["per_source"]
     r["per_source"] = per_source(student, tok, recs, st)
-    counts = train_source_counts(args.teacher)
+    if args.train_log:  # the texts the model was trained on, per source
+        counts = json.loads(args.train_log.read_text())["sources"]
+        counts_of = "training texts"
+    else:
+        counts, counts_of = train_source_counts(args.teacher), "labelled texts in the cache"
     md = ["### All held-out text\n", table(["metric", "value", "notes"],
                                             main_rows(r, args.threads))]  # fmt: skip
     title = (f"\n### Per source of the held-out split ({len(recs)} texts, up to 300 a source; "
              "pairs and neighbours within a source)\n")  # fmt: skip
-    md += [title, source_table(r["per_source"], counts)]
+    md += [title, source_table(r["per_source"], counts, counts_of)]
     if args.loso:
         r["loso"] = loso(args.loso, tok, recs, st, r["per_source"])
         md += ["\n### Leave-one-source-out\n", loso_table(r["loso"])]
