@@ -118,3 +118,20 @@ def test_expressions_are_checked_against_catalog_series_and_labels(tmp_path: Pat
         catalog.check_expr("bare histogram", {"t_seconds"}, set())
     with pytest.raises(CheckFailed, match="status"):
         catalog.check_expr("label", {"t_requests_total"}, {"route", "status"})
+
+
+def test_a_keyed_family_may_be_absent_but_is_checked_when_exported(tmp_path: Path) -> None:
+    keyed = {"name": "t_key_tokens", "type": "gauge", "labels": ["key"], "help": "Per key."}
+    catalog = Catalog.load(write(tmp_path, [*CATALOG, keyed]))
+    assert compare(catalog, Exposition.parse(EXPOSITION), "t_") == []
+    wrong = (
+        EXPOSITION
+        + '# HELP t_key_tokens Per key.\n# TYPE t_key_tokens counter\nt_key_tokens{key="a"} 1\n'
+    )
+    problems = compare(catalog, Exposition.parse(wrong), "t_")
+    assert any("t_key_tokens: exported as counter" in p for p in problems), problems
+    unkeyed = {**keyed, "name": "t_plain", "labels": []}
+    problems = compare(
+        Catalog.load(write(tmp_path, [*CATALOG, unkeyed])), Exposition.parse(EXPOSITION), "t_"
+    )
+    assert "t_plain: not exported" in problems
