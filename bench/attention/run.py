@@ -1,12 +1,14 @@
 """Forward time and peak extra memory of the AFT variants against softmax attention, on CPU.
 
-    nice .venv/bin/python bench/attention/run.py --out docs/
+    .venv/bin/python bench/attention/run.py --out docs/
 
 writes docs/attention-benchmark.{md,json,png}. Each (variant, T) case runs in its own subprocess
 (2 threads): peak extra memory is the process's peak RSS (VmHWM, reset through
 /proc/self/clear_refs once the inputs exist) minus its RSS at that point, so it counts every
 temporary and the output; time is the median of up to 5 runs after that first one.
-B = 1, d = 256; softmax attention uses 8 heads of 32.
+B = 1, d = 256; softmax attention uses 8 heads of 32; AFT-decay 8 heads with rates 2^-1 .. 2^-10
+(AFTDecay's initial rates), in chunks of 64. AFT-local's w is a (T, T) view of 2T random numbers
+(as_strided): it reads only the band, and a dense w would not fit at T = 65536 (16 GiB).
 MALLOC_MMAP_THRESHOLD_=1048576: blocks over 1 MiB are mmapped and go back to the OS when freed,
 so RSS follows the live tensors (glibc's default threshold rises to 32 MiB, and then a loop of
 16 MiB temporaries showed as GiBs of heap growth). OMP_WAIT_POLICY=PASSIVE: on a shared 2-core
@@ -26,11 +28,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 D, HEADS, WINDOW, KERNEL = 256, 8, 32, 31
-TS = [128, 512, 1024, 2048, 4096, 8192, 16384]
-VARIANTS = ["aft_full", "aft_local", "aft_simple", "aft_conv", "sdpa", "softmax"]
-# Cases that do not fit: the materialised softmax at T = 16384 needs two 8 x T x T float32
-# tensors (scores and probabilities), 17 GiB, on a 24 GiB machine shared with others.
-SKIP = {("softmax", 16384): "needs 2 x 8 GiB for the 8 x T x T scores and probabilities"}
+TS = [128, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
+VARIANTS = ["aft_full", "aft_local", "aft_simple", "aft_conv", "aft_decay", "sdpa", "softmax"]
+# Cases that do not fit in memory (24 GiB, shared) or in the run's ~10 minutes.
+SKIP = {
+    ("aft_full", 32768): "its bias w is a T x T input: 4 GiB, and a run would take 4x its "
+    "T = 16384 time",
+    ("aft_full", 65536): "its bias w is a T x T input: 16 GiB",
+    ("sdpa", 65536): "a run would take 4x its T = 32768 time (T^2): left out to keep the whole "
+    "run under 10 minutes",
+    ("softmax", 16384): "needs 2 x 8 GiB for the 8 x T x T scores and probabilities",
+    ("softmax", 32768): "needs 2 x 32 GiB for the scores and probabilities",
+    ("softmax", 65536): "needs 2 x 128 GiB for the scores and probabilities",
+}
+DECAY_RATES = [2.0 ** -(1 + 9 * i / (HEADS - 1)) for i in range(HEADS)]
 
 
 def rss_kib(field: str) -> int:
@@ -49,8 +60,12 @@ def case(variant: str, T: int) -> dict:
     torch.set_num_threads(2)
     torch.manual_seed(0)
     q, k, v = (torch.randn(1, T, D) for _ in range(3))
-    if variant in ("aft_full", "aft_local"):
+    if variant == "aft_full":
         w = torch.randn(T, T).mul_(0.1)
+    if variant == "aft_local":  # w[i, j] = base[i + j]: a (T, T) view; local reads its band
+        w = torch.randn(2 * T).mul_(0.1).as_strided((T, T), (1, 1))
+    if variant == "aft_decay":
+        w = torch.tensor(DECAY_RATES)
     if variant == "aft_conv":
         k, w = torch.randn(1, T, HEADS), torch.randn(HEADS, KERNEL).mul_(0.1)
     if variant in ("sdpa", "softmax"):
@@ -65,6 +80,8 @@ def case(variant: str, T: int) -> dict:
             return A.aft_simple(q, k, v)
         if variant == "aft_conv":
             return A.aft_conv(q, k, v, w)
+        if variant == "aft_decay":
+            return A.aft_decay(q, k, v, w)
         if variant == "sdpa":
             return torch.nn.functional.scaled_dot_product_attention(q, k, v)
         scores = q @ k.transpose(-1, -2) / math.sqrt(D // HEADS)
@@ -80,7 +97,7 @@ def case(variant: str, T: int) -> dict:
         assert torch.isfinite(out).all()
         del out
         times = [first]
-        reps = 1 if first > 3 else 5
+        reps = 0 if first > 20 else 1 if first > 3 else 5
         for _ in range(reps):
             t0 = time.perf_counter()
             run()
@@ -88,9 +105,9 @@ def case(variant: str, T: int) -> dict:
     return {
         "variant": variant,
         "T": T,
-        "ms": 1e3 * statistics.median(times[1:]),
+        "ms": 1e3 * statistics.median(times[1:] or times),
         "peak_extra_mb": (peak - base) / 1024,
-        "runs": len(times) - 1,
+        "runs": max(1, len(times) - 1),
     }
 
 
@@ -104,6 +121,18 @@ def fit_exponent(rows, key, min_t=1024):
     return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
 
 
+def load_note(results) -> str:
+    """The machine's 1-minute load average as sampled before each case."""
+    loads = sorted(r["load1"] for r in results if "load1" in r)
+    if not loads:
+        return "Load average not recorded."
+    return (
+        f"The 2-core machine was shared: 1-minute load average {loads[0]:.1f} to {loads[-1]:.1f} "
+        f"(median {statistics.median(loads):.1f}) before the cases, so times are inflated "
+        "against an idle machine, the more so the longer a case ran."
+    )
+
+
 def write_report(results, out: Path, command: str):
     by = {v: [r for r in results if r["variant"] == v] for v in VARIANTS}
     lines = [
@@ -112,7 +141,8 @@ def write_report(results, out: Path, command: str):
         f"Made by `{command}` (bench/attention/run.py). Forward pass only, no autograd,",
         f"B = 1, d = {D}, float32, 2 threads (`torch.set_num_threads(2)`), torch "
         f"{results[0]['torch']}. AFT-local: window {WINDOW}; AFT-conv: {HEADS} heads, kernel "
-        f"{KERNEL}; softmax attention: {HEADS} heads of {D // HEADS}. `sdpa` is "
+        f"{KERNEL}; AFT-decay: {HEADS} heads, rates 2^-1 .. 2^-10 (`AFTDecay`'s initial ones), "
+        f"chunks of 64; softmax attention: {HEADS} heads of {D // HEADS}. `sdpa` is "
         "`torch.nn.functional.scaled_dot_product_attention` (its CPU flash kernel); `softmax` "
         "materialises the (heads, T, T) scores.",
         "",
@@ -120,11 +150,13 @@ def write_report(results, out: Path, command: str):
         "k, v and w exist) minus the resident set then: every temporary plus the output. Small "
         "values are noisy (allocator caches, page granularity). Blocks over 1 MiB are mmapped "
         "(`MALLOC_MMAP_THRESHOLD_`) so that freed temporaries leave the resident set. Time: "
-        "median of up to 5 runs after a first one (1 run when a run takes over 3 s). Run on "
-        "the otherwise idle 2-core machine (`OMP_WAIT_POLICY=PASSIVE` keeps idle OpenMP threads "
-        "from spinning); single runs at the largest T, so times are indicative. At T <= 256 "
-        "(the T=128 column) AFT-local and -conv run as banded dense matrices "
-        "(`aft.functional.DENSE_MAX`), above it on their O(T window d) band path.",
+        "median of up to 5 runs after a first one (1 run when a run takes over 3 s; the first "
+        "run alone when it takes over 20 s). `OMP_WAIT_POLICY=PASSIVE` keeps idle OpenMP "
+        f"threads from spinning. {load_note(results)} Single runs at the largest T, so times "
+        "are indicative. At T <= 256 (the T=128 column) AFT-local and -conv run as banded dense "
+        "matrices (`aft.functional.DENSE_MAX`), above it on their O(T window d) band path. "
+        "AFT-local's w is a (T, T) view of 2T random numbers (it reads only the band; a dense w "
+        "would take 16 GiB at T = 65536).",
         "",
         "| variant | " + " | ".join(f"T={t}" for t in TS) + " |",
         "| --- | " + " | ".join("---" for _ in TS) + " |",
@@ -161,7 +193,15 @@ def write_report(results, out: Path, command: str):
         "pass over a (T, d) array, one per band offset for local and conv, no longer fits the "
         "CPU caches and runs at memory bandwidth), but far below AFT-full's and the softmax "
         "attentions' quadratic ~2. PyTorch's CPU flash kernel (`sdpa`) keeps softmax "
-        "attention's memory linear too, and its time is the same order as AFT-full's.",
+        "attention's memory linear too, and its time is the same order as AFT-full's. "
+        "AFT-decay, the position-aware variant with no length limit (no T x T input, no "
+        "table), runs to T = 65536 with memory and time growing like AFT-simple's: its work is "
+        "a few large matrix products (chunks of 64) and a dozen passes over (T, d), against "
+        "one pass per band offset for local and conv, so past the shortest lengths it is "
+        "faster than both and a small factor from AFT-simple, which has no position "
+        "information at all. The AFT variants' time exponents are the least reliable figures "
+        "here: the machine was shared (see the load above), and a busy neighbour slows the long "
+        "cases most.",
     ]
     lines += ["", "Skipped:", ""]
     lines += [f"- {v} at T={t}: {why}" for (v, t), why in SKIP.items()]
@@ -206,7 +246,7 @@ def main():
     import torch
 
     out = Path(a.out)
-    command = "nice .venv/bin/python bench/attention/run.py --out docs/"
+    command = ".venv/bin/python bench/attention/run.py --out docs/"
     if a.report:
         write_report(json.loads((out / "attention-benchmark.json").read_text()), out, command)
         return
@@ -218,10 +258,12 @@ def main():
         for v in a.only or VARIANTS:
             if (v, t) in SKIP:
                 continue
+            load1 = os.getloadavg()[0]
             cmd = [sys.executable, __file__, "--case", v, str(t)]
             env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", MALLOC_MMAP_THRESHOLD_="1048576")
             r = json.loads(subprocess.run(cmd, check=True, capture_output=True, env=env).stdout)
             r["torch"] = torch.__version__
+            r["load1"] = load1
             print(f"{v:10s} T={t:6d} {r['ms']:10.1f} ms {r['peak_extra_mb']:9.1f} MB", flush=True)
             results.append(r)
     out.mkdir(parents=True, exist_ok=True)

@@ -13,9 +13,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from aft.modules import AFTConv, AFTFull, AFTLocal, AFTSimple
+from aft.modules import AFTConv, AFTDecay, AFTFull, AFTLocal, AFTSimple
 
-VARIANTS = ("full", "local", "simple", "conv")
+VARIANTS = ("full", "local", "simple", "conv", "decay")
+# Variants whose parameters depend on max_len (a learned (max_len, max_len) bias): the others run at
+# any length, and max_len is only the limit the bundle states.
+POSITION_TABLES = ("full", "local")
 
 
 @dataclass
@@ -25,10 +28,10 @@ class EncoderConfig:
     n_layers: int
     d_ff: int
     max_len: int
-    variant: str  # "full" | "local" | "simple" | "conv"
+    variant: str  # "full" | "local" | "simple" | "conv" | "decay"
     causal: bool = False
     window: int = 32  # local: bias kept where |t - t'| < window
-    n_heads: int = 8  # conv
+    n_heads: int = 8  # conv, decay
     kernel_size: int = 31  # conv; odd
     bias_rank: int = 64  # full/local: rank of w = u v^T
     dropout: float = 0.0
@@ -46,6 +49,8 @@ class EncoderConfig:
             raise ValueError(f"pooling must be 'mean' or 'cls', not {self.pooling!r}")
         if self.variant == "conv" and self.kernel_size % 2 != 1:
             raise ValueError("kernel_size must be odd")
+        if self.variant in ("conv", "decay") and self.d_model % self.n_heads != 0:
+            raise ValueError("d_model must be a multiple of n_heads")
 
     @property
     def out_dim(self) -> int:
@@ -60,6 +65,8 @@ def make_attention(cfg: EncoderConfig) -> nn.Module:
         return AFTLocal(d, cfg.max_len, cfg.window, cfg.bias_rank, causal)
     if cfg.variant == "simple":
         return AFTSimple(d, causal)
+    if cfg.variant == "decay":
+        return AFTDecay(d, cfg.n_heads, causal)
     return AFTConv(d, cfg.n_heads, cfg.kernel_size, causal)
 
 

@@ -2,25 +2,27 @@
 manifest.json.
 
     python -m aft.export --checkpoint CKPT --tokenizer tokenizer.json --out DIR --name NAME \
-        [--dtype float16] [--description TEXT]
+        [--dtype float16] [--description TEXT] [--max-seq-len N]
 
 CKPT is torch.save({"config": asdict(cfg), "state_dict": model.state_dict(), "labels": [...]}).
 With --dtype float16 the floating-point parameters are stored as half; loaders (the Rust service,
-aft.bundle) cast them back to float32 before running.
+aft.bundle) cast them back to float32 before running. --max-seq-len sets the bundle's limit
+(manifest max_seq_len and model.max_len) for variants without a position table (simple, conv,
+decay), which run at any length: e.g. 65536 for a model trained on short texts.
 """
 
 import argparse
 import copy
 import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer
 
-from aft.encoder import AFTEncoder, EncoderConfig
+from aft.encoder import POSITION_TABLES, AFTEncoder, EncoderConfig
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -35,10 +37,10 @@ def file_entry(path: Path) -> dict:
     return {"sha256": h.hexdigest(), "size": path.stat().st_size}
 
 
-def sample_inputs(cfg: EncoderConfig, seed: int = 0):
+def sample_inputs(cfg: EncoderConfig, seed: int = 0, length: int = 24):
     """A right-padded batch with unequal lengths, for checking TorchScript against eager."""
     g = torch.Generator().manual_seed(seed)
-    T = min(cfg.max_len, 24)
+    T = min(cfg.max_len, length)
     lengths = [T, max(1, T // 2), 1]
     ids = torch.randint(0, cfg.vocab_size, (len(lengths), T), generator=g)
     mask = torch.zeros(len(lengths), T, dtype=torch.long)
@@ -50,11 +52,11 @@ def sample_inputs(cfg: EncoderConfig, seed: int = 0):
 def check_scripted(eager: AFTEncoder, path: Path, atol: float = 1e-5) -> None:
     """Reload model.pt as the service would (cast to float32) and compare with eager."""
     loaded = torch.jit.load(str(path), map_location="cpu").float().eval()
-    ids, mask = sample_inputs(eager.config)
-    with torch.no_grad():
-        for a, b, what in zip(
-            eager(ids, mask), loaded(ids, mask), ("embeddings", "logits"), strict=True
-        ):
+    # Short, and longer than one chunk of AFT-decay (64) so its carries are checked too.
+    for ids, mask in (sample_inputs(eager.config), sample_inputs(eager.config, 1, 160)):
+        with torch.no_grad():
+            pairs = zip(eager(ids, mask), loaded(ids, mask), ("embeddings", "logits"), strict=True)
+        for a, b, what in pairs:
             if a.shape != b.shape:
                 raise RuntimeError(f"TorchScript {what} shape {tuple(b.shape)} != {tuple(a.shape)}")
             if a.numel() == 0:
@@ -72,8 +74,21 @@ def export_bundle(
     labels: list[str] | None = None,
     dtype: str = "float32",
     description: str = "",
+    max_seq_len: int | None = None,
 ) -> Path:
+    """Script `model` into out_dir with its tokenizer and manifest. max_seq_len (default: the
+    model's max_len) is the longest input the bundle accepts; only variants without a position
+    table may change it, since full/local learn a bias for max_len positions exactly."""
     cfg = model.config
+    if max_seq_len is not None and max_seq_len != cfg.max_len:
+        if cfg.variant in POSITION_TABLES:
+            raise ValueError(
+                f"variant {cfg.variant!r} learns a position bias for max_len={cfg.max_len} "
+                "positions: its max_seq_len cannot change"
+            )
+        if max_seq_len < 2:
+            raise ValueError("max_seq_len must be at least 2")
+        cfg = replace(cfg, max_len=max_seq_len)
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {list(DTYPES)}")
     if labels is not None and len(labels) != cfg.num_labels:
@@ -84,6 +99,7 @@ def export_bundle(
     out.mkdir(parents=True, exist_ok=True)
 
     stored = copy.deepcopy(model).cpu().eval().to(DTYPES[dtype])
+    stored.config, stored.max_len = cfg, cfg.max_len
     torch.jit.script(stored).save(str(out / "model.pt"))
     # The reference is the eager model with the parameters as stored, back in float32.
     check_scripted(copy.deepcopy(stored).float(), out / "model.pt")
@@ -122,12 +138,17 @@ def main(argv=None):
     p.add_argument("--name", required=True)
     p.add_argument("--dtype", default="float32", choices=list(DTYPES))
     p.add_argument("--description", default="")
+    p.add_argument(
+        "--max-seq-len",
+        type=int,
+        help="longest input the bundle accepts (simple, conv, decay only; default: max_len)",
+    )
     a = p.parse_args(argv)
     ckpt = torch.load(a.checkpoint, map_location="cpu", weights_only=True)
     model = AFTEncoder(EncoderConfig(**ckpt["config"]))
     model.load_state_dict(ckpt["state_dict"])
     out = export_bundle(
-        model, a.tokenizer, a.out, a.name, ckpt.get("labels"), a.dtype, a.description
+        model, a.tokenizer, a.out, a.name, ckpt.get("labels"), a.dtype, a.description, a.max_seq_len
     )
     print(f"wrote {out}")
 

@@ -6,9 +6,10 @@ Each layer maps x (B, T, d_model) and an optional key mask (B, T, bool, True = r
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
-from aft.functional import aft_conv, aft_full, aft_local, aft_simple
+from aft.functional import aft_conv, aft_decay, aft_full, aft_local, aft_simple
 
 
 class _AFTLayer(nn.Module):
@@ -93,3 +94,27 @@ class AFTConv(_AFTLayer):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         q, k, v = self.qkv(x)
         return self.out(aft_conv(q, k, v, self.bias(), mask, self.causal))
+
+
+class AFTDecay(_AFTLayer):
+    """AFT-decay: h heads, bias w[t, t'] = -lambda_h |t - t'|, no position table, so any length.
+
+    lambda_h = softplus(decay_h) > 0, learned. It starts geometrically spaced from 1/2 (a reach
+    of a few tokens) down to 2^-10 (about a thousand), as ALiBi spaces its slopes, so that some
+    heads look near and some far from the first step.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, causal: bool = False, chunk: int = 64):
+        if d_model % n_heads != 0:
+            raise ValueError("AFTDecay needs d_model % n_heads == 0")
+        super().__init__(d_model, d_model, causal)
+        self.chunk = chunk
+        rates = torch.logspace(-1.0, -10.0, n_heads, base=2.0)
+        self.decay = nn.Parameter(torch.log(torch.expm1(rates)))  # softplus^-1
+
+    def rates(self) -> Tensor:
+        return F.softplus(self.decay)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        q, k, v = self.qkv(x)
+        return self.out(aft_decay(q, k, v, self.rates(), mask, self.causal, True, self.chunk))

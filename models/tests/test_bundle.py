@@ -77,6 +77,38 @@ def test_export_cli_from_checkpoint(tmp_path):
     assert (m["name"], m["description"], m["labels"]) == ("cli", "from the CLI", labels)
 
 
+def test_decay_bundle_states_long_limit(tmp_path):
+    """An AFT-decay model made with max_len 64 exported for 65,536 tokens: the manifest, the
+    tokenizer's truncation and the scripted module all take the new limit, and the reloaded
+    model equals eager on a 3,000-token input (47 chunks)."""
+    model = small_model(variant="decay")
+    out = export.export_bundle(
+        model, fixtures.minilm_tokenizer(), tmp_path / "b", "long", max_seq_len=65536
+    )
+    m = bundle.load_manifest(out)
+    assert m["max_seq_len"] == 65536 and m["model"]["max_len"] == 65536
+    assert m["model"]["variant"] == "decay"
+    tok = bundle.load_tokenizer(out, m)
+    assert len(tok.encode("word " * 70000).ids) == 65536
+    ids = tokenize(out, ["long " * 3000])[0]
+    assert ids.shape[1] > 3000
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        got = bundle.load_scripted(out)(ids, mask)
+        want = bundle.load_eager(out)(ids, mask)
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="position bias"):
+        export.export_bundle(
+            small_model(variant="full"),
+            fixtures.minilm_tokenizer(),
+            tmp_path / "f",
+            "f",
+            None,
+            max_seq_len=65536,
+        )
+
+
 def test_manifest_validation(tmp_path):
     out = export.export_bundle(small_model(), fixtures.minilm_tokenizer(), tmp_path / "b", "t")
     path = out / "manifest.json"

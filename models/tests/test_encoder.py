@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from aft.encoder import AFTEncoder, EncoderConfig
 
-VARIANTS = ["full", "local", "simple", "conv"]
+VARIANTS = ["full", "local", "simple", "conv", "decay"]
 
 
 def config(variant, **kw):
@@ -72,6 +72,35 @@ def test_cls_pooling_and_normalize_flag():
         torch.testing.assert_close(emb, model.ln_f(x)[:, 0])
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_decay_long_batch_invariance_and_script(causal):
+    """AFT-decay past one chunk (64): 300 and 170 tokens in one padded batch, alone, scripted.
+    Its max_len is only a stated limit (no parameter depends on it): 65,536 costs nothing."""
+    torch.manual_seed(0)
+    model = AFTEncoder(config("decay", causal=causal, max_len=65536)).eval()
+    assert sum(p.numel() for p in model.parameters()) == sum(
+        p.numel() for p in AFTEncoder(config("decay", causal=causal)).parameters()
+    )
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+        ids, mask = batch([300, 170])
+        emb, _ = model(ids, mask)
+        alone, _ = model(ids[1:, :170], mask[1:, :170])
+        torch.testing.assert_close(alone[0], emb[1], rtol=1e-6, atol=1e-6)
+        s_emb, _ = torch.jit.script(model)(ids, mask)
+    torch.testing.assert_close(s_emb, emb, rtol=1e-6, atol=1e-6)
+
+
+def test_decay_rates_positive_and_spread():
+    model = AFTEncoder(config("decay", n_heads=4))
+    rates = model.blocks[0].attn.rates()
+    assert (rates > 0).all() and torch.allclose(rates, 2.0 ** -torch.tensor([1.0, 4.0, 7.0, 10.0]))
+    with torch.no_grad():
+        model.blocks[0].attn.decay.fill_(-50.0)  # softplus keeps even this positive
+    assert (model.blocks[0].attn.rates() > 0).all()
+
+
 def test_too_long_and_bad_config():
     model = AFTEncoder(config("full"))
     with pytest.raises(ValueError):
@@ -80,3 +109,5 @@ def test_too_long_and_bad_config():
         config("sparse")
     with pytest.raises(ValueError):
         config("conv", kernel_size=4)
+    with pytest.raises(ValueError):
+        config("decay", n_heads=5)  # d_model 32
