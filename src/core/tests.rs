@@ -66,6 +66,7 @@ impl Backend for FakeBackend {
             .map(|s| ModelOutput {
                 embedding: vec![s[0] as f32, s.len() as f32],
                 logits: vec![],
+                spans: vec![],
             })
             .collect())
     }
@@ -92,6 +93,7 @@ fn config(max_batch_size: usize, max_batch_tokens: usize, max_queue_size: usize)
         max_wait: Duration::ZERO,
         max_queue_size,
         max_queued_tokens_per_key: 0,
+        max_queued_tokens: 0,
         policy: Policy::Fair,
         workers: 1,
     }
