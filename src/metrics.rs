@@ -344,7 +344,12 @@ mod tests {
             .with_label_values(&["/r"])
             .observe(0.1);
         metrics.set_model_info("m", "v", "cpu", "0");
-        metrics.model("m");
+        let model = metrics.model("m");
+        // Families with labels beyond `model` get a series at their first use.
+        model.queued_inputs.with_label_values(&["normal"]);
+        model.queued_tokens.with_label_values(&["normal"]);
+        model.key_queued_tokens.with_label_values(&["k"]);
+        model.key_limit_rejections.with_label_values(&["k"]);
         let mut out: Vec<Family> = metrics
             .registry
             .gather()
