@@ -45,7 +45,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .iter()
         .map(|(_, bundle)| {
             let max_input = config.max_input_tokens(bundle.manifest.max_seq_len);
-            let long = config.long_lane_threshold(max_input).map_or(0, |_| config.long_workers);
+            let long = config
+                .long_lane_threshold(max_input)
+                .map_or(0, |_| config.long_workers);
             config.workers + long
         })
         .sum();

@@ -68,9 +68,7 @@ fn metric(name: &str) -> String {
 #[tokio::test]
 async fn the_test_words_are_one_token_each() {
     let server = start(&[]).await;
-    let (status, body) = server
-        .post("/v1/embed", &json!({ "inputs": WORDS }))
-        .await;
+    let (status, body) = server.post("/v1/embed", &json!({ "inputs": WORDS })).await;
     assert_eq!(status, 200, "{body}");
     // [CLS] word [SEP] per input.
     assert_eq!(body["usage"]["prompt_tokens"], 3 * WORDS.len(), "{body}");
@@ -97,13 +95,25 @@ async fn a_long_input_runs_whole_in_one_pass_on_the_long_lane_and_matches_the_ea
 
     // It ran on the long lane, as one input of 6,002 tokens in one forward pass.
     let metrics = server.metrics().await;
-    assert_eq!(metric_value(&metrics, &metric("aft_long_input_tokens_count")), 1.0);
-    assert_eq!(metric_value(&metrics, &metric("aft_long_input_tokens_sum")), 6002.0);
     assert_eq!(
-        metric_value(&metrics, &metric("aft_long_inference_duration_seconds_count")),
+        metric_value(&metrics, &metric("aft_long_input_tokens_count")),
         1.0
     );
-    assert_eq!(metric_value(&metrics, &metric("aft_long_inputs_running")), 0.0);
+    assert_eq!(
+        metric_value(&metrics, &metric("aft_long_input_tokens_sum")),
+        6002.0
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            &metric("aft_long_inference_duration_seconds_count")
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_value(&metrics, &metric("aft_long_inputs_running")),
+        0.0
+    );
     let (_, info) = server.get("/info").await;
     assert_eq!(info["limits"]["max_seq_len"], 65536);
     assert_eq!(info["limits"]["max_input_tokens"], 65536);
@@ -178,9 +188,16 @@ async fn late_chunking_spans_cover_the_text_and_chunks_carry_the_documents_conte
     // last one 44 tokens long.
     assert_eq!(chunks.len(), 14, "{body}");
     let text_chars = text.chars().count();
-    assert_ne!(text_chars, text.len(), "the text must hold multi-byte characters");
+    assert_ne!(
+        text_chars,
+        text.len(),
+        "the text must hold multi-byte characters"
+    );
     assert_eq!(chunks[0]["start"], 0);
-    assert_eq!(chunks[13]["end"], text_chars, "spans count characters, not bytes");
+    assert_eq!(
+        chunks[13]["end"], text_chars,
+        "spans count characters, not bytes"
+    );
     let mut previous_start = None;
     for (i, chunk) in chunks.iter().enumerate() {
         let (start, end) = (
@@ -193,16 +210,28 @@ async fn late_chunking_spans_cover_the_text_and_chunks_carry_the_documents_conte
         previous_start = Some(start);
         // The span is exactly the chunk's words: alone, they are its tokens again.
         let piece = slice(&text, start, end);
-        assert!(!piece.starts_with(' ') && !piece.ends_with(' '), "{piece:?}");
+        assert!(
+            !piece.starts_with(' ') && !piece.ends_with(' '),
+            "{piece:?}"
+        );
         let (status, alone) = server
-            .post("/v1/embed", &json!({ "inputs": [piece], "truncate": false }))
+            .post(
+                "/v1/embed",
+                &json!({ "inputs": [piece], "truncate": false }),
+            )
             .await;
         assert_eq!(status, 200, "{alone}");
         assert_eq!(alone["usage"]["prompt_tokens"], tokens + 2, "chunk {i}");
         // Pooled from the whole document's pass, the chunk knows its context: it differs from
         // the same words embedded alone.
-        let err = relative_error(&as_vec(&chunk["embedding"]), &as_vec(&alone["embeddings"][0]));
-        assert!(err > 1e-2, "chunk {i} equals its text embedded alone ({err})");
+        let err = relative_error(
+            &as_vec(&chunk["embedding"]),
+            &as_vec(&alone["embeddings"][0]),
+        );
+        assert!(
+            err > 1e-2,
+            "chunk {i} equals its text embedded alone ({err})"
+        );
     }
     // Overlapping chunks share their overlap's characters.
     assert!(chunks[1]["start"].as_u64() < chunks[0]["end"].as_u64());
@@ -217,13 +246,19 @@ async fn late_chunking_spans_cover_the_text_and_chunks_carry_the_documents_conte
     let (_, plain) = server
         .post("/v1/embed", &json!({ "inputs": [text.clone()] }))
         .await;
-    let err = relative_error(&as_vec(&body["embeddings"][0]), &as_vec(&plain["embeddings"][0]));
+    let err = relative_error(
+        &as_vec(&body["embeddings"][0]),
+        &as_vec(&plain["embeddings"][0]),
+    );
     assert!(err < 1e-5, "document vector differs with chunking ({err})");
     assert!(plain.get("chunks").is_none(), "{plain}");
     // A short input is one chunk over all its words.
     let short = body["chunks"][1].as_array().unwrap();
     assert_eq!(short.len(), 1);
-    assert_eq!((&short[0]["start"], &short[0]["end"]), (&json!(0), &json!(20)));
+    assert_eq!(
+        (&short[0]["start"], &short[0]["end"]),
+        (&json!(0), &json!(20))
+    );
 
     // `dimensions` cuts and renormalises chunk vectors as it does document vectors.
     let (status, cut) = server
@@ -246,8 +281,18 @@ async fn late_chunking_spans_cover_the_text_and_chunks_carry_the_documents_conte
 async fn chunking_errors_name_the_parameter_and_the_reason() {
     let server = start(&["--max-chunks", "10"]).await;
     let cases = [
-        (json!({"tokens": 0}), 422, "invalid_input", "chunking.tokens"),
-        (json!({"tokens": 8, "overlap": 8}), 422, "invalid_input", "chunking.overlap"),
+        (
+            json!({"tokens": 0}),
+            422,
+            "invalid_input",
+            "chunking.tokens",
+        ),
+        (
+            json!({"tokens": 8, "overlap": 8}),
+            422,
+            "invalid_input",
+            "chunking.overlap",
+        ),
         (json!({"tokens": 1}), 413, "too_many_chunks", "chunking"),
     ];
     for (chunking, status, code, param) in cases {
@@ -261,7 +306,11 @@ async fn chunking_errors_name_the_parameter_and_the_reason() {
         assert_eq!(assert_error_shape(&body), code, "{body}");
         assert_eq!(body["error"]["param"], param, "{body}");
     }
-    for bad in [json!({"overlap": 2}), json!({"tokens": 4, "stride": 2}), json!({"tokens": -1})] {
+    for bad in [
+        json!({"overlap": 2}),
+        json!({"tokens": 4, "stride": 2}),
+        json!({"tokens": -1}),
+    ] {
         let (got, body) = server
             .post("/v1/embed", &json!({ "inputs": ["x y"], "chunking": bad }))
             .await;
@@ -281,7 +330,10 @@ async fn chunking_errors_name_the_parameter_and_the_reason() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(assert_error_shape(&body), "chunking_unsupported");
     assert_eq!(body["error"]["param"], "chunking");
-    assert!(body["error"]["message"].as_str().unwrap().contains("embed_spans"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("embed_spans"));
     let (status, _) = old.post("/v1/embed", &json!({ "inputs": ["a b c"] })).await;
     assert_eq!(status, 200);
     let (_, info) = old.get("/info").await;
@@ -300,7 +352,10 @@ async fn inputs_past_the_limits_get_422_and_requests_past_the_queue_get_413() {
     assert_eq!(status, 422, "{body}");
     assert_eq!(assert_error_shape(&body), "input_too_long");
     assert_eq!(body["error"]["param"], "inputs[0]");
-    assert!(body["error"]["message"].as_str().unwrap().contains("4000"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("4000"),
+        "{body}"
+    );
     // Truncated at the server's limit, not the model's.
     let (status, body) = server
         .post("/v1/embed", &json!({ "inputs": [words(5000, 4)] }))
@@ -319,7 +374,10 @@ async fn inputs_past_the_limits_get_422_and_requests_past_the_queue_get_413() {
 }
 
 /// POSTs `body` to `/v1/embed` in a task of its own; yields (status, Retry-After, body).
-fn spawn_embed(server: &Server, body: Value) -> tokio::task::JoinHandle<(u16, Option<String>, Value)> {
+fn spawn_embed(
+    server: &Server,
+    body: Value,
+) -> tokio::task::JoinHandle<(u16, Option<String>, Value)> {
     let url = server.url("/v1/embed");
     tokio::spawn(async move {
         let r = reqwest::Client::new()
@@ -358,8 +416,9 @@ async fn queued_tokens_are_bounded_with_429_and_retry_after() {
         .wait_for_metric(&metric("aft_queue_depth"), |v| v == 1.0)
         .await;
     // 2,002 queued + 1,502 > 3,000: refused at once, while the first still waits.
-    let (status, retry_after, body) =
-        spawn_embed(&server, json!({ "inputs": [words(1500, 7)] })).await.unwrap();
+    let (status, retry_after, body) = spawn_embed(&server, json!({ "inputs": [words(1500, 7)] }))
+        .await
+        .unwrap();
     assert_eq!(status, 429, "{body}");
     assert_eq!(assert_error_shape(&body), "queue_full");
     assert!(retry_after.expect("Retry-After").parse::<u64>().unwrap() >= 1);
@@ -382,14 +441,23 @@ async fn short_requests_are_served_while_a_long_document_runs_on_its_own_lane() 
         .await;
     for i in 0..3 {
         let (status, body) = server
-            .post("/v1/embed", &json!({ "inputs": [format!("short request {i}")] }))
+            .post(
+                "/v1/embed",
+                &json!({ "inputs": [format!("short request {i}")] }),
+            )
             .await;
         assert_eq!(status, 200, "{body}");
     }
     // All three were answered while the long document was still in its forward pass.
     let metrics = server.metrics().await;
-    assert_eq!(metric_value(&metrics, &metric("aft_long_inputs_running")), 1.0);
-    assert_eq!(metric_value(&metrics, &metric("aft_long_input_tokens_count")), 0.0);
+    assert_eq!(
+        metric_value(&metrics, &metric("aft_long_inputs_running")),
+        1.0
+    );
+    assert_eq!(
+        metric_value(&metrics, &metric("aft_long_input_tokens_count")),
+        0.0
+    );
     assert!(!long.is_finished());
     let (status, _, body) = long.await.unwrap();
     assert_eq!(status, 200, "{body}");
@@ -438,6 +506,10 @@ fn spawn_embed_timed(server: &Server, body: Value) -> tokio::task::JoinHandle<(u
                 .and_then(|v| v.parse().ok())
                 .unwrap_or_else(|| panic!("no {name} header"))
         };
-        (r.status().as_u16(), header("x-queue-time"), header("x-inference-time"))
+        (
+            r.status().as_u16(),
+            header("x-queue-time"),
+            header("x-inference-time"),
+        )
     })
 }

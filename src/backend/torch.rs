@@ -139,10 +139,7 @@ impl TorchBackend {
             }
         }
         let shape = [batch as i64, longest as i64];
-        Ok([
-            self.to_input(&ids, &shape)?,
-            self.to_input(&mask, &shape)?,
-        ])
+        Ok([self.to_input(&ids, &shape)?, self.to_input(&mask, &shape)?])
     }
 
     fn to_input(&self, data: &[i64], shape: &[i64]) -> Result<IValue, BackendError> {
@@ -169,7 +166,7 @@ impl TorchBackend {
         &self,
         sequences: &[&[u32]],
         spans: &[&[TokenSpan]],
-    ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>), BackendError> {
+    ) -> Result<SpanOutputs, BackendError> {
         if !self.embeds_spans {
             return Err(BackendError(format!(
                 "the bundle's model.pt does not export `{EMBED_SPANS}`"
@@ -202,7 +199,11 @@ impl TorchBackend {
         let embeddings = to_host(&embeddings, batch, self.embedding_dim, "embeddings")?;
         let logits = to_host(&logits, batch, self.num_labels, "logits")?;
         let pooled = to_host(&pooled, count, self.embedding_dim, "span embeddings")?;
-        Ok((embeddings, logits, pooled))
+        Ok(SpanOutputs {
+            embeddings,
+            logits,
+            pooled,
+        })
     }
 
     /// Splits flat host outputs into one [`ModelOutput`] per sequence.
@@ -217,6 +218,13 @@ impl TorchBackend {
             })
             .collect()
     }
+}
+
+/// `embed_spans`' outputs on the host, flat: (batch, D), (batch, C), (spans, D).
+struct SpanOutputs {
+    embeddings: Vec<f32>,
+    logits: Vec<f32>,
+    pooled: Vec<f32>,
 }
 
 /// The `N` tensors of a method's tuple result.
@@ -275,7 +283,11 @@ impl Backend for TorchBackend {
                 sequences.len()
             )));
         }
-        let (embeddings, logits, pooled) = tch::no_grad(|| self.run_spans(sequences, spans))?;
+        let SpanOutputs {
+            embeddings,
+            logits,
+            pooled,
+        } = tch::no_grad(|| self.run_spans(sequences, spans))?;
         let mut outputs = self.outputs(sequences.len(), &embeddings, &logits);
         let dim = self.embedding_dim;
         let mut vectors = pooled.chunks_exact(dim).map(<[f32]>::to_vec);

@@ -247,10 +247,8 @@ impl Service {
         self.metrics
             .tokenization_duration
             .observe(started.elapsed().as_secs_f64());
-        let spans: Vec<Vec<ChunkSpan>> = tokenized
-            .iter()
-            .map(|t| chunk_spans(t, chunking))
-            .collect();
+        let spans: Vec<Vec<ChunkSpan>> =
+            tokenized.iter().map(|t| chunk_spans(t, chunking)).collect();
         let total_chunks: usize = spans.iter().map(Vec::len).sum();
         if total_chunks > self.limits.max_chunks {
             return Err(ServiceError::TooManyChunks {
