@@ -397,8 +397,8 @@ fn spawn_embed(
 
 #[tokio::test]
 async fn queued_tokens_are_bounded_with_429_and_retry_after() {
-    // A batch of one 2,002-token input is not full (2 x 2,002 fits 4,096 tokens), so with a
-    // 60 s --max-wait-us it waits in the queue for company: 2,002 tokens stay queued,
+    // A batch of one 1,002-token input is not full (2 x 1,002 fits 4,096 tokens), so with a
+    // 60 s --max-wait-us it waits in the queue for company: 1,002 tokens stay queued,
     // deterministically, until a second input comes.
     let server = start(&[
         "--max-batch-tokens",
@@ -411,20 +411,20 @@ async fn queued_tokens_are_bounded_with_429_and_retry_after() {
         "3000",
     ])
     .await;
-    let waiting = spawn_embed(&server, json!({ "inputs": [words(2000, 6)] }));
+    let waiting = spawn_embed(&server, json!({ "inputs": [words(1000, 6)] }));
     server
         .wait_for_metric(&metric("aft_queue_depth"), |v| v == 1.0)
         .await;
-    // 2,002 queued + 1,502 > 3,000: refused at once, while the first still waits.
-    let (status, retry_after, body) = spawn_embed(&server, json!({ "inputs": [words(1500, 7)] }))
+    // 1,002 queued + 2,102 > 3,000: refused at once, while the first still waits.
+    let (status, retry_after, body) = spawn_embed(&server, json!({ "inputs": [words(2100, 7)] }))
         .await
         .unwrap();
     assert_eq!(status, 429, "{body}");
     assert_eq!(assert_error_shape(&body), "queue_full");
     assert!(retry_after.expect("Retry-After").parse::<u64>().unwrap() >= 1);
     assert!(!waiting.is_finished());
-    // 2,002 + 902 fits: it joins the waiting input's batch and both run.
-    let (status, _, body) = spawn_embed(&server, json!({ "inputs": [words(900, 8)] }))
+    // 1,002 + 1,502 fits: it fills the waiting input's batch (2 inputs) and both run at once.
+    let (status, _, body) = spawn_embed(&server, json!({ "inputs": [words(1500, 8)] }))
         .await
         .unwrap();
     assert_eq!(status, 200, "{body}");
