@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aft_serve::backend::torch::TorchFactory;
+use aft_serve::backend::torch::{batch_warm_up, TorchFactory};
 use aft_serve::bundle::Bundle;
 use aft_serve::core::{select_batch, Backend, BackendFactory, BatchLimits};
 use aft_serve::tokenize::{Input, TextTokenizer};
@@ -97,7 +97,8 @@ impl Model {
     /// worker makes its own: `threads` intra-op threads, warmed at the largest batch `limits`
     /// allow.
     fn replica(&self, threads: usize, limits: BatchLimits) -> Result<Box<dyn Backend>> {
-        let factory = TorchFactory::new(self.bundle.clone(), Device::Cpu, 1, threads, limits);
+        let warm_up = batch_warm_up(self.bundle.manifest.max_seq_len, limits);
+        let factory = TorchFactory::new(self.bundle.clone(), Device::Cpu, 1, threads, warm_up);
         Ok(factory.create(0)?)
     }
 }

@@ -9,16 +9,16 @@ use std::time::Duration;
 use anyhow::Context;
 use tch::Device;
 
-use crate::backend::torch::{device_name, parse_device, TorchFactory};
-use crate::bundle::Bundle;
+use crate::backend::torch::{batch_warm_up, device_name, parse_device, TorchFactory};
+use crate::bundle::{Bundle, EMBED_SPANS};
 use crate::config::{Config, ModelDir, Scheduling};
-use crate::core::{BatchLimits, Infer, InferConfig};
+use crate::core::{BatchLimits, Infer, InferConfig, LongLane};
 use crate::metrics::Metrics;
 use crate::server::types::{Limits, ModelInfo};
 use crate::server::{
     self, ApiKeys, ConnLimits, HttpConfig, ModelsError, ServedModel, ServedModels,
 };
-use crate::service::Service;
+use crate::service::{RequestLimits, Service};
 use crate::tokenize::{TextTokenizer, TokenizerPool};
 
 /// aft-serve's version, as `/info` and the `aft_model_info` metric report it.
@@ -40,8 +40,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("--max-queued-tokens-per-key has no effect without API keys");
     }
     let bundles = verify_bundles(&config.models())?;
-    // Every worker of every model shares the CPUs (see TorchFactory::new).
-    let cpu_sharers = config.workers * bundles.len();
+    // Every worker of every model, long lanes included, shares the CPUs (see TorchFactory::new).
+    let cpu_sharers = bundles
+        .iter()
+        .map(|(_, bundle)| {
+            let max_input = config.max_input_tokens(bundle.manifest.max_seq_len);
+            let long = config
+                .long_lane_threshold(max_input)
+                .map_or(0, |_| config.long_workers);
+            config.workers + long
+        })
+        .sum();
     let models = bundles
         .into_iter()
         .map(|(name, bundle)| load_model(name, bundle, &config, cpu_sharers, device, &metrics))
@@ -73,7 +82,7 @@ pub fn verify_bundles(models: &[ModelDir]) -> anyhow::Result<Vec<(String, Arc<Bu
 }
 
 /// Makes one model servable under `name`: loads the bundle's tokenizer, starts the model's own
-/// core (queue, batcher, workers) on `device` (the workers load and warm the model in the
+/// core (queue, batcher, workers, and a long-input lane when its inputs may be long) on `device` (the workers load and warm the model in the
 /// background; see [`Service::wait_ready`]), and describes it for `/info` and the
 /// `aft_model_info` metric. `config` gives the batching, queue and request limits;
 /// `cpu_sharers` is how many workers, across all models, share the CPUs.
@@ -86,7 +95,8 @@ pub fn load_model(
     metrics: &Metrics,
 ) -> anyhow::Result<ServedModel> {
     let manifest = &bundle.manifest;
-    let tokenizer = TextTokenizer::from_bundle(&bundle)
+    let max_input = config.max_input_tokens(manifest.max_seq_len);
+    let tokenizer = TextTokenizer::from_bundle_limited(&bundle, max_input)
         .with_context(|| format!("model {name:?}: cannot load the tokenizer"))?;
     let device_label = device_name(device);
     metrics.set_model_info(&name, manifest.variant(), &device_label, VERSION);
@@ -95,33 +105,53 @@ pub fn load_model(
         max_batch_tokens: config.max_batch_tokens,
         max_batch_size: config.max_batch_size,
     };
+    let long_above = config.long_lane_threshold(max_input);
+    // With a long lane, the short lane's inputs are at most its threshold.
+    let short_max = long_above.unwrap_or(max_input);
     let factory = TorchFactory::new(
         bundle.clone(),
         device,
         cpu_sharers,
         config.intra_op_threads,
-        limits,
+        batch_warm_up(short_max, limits),
     );
+    let long_lane = long_above.map(|above| LongLane {
+        above_tokens: above,
+        workers: config.long_workers,
+        // Warmed at twice the threshold (not at the model's limit: a 65,536-token warm-up would
+        // cost a start-up pass for little), enough for the executor's first optimising runs.
+        factory: Arc::new(TorchFactory::new(
+            bundle.clone(),
+            device,
+            cpu_sharers,
+            config.intra_op_threads,
+            (1, above.saturating_mul(2).min(max_input)),
+        )),
+    });
     let model_metrics = Arc::new(metrics.model(&name));
     tracing::info!(
         model = %name,
         dir = %bundle.dir.display(),
         device = %device_label,
         workers = config.workers,
+        long_lane_above = ?long_above,
+        max_input_tokens = max_input,
         intra_op_threads = factory.intra_op_threads(),
         scheduling = ?config.scheduling,
         "bundle verified; loading the model"
     );
-    let infer = Infer::start(
+    let infer = Infer::start_lanes(
         Arc::new(factory),
         InferConfig {
             limits,
             max_wait: Duration::from_micros(config.max_wait_us),
             max_queue_size: config.max_queue_size,
             max_queued_tokens_per_key: config.max_queued_tokens_per_key,
+            max_queued_tokens: config.max_queued_tokens,
             policy: config.scheduling.into(),
             workers: config.workers,
         },
+        long_lane,
         model_metrics.clone(),
     );
     let info = ModelInfo {
@@ -134,8 +164,13 @@ pub fn load_model(
         },
         dimensions: manifest.embedding_dim,
         labels: manifest.labels.clone(),
+        late_chunking: manifest.has_method(EMBED_SPANS),
         limits: Limits {
             max_seq_len: manifest.max_seq_len,
+            max_input_tokens: max_input,
+            max_queued_tokens: config.max_queued_tokens,
+            long_input_tokens: long_above,
+            max_chunks: config.max_chunks,
             max_client_batch_size: config.max_client_batch_size,
             max_body_bytes: config.max_body_bytes,
             max_batch_tokens: config.max_batch_tokens,
@@ -153,7 +188,10 @@ pub fn load_model(
         TokenizerPool::new(tokenizer, config.tokenization_workers),
         Arc::new(infer),
         model_metrics,
-        config.max_client_batch_size,
+        RequestLimits {
+            max_client_batch_size: config.max_client_batch_size,
+            max_chunks: config.max_chunks,
+        },
     );
     Ok(ServedModel { service, info })
 }

@@ -14,6 +14,8 @@ pub const FORMAT_VERSION: u64 = 1;
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const MODEL_FILE: &str = "model.pt";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// The method that pools token spans of the whole-sequence pass (late chunking).
+pub const EMBED_SPANS: &str = "embed_spans";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
@@ -47,6 +49,10 @@ pub struct Manifest {
     pub pad_token_id: u32,
     pub dtype: Dtype,
     pub labels: Option<Vec<String>>,
+    /// TorchScript methods the module exports beyond `forward` (e.g. `embed_spans`); absent in
+    /// bundles written before there were any.
+    #[serde(default)]
+    pub methods: Vec<String>,
     pub files: BTreeMap<String, FileEntry>,
     pub torch_version: String,
     pub created_at: String,
@@ -94,6 +100,11 @@ impl Manifest {
             .get("vocab_size")
             .and_then(|v| v.as_u64())
             .and_then(|v| usize::try_from(v).ok())
+    }
+
+    /// Whether `model.pt` exports the TorchScript method `name` (besides `forward`).
+    pub fn has_method(&self, name: &str) -> bool {
+        self.methods.iter().any(|m| m == name)
     }
 
     /// Classifier labels; empty without a head.

@@ -99,6 +99,31 @@ pub struct Config {
     #[arg(long, env = "AFT_MAX_QUEUE_SIZE", default_value_t = 4096)]
     pub max_queue_size: usize,
 
+    /// Most tokens waiting in one model's queue, all callers together; past it requests get 429,
+    /// and a request holding more on its own gets 413. 0 = no limit.
+    #[arg(long, env = "AFT_MAX_QUEUED_TOKENS", default_value_t = 1 << 20)]
+    pub max_queued_tokens: usize,
+
+    /// Longest input accepted, in tokens; 0 = each model's own limit (manifest max_seq_len).
+    /// Longer inputs are truncated to it, or refused (422) with `truncate: false`.
+    #[arg(long, env = "AFT_MAX_INPUT_TOKENS", default_value_t = 0)]
+    pub max_input_tokens: usize,
+
+    /// Inputs longer than this many tokens run on a lane of their own (`--long-workers`
+    /// workers, one input per forward pass), so they never hold up short requests; 0 =
+    /// --max-batch-tokens. A model whose inputs cannot be that long gets no long lane.
+    #[arg(long, env = "AFT_LONG_INPUT_TOKENS", default_value_t = 0)]
+    pub long_input_tokens: usize,
+
+    /// Workers of each model's long-input lane (each a replica of its own); 0 = no long lane
+    /// (long inputs then share the workers of short ones).
+    #[arg(long, env = "AFT_LONG_WORKERS", default_value_t = 1)]
+    pub long_workers: usize,
+
+    /// Most chunk vectors one request may ask for with `chunking` (413 past it).
+    #[arg(long, env = "AFT_MAX_CHUNKS", default_value_t = 4096)]
+    pub max_chunks: usize,
+
     /// Most tokens one API key may have waiting in the queue; past it that key's requests get
     /// 429 (a key with nothing waiting is always admitted). 0 = no limit; needs API keys.
     #[arg(long, env = "AFT_MAX_QUEUED_TOKENS_PER_KEY", default_value_t = 0)]
@@ -220,6 +245,24 @@ impl Config {
         models
     }
 
+    /// The longest input a model whose own limit is `max_seq_len` accepts.
+    pub fn max_input_tokens(&self, max_seq_len: usize) -> usize {
+        match self.max_input_tokens {
+            0 => max_seq_len,
+            n => n.min(max_seq_len),
+        }
+    }
+
+    /// The long-input lane of a model accepting inputs up to `max_input` tokens: the threshold
+    /// above which inputs take it, or `None` when the model gets no long lane.
+    pub fn long_lane_threshold(&self, max_input: usize) -> Option<usize> {
+        let above = match self.long_input_tokens {
+            0 => self.max_batch_tokens,
+            n => n,
+        };
+        (self.long_workers > 0 && max_input > above).then_some(above)
+    }
+
     /// Checks options against each other; the message names the options at fault.
     pub fn validate(&self) -> Result<(), String> {
         if self.model_dirs.is_empty() {
@@ -240,6 +283,7 @@ impl Config {
             ("--max-queue-size", self.max_queue_size),
             ("--max-client-batch-size", self.max_client_batch_size),
             ("--max-body-bytes", self.max_body_bytes),
+            ("--max-chunks", self.max_chunks),
         ];
         for (flag, value) in positive {
             if value == 0 {
@@ -250,6 +294,12 @@ impl Config {
             return Err(format!(
                 "--max-client-batch-size ({}) must not exceed --max-queue-size ({}): such a request could never be queued",
                 self.max_client_batch_size, self.max_queue_size
+            ));
+        }
+        if self.max_queued_tokens > 0 && self.max_input_tokens > self.max_queued_tokens {
+            return Err(format!(
+                "--max-input-tokens ({}) must not exceed --max-queued-tokens ({}): such an input could never be queued",
+                self.max_input_tokens, self.max_queued_tokens
             ));
         }
         let durations = [

@@ -102,6 +102,9 @@ pub struct Metrics {
     key_queued_tokens: IntGaugeVec,
     key_limit_rejections: IntCounterVec,
     oldest_turns: IntCounterVec,
+    long_input_tokens: HistogramVec,
+    long_inference_duration: HistogramVec,
+    long_inputs_running: IntGaugeVec,
 }
 
 /// One model's series of the per-model families; the core and the service record into these.
@@ -123,6 +126,10 @@ pub struct ModelMetrics {
     pub key_queued_tokens: ModelVec<IntGaugeVec>,
     pub key_limit_rejections: ModelVec<IntCounterVec>,
     pub oldest_turns: IntCounter,
+    // The long-input lane (see core::LongLane).
+    pub long_input_tokens: Histogram,
+    pub long_inference_duration: Histogram,
+    pub long_inputs_running: IntGauge,
 }
 
 /// One model's part of a per-model family with more labels than `model`: the model is fixed,
@@ -249,6 +256,13 @@ impl Metrics {
         )?;
         register(Box::new(key_limit_rejections.clone()))?;
         let oldest_turns = counter("aft_oldest_turns_total")?;
+        // The long-input lane: inputs up to 2^17 tokens, forward passes up to about 2 minutes.
+        let long_input_tokens = histogram("aft_long_input_tokens", powers_of_two(17))?;
+        let long_inference_duration = histogram(
+            "aft_long_inference_duration_seconds",
+            prometheus::exponential_buckets(0.001, 2.0, 18).unwrap_or_default(),
+        )?;
+        let long_inputs_running = gauge("aft_long_inputs_running")?;
 
         Ok(Self {
             registry,
@@ -271,6 +285,9 @@ impl Metrics {
             key_queued_tokens,
             key_limit_rejections,
             oldest_turns,
+            long_input_tokens,
+            long_inference_duration,
+            long_inputs_running,
         })
     }
 
@@ -294,6 +311,9 @@ impl Metrics {
             key_queued_tokens: model_vec(&self.key_queued_tokens, model),
             key_limit_rejections: model_vec(&self.key_limit_rejections, model),
             oldest_turns: self.oldest_turns.with_label_values(m),
+            long_input_tokens: self.long_input_tokens.with_label_values(m),
+            long_inference_duration: self.long_inference_duration.with_label_values(m),
+            long_inputs_running: self.long_inputs_running.with_label_values(m),
         }
     }
 
@@ -325,6 +345,7 @@ mod tests {
             .observe(0.1);
         metrics.set_model_info("m", "v", "cpu", "0");
         let model = metrics.model("m");
+        // Families with labels beyond `model` get a series at their first use.
         model.queued_inputs.with_label_values(&["normal"]);
         model.queued_tokens.with_label_values(&["normal"]);
         model.key_queued_tokens.with_label_values(&["k"]);

@@ -48,6 +48,17 @@ pub struct Tokenized {
     pub total_tokens: usize,
 }
 
+/// A text's tokens with where each came from, for late chunking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextTokens {
+    pub ids: Vec<u32>,
+    /// Per token, its characters `[start, end)` in the text, counted in Unicode code points (as
+    /// Python's `str` indexes); `(0, 0)` for special tokens.
+    pub offsets: Vec<(usize, usize)>,
+    /// Per token, whether the tokenizer added it (`[CLS]`, `[SEP]`, ...).
+    pub special: Vec<bool>,
+}
+
 /// The bundle's tokenizer twice: once truncating at the model's limit, once not, so an over-long
 /// input refused with `truncate=false` can be told its real length.
 #[derive(Debug, Clone)]
@@ -97,6 +108,17 @@ impl TextTokenizer {
         Self::from_file(
             &bundle.tokenizer_path(),
             manifest.max_seq_len,
+            manifest.vocab_size(),
+        )
+    }
+
+    /// [`TextTokenizer::from_bundle`] with the limit lowered to `max_len` (the server's
+    /// `--max-input-tokens`) where that is below the model's.
+    pub fn from_bundle_limited(bundle: &Bundle, max_len: usize) -> Result<Self, TokenizeError> {
+        let manifest = &bundle.manifest;
+        Self::from_file(
+            &bundle.tokenizer_path(),
+            max_len.min(manifest.max_seq_len),
             manifest.vocab_size(),
         )
     }
@@ -174,6 +196,47 @@ impl TextTokenizer {
         }
     }
 
+    /// [`TextTokenizer::encode`] for a text, keeping each token's character offsets (slower
+    /// than `encode`, which skips them).
+    pub fn encode_with_offsets(
+        &self,
+        index: usize,
+        text: &str,
+        truncate: bool,
+    ) -> Result<TextTokens, TokenizeError> {
+        if text.is_empty() {
+            return Err(TokenizeError::Empty { index });
+        }
+        let tokenizer = if truncate {
+            &self.truncating
+        } else {
+            &self.full
+        };
+        let encoding = tokenizer
+            .encode_char_offsets(text, true)
+            .map_err(|e| TokenizeError::Tokenizer(e.to_string()))?;
+        let ids = encoding.get_ids();
+        if ids.len() > self.max_len {
+            return Err(TokenizeError::TooLong {
+                index,
+                tokens: ids.len(),
+                limit: self.max_len,
+            });
+        }
+        if ids.is_empty() {
+            return Err(TokenizeError::Empty { index });
+        }
+        Ok(TextTokens {
+            ids: ids.to_vec(),
+            offsets: encoding.get_offsets().to_vec(),
+            special: encoding
+                .get_special_tokens_mask()
+                .iter()
+                .map(|&m| m != 0)
+                .collect(),
+        })
+    }
+
     /// Token ids for every input of a request, in order.
     pub fn encode_all(&self, inputs: &[Input], truncate: bool) -> Result<Tokenized, TokenizeError> {
         let ids = inputs
@@ -228,6 +291,31 @@ impl TokenizerPool {
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             tokenizer.encode_all(&inputs, truncate)
+        })
+        .await
+        .map_err(|e| TokenizeError::Tokenizer(format!("tokenization task failed: {e}")))?
+    }
+
+    /// [`TextTokenizer::encode_with_offsets`] for every text of a request, in order.
+    pub async fn encode_texts_with_offsets(
+        &self,
+        texts: Vec<String>,
+        truncate: bool,
+    ) -> Result<Vec<TextTokens>, TokenizeError> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| TokenizeError::Closed)?;
+        let tokenizer = self.tokenizer.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            texts
+                .iter()
+                .enumerate()
+                .map(|(i, text)| tokenizer.encode_with_offsets(i, text, truncate))
+                .collect()
         })
         .await
         .map_err(|e| TokenizeError::Tokenizer(format!("tokenization task failed: {e}")))?

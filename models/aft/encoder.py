@@ -2,8 +2,10 @@
 LayerNorm -> masked mean (or CLS) pooling -> optional projection -> optional classifier head.
 
 forward(input_ids, attention_mask) -> (raw pooled embeddings (B, D), logits (B, num_labels)); this
-is the TorchScript contract of docs/bundle-format.md. Right padding; a padded position never
-changes a real one, so a sentence alone and inside a padded batch give the same output.
+is the TorchScript contract of docs/bundle-format.md. embed_spans(input_ids, attention_mask, spans)
+adds one vector per token span [start, end) of a row, pooled from the same pass (late chunking).
+Right padding; a padded position never changes a real one, so a sentence alone and inside a padded
+batch give the same output.
 """
 
 from dataclasses import dataclass
@@ -118,7 +120,8 @@ class AFTEncoder(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, std=0.02)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+    def token_states(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """The final token states (B, T, d_model), after the last LayerNorm, before pooling."""
         B, T = input_ids.shape
         if T > self.max_len:
             raise ValueError("sequence longer than max_len")
@@ -126,7 +129,14 @@ class AFTEncoder(nn.Module):
         x = self.drop(self.token_projection(self.token_embedding(input_ids)))
         for block in self.blocks:
             x = block(x, mask)
-        x = self.ln_f(x)
+        return self.ln_f(x)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        x = self.token_states(input_ids, attention_mask)
+        return self._outputs(x, attention_mask > 0)
+
+    def _outputs(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        B = x.shape[0]
         if self.cls_pooling:
             pooled = x[:, 0]
         else:  # masked_fill, not a product: padded rows may hold anything
@@ -138,6 +148,28 @@ class AFTEncoder(nn.Module):
         else:
             logits = emb.new_zeros(B, 0)
         return emb, logits
+
+    @torch.jit.export
+    def embed_spans(
+        self, input_ids: Tensor, attention_mask: Tensor, spans: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """forward's (embeddings, logits), plus one raw vector per row of spans (K, 3) =
+        [row, start, end): the mean of that row's token states over positions [start, end),
+        through the output projection, as forward pools a whole sequence (late chunking). Each
+        span must hold at least one real token. Exact per span (no prefix sums), in O(K) small
+        reductions over the one pass's states."""
+        x = self.token_states(input_ids, attention_mask)
+        emb, logits = self._outputs(x, attention_mask > 0)
+        B, T, _ = x.shape
+        pooled: list[Tensor] = []
+        for k in range(spans.shape[0]):
+            row, start, end = int(spans[k, 0]), int(spans[k, 1]), int(spans[k, 2])
+            if row < 0 or row >= B or start < 0 or end > T or start >= end:
+                raise ValueError("span outside its sequence")
+            pooled.append(x[row, start:end].mean(0))
+        if len(pooled) == 0:
+            return emb, logits, emb.new_zeros(0, emb.shape[1])
+        return emb, logits, self.proj(torch.stack(pooled))
 
     @torch.jit.export
     def encode(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:

@@ -27,6 +27,9 @@ from aft.encoder import POSITION_TABLES, AFTEncoder, EncoderConfig
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
+# TorchScript methods model.pt exports beyond forward, listed in the manifest's "methods" so that
+# readers know without loading it (a bundle from before embed_spans lists none).
+METHODS = ["embed_spans"]
 
 
 def file_entry(path: Path) -> dict:
@@ -64,6 +67,15 @@ def check_scripted(eager: AFTEncoder, path: Path, atol: float = 1e-5) -> None:
             err = (a - b).abs().max().item()
             if err > atol * (1.0 + a.abs().max().item()):
                 raise RuntimeError(f"TorchScript {what} differ from eager by {err:.3g}")
+        # Two spans of the longest row and one of the shortest (embed_spans, late chunking).
+        T = int(mask[0].sum())
+        spans = torch.tensor([[0, 0, max(1, T // 2)], [0, T // 3, T], [2, 0, 1]])
+        with torch.no_grad():
+            a = eager.embed_spans(ids, mask, spans)[2]
+            b = loaded.embed_spans(ids, mask, spans)[2]
+        err = (a - b).abs().max().item()
+        if a.shape != b.shape or err > atol * (1.0 + a.abs().max().item()):
+            raise RuntimeError(f"TorchScript embed_spans differ from eager by {err:.3g}")
 
 
 def export_bundle(
@@ -122,6 +134,7 @@ def export_bundle(
         "pad_token_id": cfg.pad_token_id,
         "dtype": dtype,
         "labels": labels,
+        "methods": METHODS,
         "files": files,
         "torch_version": torch.__version__.split("+")[0],
         "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

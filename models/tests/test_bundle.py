@@ -88,6 +88,8 @@ def test_decay_bundle_states_long_limit(tmp_path):
     m = bundle.load_manifest(out)
     assert m["max_seq_len"] == 65536 and m["model"]["max_len"] == 65536
     assert m["model"]["variant"] == "decay"
+    # The exporter lists (and has checked against eager) the late-chunking method.
+    assert m["methods"] == ["embed_spans"]
     tok = bundle.load_tokenizer(out, m)
     assert len(tok.encode("word " * 70000).ids) == 65536
     ids = tokenize(out, ["long " * 3000])[0]

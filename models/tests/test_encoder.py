@@ -111,3 +111,36 @@ def test_too_long_and_bad_config():
         config("conv", kernel_size=4)
     with pytest.raises(ValueError):
         config("decay", n_heads=5)  # d_model 32
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_embed_spans_pools_parts_of_one_pass(pooling):
+    """embed_spans: forward's outputs, plus per span the mean of the final token states over its
+    positions through the output projection (mean pooling whatever the model's pooling), in
+    eager and TorchScript alike; batch rows do not leak into each other's spans."""
+    torch.manual_seed(0)
+    cfg = config("decay", pooling=pooling, embedding_dim=24, num_labels=2)
+    model = AFTEncoder(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    ids, mask = batch([30, 12])
+    spans = torch.tensor([[0, 0, 10], [0, 5, 30], [1, 3, 12], [0, 29, 30]])
+    scripted = torch.jit.script(model)
+    with torch.no_grad():
+        emb, logits = model(ids, mask)
+        states = model.token_states(ids, mask)
+        want = torch.stack([model.proj(states[r, s:e].mean(0)) for r, s, e in spans.tolist()])
+        for m in (model, scripted):
+            got_emb, got_logits, got = m.embed_spans(ids, mask, spans)
+            torch.testing.assert_close(got_emb, emb)
+            torch.testing.assert_close(got_logits, logits)
+            torch.testing.assert_close(got, want)
+        # Row 1 alone gives its span the same vector: padding and other rows do not matter.
+        alone = model.embed_spans(ids[1:, :12], mask[1:, :12], torch.tensor([[0, 3, 12]]))[2]
+        torch.testing.assert_close(alone[0], want[2], rtol=1e-5, atol=1e-5)
+        empty = model.embed_spans(ids, mask, torch.zeros(0, 3, dtype=torch.long))[2]
+        assert empty.shape == (0, 24)
+    for bad in ([[0, 5, 5]], [[2, 0, 1]], [[0, 0, 31]]):
+        with pytest.raises(Exception, match="span outside"):
+            scripted.embed_spans(ids, mask, torch.tensor(bad))

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use tch::{CModule, Device, IValue, Kind, Tensor};
 
-use crate::bundle::Bundle;
-use crate::core::{Backend, BackendError, BackendFactory, BatchLimits, ModelOutput};
+use crate::bundle::{Bundle, EMBED_SPANS};
+use crate::core::{Backend, BackendError, BackendFactory, BatchLimits, ModelOutput, TokenSpan};
 
 /// Parses `cpu`, `cuda`, `cuda:N` or `auto`, failing clearly where CUDA is not usable.
 pub fn parse_device(spec: &str) -> Result<Device, BackendError> {
@@ -65,6 +65,8 @@ pub struct TorchBackend {
     pad_token_id: i64,
     embedding_dim: usize,
     num_labels: usize,
+    /// The manifest lists `embed_spans` (checked by the warm-up).
+    embeds_spans: bool,
 }
 
 impl TorchBackend {
@@ -87,6 +89,7 @@ impl TorchBackend {
             pad_token_id: i64::from(manifest.pad_token_id),
             embedding_dim: manifest.embedding_dim,
             num_labels: manifest.labels().len(),
+            embeds_spans: manifest.has_method(EMBED_SPANS),
         })
     }
 
@@ -106,10 +109,21 @@ impl TorchBackend {
         for _ in 0..2 {
             self.forward(&[small.as_slice()])?;
         }
+        if self.embeds_spans {
+            // The manifest promises the method: a bundle that lacks it fails here, not later.
+            let span = [TokenSpan {
+                start: 0,
+                end: small.len(),
+            }];
+            for _ in 0..2 {
+                self.forward_spans(&[small.as_slice()], &[&span])?;
+            }
+        }
         Ok(())
     }
 
-    fn run(&self, sequences: &[&[u32]]) -> Result<(Vec<f32>, Vec<f32>), BackendError> {
+    /// Right-padded ids and mask for `sequences` (docs/bundle-format.md): (batch, longest).
+    fn inputs(&self, sequences: &[&[u32]]) -> Result<[IValue; 2], BackendError> {
         let batch = sequences.len();
         let longest = sequences.iter().map(|s| s.len()).max().unwrap_or(0);
         if batch == 0 || longest == 0 {
@@ -125,34 +139,112 @@ impl TorchBackend {
             }
         }
         let shape = [batch as i64, longest as i64];
-        let to_input = |data: &[i64]| -> Result<IValue, BackendError> {
-            let t = Tensor::f_from_slice(data)
-                .and_then(|t| t.f_view(shape))
-                .and_then(|t| t.f_to_device(self.device))
-                .map_err(err("input tensor"))?;
-            Ok(IValue::Tensor(t))
-        };
-        let inputs = [to_input(&ids)?, to_input(&mask)?];
+        Ok([self.to_input(&ids, &shape)?, self.to_input(&mask, &shape)?])
+    }
+
+    fn to_input(&self, data: &[i64], shape: &[i64]) -> Result<IValue, BackendError> {
+        let t = Tensor::f_from_slice(data)
+            .and_then(|t| t.f_view(shape))
+            .and_then(|t| t.f_to_device(self.device))
+            .map_err(err("input tensor"))?;
+        Ok(IValue::Tensor(t))
+    }
+
+    fn run(&self, sequences: &[&[u32]]) -> Result<(Vec<f32>, Vec<f32>), BackendError> {
+        let inputs = self.inputs(sequences)?;
         let output = self.module.forward_is(&inputs).map_err(err("forward"))?;
-        let (embeddings, logits) = match output {
-            IValue::Tuple(mut parts) if parts.len() == 2 => {
-                let logits = parts.pop();
-                let embeddings = parts.pop();
-                match (embeddings, logits) {
-                    (Some(IValue::Tensor(e)), Some(IValue::Tensor(l))) => (e, l),
-                    _ => return Err(BackendError("forward must return (Tensor, Tensor)".into())),
-                }
-            }
-            _ => {
-                return Err(BackendError(
-                    "forward must return a (embeddings, logits) tuple".into(),
-                ))
-            }
-        };
+        let [embeddings, logits] = tensors::<2>(output, "forward", "(embeddings, logits)")?;
+        let batch = sequences.len();
         let embeddings = to_host(&embeddings, batch, self.embedding_dim, "embeddings")?;
         let logits = to_host(&logits, batch, self.num_labels, "logits")?;
         Ok((embeddings, logits))
     }
+
+    /// `embed_spans(input_ids, attention_mask, spans (K, 3) = [row, start, end])` -> (embeddings,
+    /// logits, span embeddings (K, D)) (docs/bundle-format.md).
+    fn run_spans(
+        &self,
+        sequences: &[&[u32]],
+        spans: &[&[TokenSpan]],
+    ) -> Result<SpanOutputs, BackendError> {
+        if !self.embeds_spans {
+            return Err(BackendError(format!(
+                "the bundle's model.pt does not export `{EMBED_SPANS}`"
+            )));
+        }
+        let [ids, mask] = self.inputs(sequences)?;
+        let mut table = Vec::new();
+        for (row, (seq, row_spans)) in sequences.iter().zip(spans).enumerate() {
+            for span in *row_spans {
+                if span.start >= span.end || span.end > seq.len() {
+                    return Err(BackendError(format!(
+                        "span [{}, {}) is not inside sequence {row} of {} tokens",
+                        span.start,
+                        span.end,
+                        seq.len()
+                    )));
+                }
+                table.extend([row as i64, span.start as i64, span.end as i64]);
+            }
+        }
+        let count = table.len() / 3;
+        let span_input = self.to_input(&table, &[count as i64, 3])?;
+        let output = self
+            .module
+            .method_is(EMBED_SPANS, &[ids, mask, span_input])
+            .map_err(err(EMBED_SPANS))?;
+        let [embeddings, logits, pooled] =
+            tensors::<3>(output, EMBED_SPANS, "(embeddings, logits, span embeddings)")?;
+        let batch = sequences.len();
+        let embeddings = to_host(&embeddings, batch, self.embedding_dim, "embeddings")?;
+        let logits = to_host(&logits, batch, self.num_labels, "logits")?;
+        let pooled = to_host(&pooled, count, self.embedding_dim, "span embeddings")?;
+        Ok(SpanOutputs {
+            embeddings,
+            logits,
+            pooled,
+        })
+    }
+
+    /// Splits flat host outputs into one [`ModelOutput`] per sequence.
+    fn outputs(&self, batch: usize, embeddings: &[f32], logits: &[f32]) -> Vec<ModelOutput> {
+        let dim = self.embedding_dim;
+        let labels = self.num_labels;
+        (0..batch)
+            .map(|i| ModelOutput {
+                embedding: embeddings[i * dim..(i + 1) * dim].to_vec(),
+                logits: logits[i * labels..(i + 1) * labels].to_vec(),
+                spans: Vec::new(),
+            })
+            .collect()
+    }
+}
+
+/// `embed_spans`' outputs on the host, flat: (batch, D), (batch, C), (spans, D).
+struct SpanOutputs {
+    embeddings: Vec<f32>,
+    logits: Vec<f32>,
+    pooled: Vec<f32>,
+}
+
+/// The `N` tensors of a method's tuple result.
+fn tensors<const N: usize>(
+    output: IValue,
+    method: &str,
+    expected: &str,
+) -> Result<[Tensor; N], BackendError> {
+    let wrong = || BackendError(format!("{method} must return a tuple {expected}"));
+    let IValue::Tuple(parts) = output else {
+        return Err(wrong());
+    };
+    let tensors: Vec<Tensor> = parts
+        .into_iter()
+        .map(|p| match p {
+            IValue::Tensor(t) => Ok(t),
+            _ => Err(wrong()),
+        })
+        .collect::<Result<_, _>>()?;
+    tensors.try_into().map_err(|_| wrong())
 }
 
 /// Copies a (batch, width) float output to the host, checking its shape.
@@ -176,15 +268,43 @@ impl Backend for TorchBackend {
     fn forward(&mut self, sequences: &[&[u32]]) -> Result<Vec<ModelOutput>, BackendError> {
         // Grad mode is thread-local, and this runs on the worker's own thread.
         let (embeddings, logits) = tch::no_grad(|| self.run(sequences))?;
-        let dim = self.embedding_dim;
-        let labels = self.num_labels;
-        Ok((0..sequences.len())
-            .map(|i| ModelOutput {
-                embedding: embeddings[i * dim..(i + 1) * dim].to_vec(),
-                logits: logits[i * labels..(i + 1) * labels].to_vec(),
-            })
-            .collect())
+        Ok(self.outputs(sequences.len(), &embeddings, &logits))
     }
+
+    fn forward_spans(
+        &mut self,
+        sequences: &[&[u32]],
+        spans: &[&[TokenSpan]],
+    ) -> Result<Vec<ModelOutput>, BackendError> {
+        if spans.len() != sequences.len() {
+            return Err(BackendError(format!(
+                "{} span lists for {} sequences",
+                spans.len(),
+                sequences.len()
+            )));
+        }
+        let SpanOutputs {
+            embeddings,
+            logits,
+            pooled,
+        } = tch::no_grad(|| self.run_spans(sequences, spans))?;
+        let mut outputs = self.outputs(sequences.len(), &embeddings, &logits);
+        let dim = self.embedding_dim;
+        let mut vectors = pooled.chunks_exact(dim).map(<[f32]>::to_vec);
+        for (output, row_spans) in outputs.iter_mut().zip(spans) {
+            output.spans = vectors.by_ref().take(row_spans.len()).collect();
+        }
+        Ok(outputs)
+    }
+}
+
+/// The warm-up shape of a replica whose inputs are at most `max_len` tokens, batched under
+/// `limits`: the largest batch the batcher can form, longest sequences, as many as the budget
+/// allows.
+pub fn batch_warm_up(max_len: usize, limits: BatchLimits) -> (usize, usize) {
+    let seq_len = max_len.min(limits.max_batch_tokens).max(1);
+    let batch = (limits.max_batch_tokens / seq_len).clamp(1, limits.max_batch_size.max(1));
+    (batch, seq_len)
 }
 
 /// Makes warmed-up replicas for the workers.
@@ -198,12 +318,14 @@ pub struct TorchFactory {
 impl TorchFactory {
     /// `intra_op_threads == 0` shares the CPUs evenly between `cpu_sharers` workers: this
     /// model's, plus those of every other model served beside it.
+    /// `warm_up` is the (batch, sequence length) of the warm-up pass: the largest batch this
+    /// replica's lane forms (see [`TorchBackend::warm_up`]).
     pub fn new(
         bundle: Arc<Bundle>,
         device: Device,
         cpu_sharers: usize,
         intra_op_threads: usize,
-        limits: BatchLimits,
+        warm_up: (usize, usize),
     ) -> Self {
         let intra_op_threads = if intra_op_threads > 0 {
             intra_op_threads
@@ -213,18 +335,11 @@ impl TorchFactory {
                 .unwrap_or(1);
             (cpus / cpu_sharers.max(1)).max(1)
         };
-        // The largest batch the batcher can form: longest sequences, as many as the budget allows.
-        let seq_len = bundle
-            .manifest
-            .max_seq_len
-            .min(limits.max_batch_tokens)
-            .max(1);
-        let batch = (limits.max_batch_tokens / seq_len).clamp(1, limits.max_batch_size.max(1));
         Self {
             bundle,
             device,
             intra_op_threads,
-            warm_up: (batch, seq_len),
+            warm_up,
         }
     }
 

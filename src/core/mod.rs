@@ -2,10 +2,15 @@
 //! [`Backend`] that runs one batch. It knows nothing of HTTP or of torch.
 //!
 //! ```text
-//! Infer::run ──> Queue (bounded, per input) ──> Batcher (when a worker is free) ──> Worker threads
-//!      ^                                          └ Scheduler (fair order)            │
+//! Infer::run ──> Queue (bounded by inputs and tokens) ─┬─> short lane: Batcher ──> Worker threads
+//!      ^                                               └─> long lane:  Batcher ──> Worker threads
+//!      │                                       (each Batcher with its own Scheduler)  │
 //!      └───────────────────── per-input reply channel ────────────────────────────────┘
 //! ```
+//!
+//! Lanes: with a [`LongLane`], inputs longer than its threshold queue apart and run one at a time
+//! on workers of their own, so a long document never holds up the short inputs' workers
+//! (head-of-line blocking); admission (the queue's input and token bounds) is shared.
 
 pub mod batcher;
 mod queue;
@@ -15,7 +20,7 @@ mod worker;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 pub use batcher::{select_batch, BatchLimits, Selection};
@@ -27,7 +32,16 @@ use crate::metrics::ModelMetrics;
 use batcher::Batcher;
 use queue::{Backlog, Entry, Queue};
 use schedule::Scheduler;
-use worker::WorkerPool;
+use worker::{Lane, WorkerPool};
+
+/// What [`Infer::start_lanes`] needs to start one lane.
+struct LaneSpec {
+    kind: Lane,
+    workers: usize,
+    factory: Arc<dyn BackendFactory>,
+    limits: BatchLimits,
+    max_wait: Duration,
+}
 
 /// The model's outputs for one sequence.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +50,33 @@ pub struct ModelOutput {
     pub embedding: Vec<f32>,
     /// Classifier logits; empty for a model without a head.
     pub logits: Vec<f32>,
+    /// One pooled embedding (before normalisation) per requested [`TokenSpan`], in order; empty
+    /// when none was requested.
+    pub spans: Vec<Vec<f32>>,
+}
+
+/// Token positions `[start, end)` of one sequence (special tokens count), pooled on their own
+/// from the token states of the whole sequence's forward pass (late chunking).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenSpan {
+    pub start: usize,
+    pub end: usize,
+}
+
+/// One input to the model: its token ids, and the spans to pool apart (usually none).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ModelInput {
+    pub ids: Vec<u32>,
+    pub spans: Vec<TokenSpan>,
+}
+
+impl From<Vec<u32>> for ModelInput {
+    fn from(ids: Vec<u32>) -> Self {
+        Self {
+            ids,
+            spans: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -46,6 +87,17 @@ pub struct BackendError(pub String);
 pub trait Backend {
     /// One forward pass over unpadded token sequences; one output per sequence, in order.
     fn forward(&mut self, sequences: &[&[u32]]) -> Result<Vec<ModelOutput>, BackendError>;
+
+    /// [`Backend::forward`], plus one pooled vector per span of each sequence (`spans[i]` are
+    /// sequence `i`'s, within its length), in [`ModelOutput::spans`].
+    fn forward_spans(
+        &mut self,
+        sequences: &[&[u32]],
+        spans: &[&[TokenSpan]],
+    ) -> Result<Vec<ModelOutput>, BackendError> {
+        let _ = (sequences, spans);
+        Err(BackendError("this model cannot pool token spans".into()))
+    }
 }
 
 /// Makes a ready (loaded, warmed-up) backend; called on the worker thread that will own it.
@@ -57,6 +109,9 @@ pub trait BackendFactory: Send + Sync + 'static {
 pub enum InferError {
     #[error("the queue is full")]
     QueueFull,
+    /// The request alone holds more tokens than the queue may ever hold: it can never run.
+    #[error("the request holds {tokens} tokens, more than the {limit} the queue can hold")]
+    TooManyTokens { tokens: usize, limit: usize },
     /// The caller's API key already has its share of the queue.
     #[error("this API key already has {queued} tokens queued; {requested} more would pass its limit of {limit}")]
     KeyQueueFull {
@@ -83,8 +138,19 @@ pub struct InferConfig {
     pub max_queue_size: usize,
     /// Most tokens one API key may have admitted but not yet batched; 0 for no limit.
     pub max_queued_tokens_per_key: usize,
+    /// Most tokens admitted but not yet batched, all callers and lanes together; 0 for no limit.
+    pub max_queued_tokens: usize,
     pub policy: Policy,
+    /// Workers of the (short) lane every input goes to unless a [`LongLane`] takes it.
     pub workers: usize,
+}
+
+/// A lane of its own for long inputs: inputs of more than `above_tokens` tokens queue apart and
+/// run one per forward pass on `workers` workers made by `factory`.
+pub struct LongLane {
+    pub above_tokens: usize,
+    pub workers: usize,
+    pub factory: Arc<dyn BackendFactory>,
 }
 
 /// The outputs for a request's inputs, in order, and how long they took.
@@ -101,8 +167,11 @@ pub struct Inference {
 pub struct Infer {
     queue: Queue,
     backlog: Arc<Backlog>,
-    pool: Arc<WorkerPool>,
-    batcher: Mutex<Option<JoinHandle<()>>>,
+    /// The short lane's pool first, then the long lane's, if any.
+    pools: Vec<Arc<WorkerPool>>,
+    batchers: Mutex<Vec<JoinHandle<()>>>,
+    /// Any worker of any lane changed state.
+    changed: Arc<watch::Sender<()>>,
 }
 
 impl Infer {
@@ -112,47 +181,99 @@ impl Infer {
         config: InferConfig,
         metrics: Arc<ModelMetrics>,
     ) -> Self {
-        let workers = config.workers.max(1);
+        Self::start_lanes(factory, config, None, metrics)
+    }
+
+    /// [`Infer::start`], with a lane of its own for long inputs when `long` is given.
+    pub fn start_lanes(
+        factory: Arc<dyn BackendFactory>,
+        config: InferConfig,
+        long: Option<LongLane>,
+        metrics: Arc<ModelMetrics>,
+    ) -> Self {
         let limits = queue::Limits {
             max_inputs: config.max_queue_size,
             max_key_tokens: config.max_queued_tokens_per_key,
+            max_tokens: config.max_queued_tokens,
         };
         let backlog = Arc::new(Backlog::new(limits, metrics.clone()));
-        let (queue, receiver) = Queue::new(backlog.clone());
-        let (jobs_tx, jobs_rx) = std::sync::mpsc::channel();
-        let pool = WorkerPool::start(workers, factory, jobs_rx, metrics.clone());
-        let batcher = Batcher {
-            receiver,
-            backlog: backlog.clone(),
-            scheduler: Scheduler::new(config.policy),
+        let changed = Arc::new(watch::channel(()).0);
+        let mut lanes = vec![LaneSpec {
+            kind: Lane::Short,
+            workers: config.workers.max(1),
+            factory,
             limits: config.limits,
             max_wait: config.max_wait,
-            free_workers: Arc::new(Semaphore::new(workers)),
-            jobs: jobs_tx,
-            metrics,
-        };
-        let handle = tokio::spawn(batcher.run());
+        }];
+        let mut long_above = None;
+        if let Some(long) = long {
+            long_above = Some(long.above_tokens);
+            lanes.push(LaneSpec {
+                kind: Lane::Long,
+                workers: long.workers.max(1),
+                factory: long.factory,
+                // One long input per forward pass: memory follows the longest input alone.
+                limits: BatchLimits {
+                    max_batch_tokens: config.limits.max_batch_tokens,
+                    max_batch_size: 1,
+                },
+                max_wait: Duration::ZERO,
+            });
+        }
+        let mut senders = Vec::with_capacity(lanes.len());
+        let mut pools = Vec::with_capacity(lanes.len());
+        let mut batchers = Vec::with_capacity(lanes.len());
+        for lane in lanes {
+            let (tx, receiver) = tokio::sync::mpsc::unbounded_channel();
+            let (jobs_tx, jobs_rx) = std::sync::mpsc::channel();
+            let pool = WorkerPool::start(
+                lane.kind,
+                lane.workers,
+                lane.factory,
+                jobs_rx,
+                changed.clone(),
+                metrics.clone(),
+            );
+            let batcher = Batcher {
+                receiver,
+                backlog: backlog.clone(),
+                scheduler: Scheduler::new(config.policy),
+                limits: lane.limits,
+                max_wait: lane.max_wait,
+                free_workers: Arc::new(Semaphore::new(lane.workers)),
+                jobs: jobs_tx,
+                metrics: metrics.clone(),
+            };
+            batchers.push(tokio::spawn(batcher.run()));
+            senders.push(tx);
+            pools.push(pool);
+        }
+        let queue = Queue::new(backlog.clone(), senders, long_above);
         Self {
             queue,
             backlog,
-            pool,
-            batcher: Mutex::new(Some(handle)),
+            pools,
+            batchers: Mutex::new(batchers),
+            changed,
         }
     }
 
     /// Runs every sequence through the model; outputs come back in input order. Inputs may be
     /// spread over several batches. Dropping the future withdraws the inputs not yet running.
-    pub async fn run(&self, sequences: Vec<Vec<u32>>) -> Result<Inference, InferError> {
+    pub async fn run<I: Into<ModelInput>>(
+        &self,
+        sequences: Vec<I>,
+    ) -> Result<Inference, InferError> {
         self.run_as(sequences, Caller::default()).await
     }
 
     /// [`Infer::run`] on behalf of `caller`, whose priority and key decide where the inputs queue.
-    pub async fn run_as(
+    pub async fn run_as<I: Into<ModelInput>>(
         &self,
-        sequences: Vec<Vec<u32>>,
+        sequences: Vec<I>,
         caller: Caller,
     ) -> Result<Inference, InferError> {
-        if self.pool.alive() == 0 {
+        if self.alive() == 0 {
             return Err(InferError::NotReady(
                 self.readiness().err().unwrap_or_default(),
             ));
@@ -161,11 +282,13 @@ impl Infer {
         let mut replies = Vec::with_capacity(sequences.len());
         let entries = sequences
             .into_iter()
-            .map(|ids| {
+            .map(|input| {
+                let ModelInput { ids, spans } = input.into();
                 let (reply, rx) = tokio::sync::oneshot::channel();
                 replies.push(rx);
                 Entry {
                     ids,
+                    spans,
                     enqueued: now,
                     reply,
                     caller,
@@ -187,9 +310,14 @@ impl Infer {
         Ok(inference)
     }
 
+    /// Workers loaded and serving, all lanes together.
+    fn alive(&self) -> usize {
+        self.pools.iter().map(|p| p.alive()).sum()
+    }
+
     /// `Ok` when every worker is loaded and warm; otherwise why not.
     pub fn readiness(&self) -> Result<(), String> {
-        let states = self.pool.states();
+        let states = self.worker_states();
         let total = states.len();
         for (i, state) in states.iter().enumerate() {
             match state {
@@ -208,8 +336,9 @@ impl Infer {
         Ok(())
     }
 
+    /// Every worker's state: the short lane's first, then the long lane's.
     pub fn worker_states(&self) -> Vec<WorkerState> {
-        self.pool.states()
+        self.pools.iter().flat_map(|p| p.states()).collect()
     }
 
     /// Inputs admitted and not yet batched.
@@ -224,9 +353,9 @@ impl Infer {
 
     /// Waits until every worker is ready; fails as soon as one fails to start.
     pub async fn wait_ready(&self) -> Result<(), InferError> {
-        let mut changed = self.pool.subscribe();
+        let mut changed = self.changed.subscribe();
         loop {
-            let states = self.pool.states();
+            let states = self.worker_states();
             if let Some(WorkerState::Dead(reason)) =
                 states.iter().find(|s| matches!(s, WorkerState::Dead(_)))
             {
@@ -244,21 +373,19 @@ impl Infer {
     /// Refuses new work and waits until everything admitted has been handed to the workers and
     /// answered.
     pub async fn shutdown(&self) {
-        self.pool.stop();
+        for pool in &self.pools {
+            pool.stop();
+        }
         self.queue.close();
-        let handle = self
-            .batcher
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(handle) = handle {
+        let handles =
+            std::mem::take(&mut *self.batchers.lock().unwrap_or_else(PoisonError::into_inner));
+        for handle in handles {
             let _ = handle.await;
         }
-        // The batcher has dropped the job channel: workers finish their batch and stop.
-        let mut changed = self.pool.subscribe();
+        // The batchers have dropped the job channels: workers finish their batch and stop.
+        let mut changed = self.changed.subscribe();
         while self
-            .pool
-            .states()
+            .worker_states()
             .iter()
             .any(|s| matches!(s, WorkerState::Ready | WorkerState::Loading))
         {

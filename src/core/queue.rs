@@ -1,7 +1,9 @@
 //! The bounded queue in front of the batcher. Admission is all-or-nothing per request: either every
 //! input of a request fits under the limits or the request is refused at once (the caller's 429).
 //! The backlog counts inputs from admission until a batch takes them or they are dropped, in all
-//! (the queue limit), per priority class and per API key (the per-key token limit).
+//! (the queue limit, in inputs and in tokens), per priority class and per API key (the per-key
+//! token limit). Admitted inputs go to their lane's batcher: the long lane when there is one and
+//! they are longer than its threshold, else the short lane.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::schedule::{Caller, ClientId, Priority};
-use super::{InferError, ModelOutput};
+use super::{InferError, ModelOutput, TokenSpan};
 use crate::metrics::ModelMetrics;
 
 /// API keys with a metric series of their own; later keys share the series `other`.
@@ -31,6 +33,8 @@ pub(crate) type Reply = oneshot::Sender<Result<Completed, InferError>>;
 /// One input waiting for inference.
 pub(crate) struct Entry {
     pub ids: Vec<u32>,
+    /// Token spans to pool apart (late chunking); usually empty.
+    pub spans: Vec<TokenSpan>,
     pub enqueued: Instant,
     pub reply: Reply,
     pub caller: Caller,
@@ -58,11 +62,15 @@ pub(crate) struct Limits {
     /// Most tokens one API key may have waiting; 0 for no limit. A key with nothing waiting is
     /// always admitted (within `max_inputs`), so one request larger than the limit still runs.
     pub max_key_tokens: usize,
+    /// Most tokens waiting, all callers together; 0 for no limit. A request holding more can
+    /// never be admitted ([`InferError::TooManyTokens`]).
+    pub max_tokens: usize,
 }
 
 #[derive(Default)]
 struct Ledger {
     inputs: usize,
+    tokens: usize,
     key_tokens: HashMap<ClientId, usize>,
     /// Metric label per key, fixed at first sight.
     key_labels: HashMap<ClientId, String>,
@@ -128,10 +136,20 @@ impl Backlog {
                 });
             }
         }
-        if ledger.inputs + inputs > self.limits.max_inputs {
+        let max_tokens = self.limits.max_tokens;
+        if max_tokens > 0 && tokens > max_tokens {
+            return Err(InferError::TooManyTokens {
+                tokens,
+                limit: max_tokens,
+            });
+        }
+        if ledger.inputs + inputs > self.limits.max_inputs
+            || (max_tokens > 0 && ledger.tokens + tokens > max_tokens)
+        {
             return Err(InferError::QueueFull);
         }
         ledger.inputs += inputs;
+        ledger.tokens += tokens;
         self.depth.store(ledger.inputs, Ordering::Release);
         self.metrics.queue_depth.set(ledger.inputs as i64);
         let class = caller.priority.as_str();
@@ -161,6 +179,8 @@ impl Backlog {
         }
         let mut ledger = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
         ledger.inputs = ledger.inputs.saturating_sub(entries.len());
+        let tokens: usize = entries.iter().map(|e| e.ids.len()).sum();
+        ledger.tokens = ledger.tokens.saturating_sub(tokens);
         self.depth.store(ledger.inputs, Ordering::Release);
         self.metrics.queue_depth.set(ledger.inputs as i64);
         for entry in entries {
@@ -199,42 +219,66 @@ impl Backlog {
     }
 }
 
-/// The producer side: request handlers push entries here. A request's inputs travel together,
-/// so the batcher never sees half a request.
+/// The producer side: request handlers push entries here. A request's inputs travel together
+/// to each lane, so a batcher never sees part of a request's inputs for that lane.
 pub(crate) struct Queue {
-    sender: RwLock<Option<mpsc::UnboundedSender<Vec<Entry>>>>,
+    /// Per lane: the short lane first, then the long lane, if any.
+    senders: RwLock<Option<Vec<mpsc::UnboundedSender<Vec<Entry>>>>>,
+    /// Inputs of more tokens than this go to the long lane (when there is one).
+    long_above: Option<usize>,
     backlog: Arc<Backlog>,
 }
 
 impl Queue {
-    pub fn new(backlog: Arc<Backlog>) -> (Self, mpsc::UnboundedReceiver<Vec<Entry>>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (
-            Self {
-                sender: RwLock::new(Some(tx)),
-                backlog,
-            },
-            rx,
-        )
+    pub fn new(
+        backlog: Arc<Backlog>,
+        senders: Vec<mpsc::UnboundedSender<Vec<Entry>>>,
+        long_above: Option<usize>,
+    ) -> Self {
+        // Without a second lane, every input goes to the first.
+        let long_above = long_above.filter(|_| senders.len() > 1);
+        Self {
+            senders: RwLock::new(Some(senders)),
+            long_above,
+            backlog,
+        }
     }
 
     /// Admits every entry or none. The entries share `caller`.
     pub fn push(&self, caller: Caller, entries: Vec<Entry>) -> Result<(), InferError> {
-        let guard = self.sender.read().unwrap_or_else(|p| p.into_inner());
-        let sender = guard.as_ref().ok_or(InferError::ShuttingDown)?;
+        let guard = self.senders.read().unwrap_or_else(|p| p.into_inner());
+        let senders = guard.as_ref().ok_or(InferError::ShuttingDown)?;
         let tokens = entries.iter().map(|e| e.ids.len()).sum();
         self.backlog.admit(caller, entries.len(), tokens)?;
-        if let Err(err) = sender.send(entries) {
-            // The batcher is gone: nothing was queued.
-            self.backlog.release(&err.0);
+        let (long, short): (Vec<Entry>, Vec<Entry>) = match self.long_above {
+            Some(above) => entries.into_iter().partition(|e| e.ids.len() > above),
+            None => (Vec::new(), entries),
+        };
+        let mut refused = false;
+        for (lane, group) in [short, long].into_iter().enumerate() {
+            if group.is_empty() {
+                continue;
+            }
+            let Some(tx) = senders.get(lane) else {
+                self.backlog.release(&group);
+                refused = true;
+                continue;
+            };
+            // The batcher is gone (shutting down): this part was never queued.
+            if let Err(err) = tx.send(group) {
+                self.backlog.release(&err.0);
+                refused = true;
+            }
+        }
+        if refused {
             return Err(InferError::ShuttingDown);
         }
         Ok(())
     }
 
-    /// Refuses new work; the batcher finishes what was admitted, then stops.
+    /// Refuses new work; the batchers finish what was admitted, then stop.
     pub fn close(&self) {
-        self.sender
+        self.senders
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .take();

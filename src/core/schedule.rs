@@ -359,6 +359,7 @@ mod tests {
                 std::mem::forget(rx);
                 Entry {
                     ids: seq,
+                    spans: Vec::new(),
                     enqueued: Instant::now(),
                     reply,
                     caller,

@@ -66,6 +66,7 @@ impl Backend for FakeBackend {
             .map(|s| ModelOutput {
                 embedding: vec![s[0] as f32, s.len() as f32],
                 logits: vec![],
+                spans: vec![],
             })
             .collect())
     }
@@ -92,6 +93,7 @@ fn config(max_batch_size: usize, max_batch_tokens: usize, max_queue_size: usize)
         max_wait: Duration::ZERO,
         max_queue_size,
         max_queued_tokens_per_key: 0,
+        max_queued_tokens: 0,
         policy: Policy::Fair,
         workers: 1,
     }
@@ -636,4 +638,104 @@ async fn key_series_are_capped() {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
+}
+
+#[tokio::test]
+async fn queued_tokens_are_bounded_and_a_request_over_the_bound_is_refused_outright() {
+    let mut cfg = config(1, 100, 100);
+    cfg.max_queued_tokens = 10;
+    let (infer, shared, _) = start(cfg, false).await;
+    // More tokens than the queue may ever hold: it could never run.
+    let err = infer.run(vec![seq(1, 11)]).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            InferError::TooManyTokens {
+                tokens: 11,
+                limit: 10
+            }
+        ),
+        "{err:?}"
+    );
+    // 4 tokens go to the (held) worker, 6 wait; 5 more would pass 10 tokens waiting.
+    let running = tokio::spawn({
+        let infer = infer.clone();
+        async move { infer.run(vec![seq(2, 4)]).await }
+    });
+    eventually("the first batch to start", || {
+        shared.started.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let waiting = tokio::spawn({
+        let infer = infer.clone();
+        async move { infer.run(vec![seq(3, 6)]).await }
+    });
+    eventually("6 tokens to wait", || infer.queue_depth() == 1).await;
+    let err = infer.run(vec![seq(4, 5)]).await.unwrap_err();
+    assert!(matches!(err, InferError::QueueFull), "{err:?}");
+    // 4 more fit exactly.
+    let fits = tokio::spawn({
+        let infer = infer.clone();
+        async move { infer.run(vec![seq(5, 4)]).await }
+    });
+    eventually("10 tokens to wait", || infer.queue_depth() == 2).await;
+    shared.gate.open();
+    for task in [running, waiting, fits] {
+        task.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn long_inputs_take_their_own_lane_and_never_hold_up_short_ones() {
+    let short = Arc::new(Shared::default());
+    short.gate.open();
+    // The long lane's worker is held: whatever it runs stays running.
+    let long = Arc::new(Shared::default());
+    let metrics = Arc::new(Metrics::new().unwrap().model("test"));
+    let infer = Arc::new(Infer::start_lanes(
+        Arc::new(FakeFactory(short.clone())),
+        config(8, 64, 100),
+        Some(LongLane {
+            above_tokens: 16,
+            workers: 1,
+            factory: Arc::new(FakeFactory(long.clone())),
+        }),
+        metrics.clone(),
+    ));
+    infer.wait_ready().await.unwrap();
+    assert_eq!(infer.worker_states().len(), 2);
+    // One request with a long input between two short ones: the long one goes to its lane.
+    let mixed = tokio::spawn({
+        let infer = infer.clone();
+        async move { infer.run(vec![seq(1, 5), seq(2, 40), seq(3, 16)]).await }
+    });
+    eventually("the long input to start", || {
+        long.started.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(metrics.long_inputs_running.get(), 1);
+    // While it runs, short requests are served by the short lane, whole.
+    for i in 0..3 {
+        let out = infer.run(vec![seq(10 + i, 8)]).await.unwrap();
+        assert_eq!(out.outputs[0].embedding, vec![(10 + i) as f32, 8.0]);
+    }
+    assert!(!mixed.is_finished());
+    long.gate.open();
+    let out = mixed.await.unwrap().unwrap();
+    let firsts: Vec<f32> = out.outputs.iter().map(|o| o.embedding[0]).collect();
+    assert_eq!(firsts, vec![1.0, 2.0, 3.0], "answers in input order");
+    // Each lane ran exactly its inputs: 16 tokens is not above the threshold.
+    let long_batches = long.batches.lock().unwrap().clone();
+    assert_eq!(long_batches, vec![vec![seq(2, 40)]]);
+    assert!(short
+        .batches
+        .lock()
+        .unwrap()
+        .iter()
+        .flatten()
+        .all(|s| s.len() <= 16));
+    assert_eq!(metrics.long_input_tokens.get_sample_count(), 1);
+    assert_eq!(metrics.long_input_tokens.get_sample_sum(), 40.0);
+    assert_eq!(metrics.long_inputs_running.get(), 0);
+    infer.shutdown().await;
 }

@@ -14,6 +14,15 @@ use super::queue::Completed;
 use super::{Backend, BackendFactory, InferError};
 use crate::metrics::ModelMetrics;
 
+/// Which lane a pool serves (see [`super::LongLane`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    Short,
+    /// Inputs above the long-input threshold, one per forward pass; recorded in the
+    /// `aft_long_*` metrics as well.
+    Long,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkerState {
     /// Loading its replica and warming up.
@@ -26,12 +35,14 @@ pub enum WorkerState {
 }
 
 pub(crate) struct WorkerPool {
+    lane: Lane,
     factory: Arc<dyn BackendFactory>,
     jobs: Mutex<std_mpsc::Receiver<Job>>,
     states: Mutex<Vec<WorkerState>>,
     /// Consecutive failed starts per worker, for the restart back-off.
     failures: Mutex<Vec<u32>>,
-    changed: watch::Sender<()>,
+    /// Shared by every lane's pool, so one subscription sees every worker.
+    changed: Arc<watch::Sender<()>>,
     deaths: mpsc::UnboundedSender<usize>,
     stopping: AtomicBool,
     metrics: Arc<ModelMetrics>,
@@ -40,18 +51,21 @@ pub(crate) struct WorkerPool {
 impl WorkerPool {
     /// Starts `count` workers and the supervisor that restarts them. Needs a tokio runtime.
     pub fn start(
+        lane: Lane,
         count: usize,
         factory: Arc<dyn BackendFactory>,
         jobs: std_mpsc::Receiver<Job>,
+        changed: Arc<watch::Sender<()>>,
         metrics: Arc<ModelMetrics>,
     ) -> Arc<Self> {
         let (deaths, death_rx) = mpsc::unbounded_channel();
         let pool = Arc::new(Self {
+            lane,
             factory,
             jobs: Mutex::new(jobs),
             states: Mutex::new(vec![WorkerState::Loading; count]),
             failures: Mutex::new(vec![0; count]),
-            changed: watch::channel(()).0,
+            changed,
             deaths,
             stopping: AtomicBool::new(false),
             metrics,
@@ -77,10 +91,6 @@ impl WorkerPool {
             .count()
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<()> {
-        self.changed.subscribe()
-    }
-
     /// Stops restarting workers; they exit once the job channel closes.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
@@ -89,9 +99,15 @@ impl WorkerPool {
     fn set_state(&self, index: usize, state: WorkerState) {
         {
             let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+            let was_ready = states[index] == WorkerState::Ready;
+            let is_ready = state == WorkerState::Ready;
             states[index] = state;
-            let alive = states.iter().filter(|s| **s == WorkerState::Ready).count();
-            self.metrics.workers_alive.set(alive as i64);
+            // Counted by changes: the pools of both lanes share the model's gauge.
+            match (was_ready, is_ready) {
+                (false, true) => self.metrics.workers_alive.inc(),
+                (true, false) => self.metrics.workers_alive.dec(),
+                _ => {}
+            }
         }
         self.changed.send_replace(());
     }
@@ -100,7 +116,10 @@ impl WorkerPool {
         self.set_state(index, WorkerState::Loading);
         let pool = self.clone();
         let spawned = std::thread::Builder::new()
-            .name(format!("aft-worker-{index}"))
+            .name(match self.lane {
+                Lane::Short => format!("aft-worker-{index}"),
+                Lane::Long => format!("aft-long-worker-{index}"),
+            })
             .spawn(move || worker_main(pool, index));
         if let Err(err) = spawned {
             self.died(index, format!("could not start a thread: {err}"));
@@ -187,7 +206,7 @@ fn worker_main(pool: Arc<WorkerPool>, index: usize) {
             watch.reason = None;
             return;
         };
-        if let Err(reason) = run_job(backend.as_mut(), job, &pool.metrics) {
+        if let Err(reason) = run_job(backend.as_mut(), job, pool.lane, &pool.metrics) {
             watch.reason = Some(reason);
             return;
         }
@@ -196,7 +215,12 @@ fn worker_main(pool: Arc<WorkerPool>, index: usize) {
 
 /// Runs one batch and answers each of its inputs. `Err` means the replica panicked and the
 /// worker must not be trusted with more work.
-fn run_job(backend: &mut dyn Backend, job: Job, metrics: &ModelMetrics) -> Result<(), String> {
+fn run_job(
+    backend: &mut dyn Backend,
+    job: Job,
+    lane: Lane,
+    metrics: &ModelMetrics,
+) -> Result<(), String> {
     let Job { entries, _permit } = job;
     // Requesters may have gone while the batch waited for this worker.
     let entries: Vec<_> = entries.into_iter().filter(|e| !e.is_cancelled()).collect();
@@ -210,16 +234,44 @@ fn run_job(backend: &mut dyn Backend, job: Job, metrics: &ModelMetrics) -> Resul
             .queue_duration
             .observe(entry.queue_time(started).as_secs_f64());
     }
-    let result = catch_unwind(AssertUnwindSafe(|| backend.forward(&sequences)));
+    let long = lane == Lane::Long;
+    if long {
+        metrics.long_inputs_running.add(entries.len() as i64);
+    }
+    let with_spans = entries.iter().any(|e| !e.spans.is_empty());
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        if with_spans {
+            let spans: Vec<&[super::TokenSpan]> =
+                entries.iter().map(|e| e.spans.as_slice()).collect();
+            backend.forward_spans(&sequences, &spans)
+        } else {
+            backend.forward(&sequences)
+        }
+    }));
     let inference_time = started.elapsed();
     metrics
         .inference_duration
         .observe(inference_time.as_secs_f64());
+    if long {
+        metrics.long_inputs_running.sub(entries.len() as i64);
+        metrics
+            .long_inference_duration
+            .observe(inference_time.as_secs_f64());
+        for entry in &entries {
+            metrics.long_input_tokens.observe(entry.ids.len() as f64);
+        }
+    }
+    let spans_ok = |outputs: &[super::ModelOutput]| {
+        outputs
+            .iter()
+            .zip(&entries)
+            .all(|(o, e)| o.spans.len() == e.spans.len())
+    };
     let outputs = match result {
-        Ok(Ok(outputs)) if outputs.len() == entries.len() => outputs,
+        Ok(Ok(outputs)) if outputs.len() == entries.len() && spans_ok(&outputs) => outputs,
         Ok(Ok(outputs)) => {
             let msg = format!(
-                "the model returned {} outputs for {} inputs",
+                "the model returned {} outputs for {} inputs, or the wrong number of span vectors",
                 outputs.len(),
                 entries.len()
             );

@@ -79,11 +79,15 @@ impl ApiError {
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Service(err) => match err {
-                ServiceError::NoClassifier(_) => StatusCode::BAD_REQUEST,
+                ServiceError::NoClassifier(_) | ServiceError::ChunkingUnsupported(_) => {
+                    StatusCode::BAD_REQUEST
+                }
                 ServiceError::InvalidInput { .. } | ServiceError::InputTooLong { .. } => {
                     StatusCode::UNPROCESSABLE_ENTITY
                 }
-                ServiceError::TooManyInputs { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                ServiceError::TooManyInputs { .. }
+                | ServiceError::TooManyTokens { .. }
+                | ServiceError::TooManyChunks { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 ServiceError::ModelNotFound(_) => StatusCode::NOT_FOUND,
                 ServiceError::QueueFull | ServiceError::KeyQueueFull(_) => {
                     StatusCode::TOO_MANY_REQUESTS
@@ -124,6 +128,9 @@ impl ApiError {
                 ServiceError::InvalidInput { .. } => "invalid_input",
                 ServiceError::InputTooLong { .. } => "input_too_long",
                 ServiceError::TooManyInputs { .. } => "too_many_inputs",
+                ServiceError::TooManyTokens { .. } => "too_many_tokens",
+                ServiceError::TooManyChunks { .. } => "too_many_chunks",
+                ServiceError::ChunkingUnsupported(_) => "chunking_unsupported",
                 ServiceError::NoClassifier(_) => "no_classifier",
                 ServiceError::ModelNotFound(_) => "model_not_found",
                 ServiceError::QueueFull => "queue_full",
@@ -141,7 +148,12 @@ impl ApiError {
             Self::Service(ServiceError::InputTooLong { index, .. }) => {
                 Some(format!("inputs[{index}]"))
             }
-            Self::Service(ServiceError::TooManyInputs { .. }) => Some("inputs".into()),
+            Self::Service(
+                ServiceError::TooManyInputs { .. } | ServiceError::TooManyTokens { .. },
+            ) => Some("inputs".into()),
+            Self::Service(
+                ServiceError::TooManyChunks { .. } | ServiceError::ChunkingUnsupported(_),
+            ) => Some("chunking".into()),
             Self::Service(ServiceError::ModelNotFound(_)) => Some("model".into()),
             _ => None,
         }

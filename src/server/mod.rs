@@ -90,6 +90,7 @@ impl AppState {
             dimensions: services().map(|s| s.embedding_dim()).max().unwrap_or(0),
             vocab_size: services().map(|s| s.vocab_size()).max().unwrap_or(0),
             models: services().map(|s| s.model_name.clone()).collect(),
+            late_chunking: services().any(Service::supports_chunking),
         };
         let openapi = openapi::bounded(&doc, &bounds).map_err(anyhow::Error::msg)?;
         Ok(Self {

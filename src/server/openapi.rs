@@ -64,6 +64,8 @@ pub struct Bounds {
     pub vocab_size: usize,
     /// The names `model` may take (the served models).
     pub models: Vec<String>,
+    /// Some served model can do late chunking; without one, `chunking` leaves the document.
+    pub late_chunking: bool,
 }
 
 pub fn document() -> OpenApiDoc {
@@ -107,6 +109,14 @@ pub fn bounded(doc: &OpenApiDoc, bounds: &Bounds) -> Result<Value, String> {
             json!(model_names),
         )
     });
+    if !bounds.late_chunking {
+        // No served model takes it: a request with it is refused (400 chunking_unsupported).
+        let properties = "/components/schemas/EmbedRequest/properties";
+        v.pointer_mut(properties)
+            .and_then(Value::as_object_mut)
+            .ok_or_else(|| format!("OpenAPI document: no object at {properties}"))?
+            .remove("chunking");
+    }
     let patches = patches.into_iter().chain(model_enums);
     for (pointer, value) in patches {
         let (parent, key) = pointer.rsplit_once('/').unwrap_or(("", &pointer));
@@ -206,8 +216,24 @@ mod tests {
             dimensions: 32,
             vocab_size: 1000,
             models: vec!["m".into(), "n".into()],
+            late_chunking: true,
         };
         let v = bounded(&document(), &bounds).unwrap();
+        let chunking = &v["components"]["schemas"]["EmbedRequest"]["properties"]["chunking"];
+        assert!(chunking.is_object(), "{chunking}");
+        let without = bounded(
+            &document(),
+            &Bounds {
+                late_chunking: false,
+                ..bounds.clone()
+            },
+        )
+        .unwrap();
+        assert!(
+            without["components"]["schemas"]["EmbedRequest"]["properties"]
+                .get("chunking")
+                .is_none()
+        );
         let schemas = &v["components"]["schemas"];
         assert_eq!(schemas["TextInputs"]["oneOf"][0]["minLength"], 1);
         assert_eq!(schemas["TextInputs"]["oneOf"][1]["minItems"], 1);

@@ -15,17 +15,22 @@ use crate::service::{EmbedOptions, ServiceError, Timing};
 
 #[utoipa::path(
     post, path = "/v1/embed", tag = "inference",
-    summary = "Sentence embeddings",
+    summary = "Sentence and document embeddings, with optional late chunking",
+    description = "Each input runs whole, in one forward pass, up to the model's `max_input_tokens` \
+                   (see `/info`; 65,536 for a long-context AFT-decay bundle). Inputs over \
+                   `long_input_tokens` run on a lane of their own, so short requests are not held \
+                   up behind them. With `chunking`, each input also gets one vector per chunk, \
+                   pooled from the whole-document pass, with its character span.",
     request_body = EmbedRequest,
     responses(
-        (status = 200, description = "One embedding per input, in input order", body = EmbedResponse),
-        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 200, description = "One embedding per input, in input order; with `chunking`, also each input's chunks", body = EmbedResponse),
+        (status = 400, description = "The body is not JSON, or `chunking` for a model whose bundle cannot pool chunks (`chunking_unsupported`)", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key (when keys are configured)", body = ErrorBody),
         (status = 404, description = "No served model has this `model` name", body = ErrorBody),
-        (status = 413, description = "More inputs than `max_client_batch_size`, or a body over `max_body_bytes`", body = ErrorBody),
+        (status = 413, description = "More inputs than `max_client_batch_size`, a body over `max_body_bytes`, more tokens than `max_queued_tokens` (`too_many_tokens`), or more chunk vectors than `max_chunks` (`too_many_chunks`)", body = ErrorBody),
         (status = 415, description = "No `Content-Type: application/json`", body = ErrorBody),
-        (status = 422, description = "JSON of the wrong shape, or a value the schema or the model refuses (empty text, token id outside the vocabulary, `dimensions` out of range, too long with `truncate: false`)", body = ErrorBody),
-        (status = 429, description = "Queue full; retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 422, description = "JSON of the wrong shape, or a value the schema or the model refuses (empty text, `dimensions` out of range, `chunking.tokens` < 1 or `chunking.overlap` >= `chunking.tokens`, an input over `max_input_tokens` with `truncate: false`)", body = ErrorBody),
+        (status = 429, description = "Queue full (inputs or tokens waiting); retry after `Retry-After` seconds", body = ErrorBody),
         (status = 500, description = "Inference failed", body = ErrorBody),
         (status = 503, description = "Not ready yet, or shutting down", body = ErrorBody),
         (status = 504, description = "Past `--request-timeout`", body = ErrorBody),
@@ -42,6 +47,7 @@ pub async fn embed(
         truncate: req.truncate,
         normalize: req.normalize.unwrap_or(service.bundle.manifest.normalize),
         dimensions: req.dimensions,
+        chunking: req.chunking.map(Into::into),
     };
     let caller = caller.with_body(req.priority);
     let out = service
@@ -52,6 +58,12 @@ pub async fn embed(
         Json(EmbedResponse {
             model: service.model_name.clone(),
             embeddings: out.vectors,
+            chunks: out.chunks.map(|per_input| {
+                per_input
+                    .into_iter()
+                    .map(|chunks| chunks.into_iter().map(Chunk::from).collect())
+                    .collect()
+            }),
             dimensions: out.dimensions,
             usage: out.usage.into(),
         }),
@@ -69,10 +81,10 @@ pub async fn embed(
         (status = 400, description = "The body is not JSON", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key (when keys are configured)", body = ErrorBody),
         (status = 404, description = "No served model has this `model` name", body = ErrorBody),
-        (status = 413, description = "More inputs than `max_client_batch_size`, or a body over `max_body_bytes`", body = ErrorBody),
+        (status = 413, description = "More inputs than `max_client_batch_size`, a body over `max_body_bytes`, or more tokens than `max_queued_tokens` (`too_many_tokens`)", body = ErrorBody),
         (status = 415, description = "No `Content-Type: application/json`", body = ErrorBody),
         (status = 422, description = "JSON of the wrong shape, or a value the schema or the model refuses (empty text, token id outside the vocabulary, `dimensions` out of range, too long with `truncate: false`)", body = ErrorBody),
-        (status = 429, description = "Queue full; retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 429, description = "Queue full (inputs or tokens waiting); retry after `Retry-After` seconds", body = ErrorBody),
         (status = 500, description = "Inference failed", body = ErrorBody),
         (status = 503, description = "Not ready yet, or shutting down", body = ErrorBody),
         (status = 504, description = "Past `--request-timeout`", body = ErrorBody),
@@ -89,6 +101,7 @@ pub async fn openai_embeddings(
         truncate: true,
         normalize: service.bundle.manifest.normalize,
         dimensions: req.dimensions,
+        chunking: None,
     };
     let caller = caller.with_body(req.priority);
     let out = service.embed(req.input.0, options, caller).await?;
@@ -131,10 +144,10 @@ fn base64_f32(v: &[f32]) -> String {
         (status = 400, description = "The body is not JSON, or the model has no classifier head", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key (when keys are configured)", body = ErrorBody),
         (status = 404, description = "No served model has this `model` name", body = ErrorBody),
-        (status = 413, description = "More inputs than `max_client_batch_size`, or a body over `max_body_bytes`", body = ErrorBody),
+        (status = 413, description = "More inputs than `max_client_batch_size`, a body over `max_body_bytes`, or more tokens than `max_queued_tokens` (`too_many_tokens`)", body = ErrorBody),
         (status = 415, description = "No `Content-Type: application/json`", body = ErrorBody),
         (status = 422, description = "JSON of the wrong shape, or a value the schema or the model refuses (empty text, token id outside the vocabulary, `dimensions` out of range, too long with `truncate: false`)", body = ErrorBody),
-        (status = 429, description = "Queue full; retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 429, description = "Queue full (inputs or tokens waiting); retry after `Retry-After` seconds", body = ErrorBody),
         (status = 500, description = "Inference failed", body = ErrorBody),
         (status = 503, description = "Not ready yet, or shutting down", body = ErrorBody),
         (status = 504, description = "Past `--request-timeout`", body = ErrorBody),

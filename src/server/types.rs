@@ -324,6 +324,61 @@ pub struct EmbedRequest {
     /// `normal` (default) or `low` for bulk work; overrides the `x-priority` header.
     #[serde(default, deserialize_with = "priority")]
     pub priority: Option<PriorityField>,
+    /// Late chunking: besides each input's vector, one vector per chunk of it, pooled from the
+    /// token states of the one pass over the whole input (so each chunk carries the context of
+    /// the whole document), in `chunks`. Needs a bundle that exports `embed_spans` (400
+    /// `chunking_unsupported` otherwise; see `late_chunking` in `/info`).
+    #[serde(default)]
+    pub chunking: Option<ChunkingField>,
+}
+
+/// `chunking` of `/v1/embed`: windows of `tokens` text tokens (special tokens excluded), each
+/// starting `tokens - overlap` tokens after the one before; the last ends at the input's end.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkingField {
+    /// Tokens per chunk.
+    #[serde(deserialize_with = "whole_usize")]
+    #[schema(minimum = 1)]
+    pub tokens: usize,
+    /// Tokens each chunk shares with the one before; less than `tokens`.
+    #[serde(default, deserialize_with = "whole_usize")]
+    #[schema(minimum = 0)]
+    pub overlap: usize,
+}
+
+impl From<ChunkingField> for crate::service::Chunking {
+    fn from(c: ChunkingField) -> Self {
+        Self {
+            tokens: c.tokens,
+            overlap: c.overlap,
+        }
+    }
+}
+
+/// One chunk of an input (late chunking).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Chunk {
+    /// First character of the chunk in the input text, counted in Unicode code points (Python:
+    /// `text[start:end]` is the chunk's text).
+    pub start: usize,
+    /// One past the chunk's last character (code points).
+    pub end: usize,
+    /// Tokens in the chunk.
+    pub tokens: usize,
+    /// The chunk's vector, normalised and cut to `dimensions` as the input's is.
+    pub embedding: Vec<f32>,
+}
+
+impl From<crate::service::ChunkVector> for Chunk {
+    fn from(c: crate::service::ChunkVector) -> Self {
+        Self {
+            start: c.start,
+            end: c.end,
+            tokens: c.tokens,
+            embedding: c.embedding,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -344,8 +399,11 @@ impl From<crate::service::Usage> for Usage {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EmbedResponse {
     pub model: String,
-    /// One vector per input, in input order.
+    /// One vector per input, in input order (with `chunking`, the whole document's vector).
     pub embeddings: Vec<Vec<f32>>,
+    /// Only with `chunking`: per input, its chunks in text order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<Vec<Vec<Chunk>>>,
     pub dimensions: usize,
     pub usage: Usage,
 }
@@ -455,7 +513,16 @@ pub struct ModelList {
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Limits {
+    /// The model's limit (manifest `max_seq_len`).
     pub max_seq_len: usize,
+    /// Longest input accepted, in tokens: `max_seq_len`, or `--max-input-tokens` when lower.
+    pub max_input_tokens: usize,
+    /// Most tokens waiting for this model at once (`--max-queued-tokens`); 0 when unbounded.
+    pub max_queued_tokens: usize,
+    /// Inputs longer than this run on the long-input lane; null when this model has none.
+    pub long_input_tokens: Option<usize>,
+    /// Most chunk vectors per request (`--max-chunks`).
+    pub max_chunks: usize,
     pub max_client_batch_size: usize,
     pub max_body_bytes: usize,
     pub max_batch_tokens: usize,
@@ -478,6 +545,8 @@ pub struct ModelInfo {
     pub dimensions: usize,
     /// Classifier labels; null for a model without a head.
     pub labels: Option<Vec<String>>,
+    /// Whether `/v1/embed` accepts `chunking` for this model (its bundle exports `embed_spans`).
+    pub late_chunking: bool,
     pub limits: Limits,
     /// The bundle's manifest.json.
     #[schema(value_type = Object)]

@@ -9,7 +9,7 @@ pub enum ServiceError {
     /// A request field has a value the service cannot use.
     #[error("{message}")]
     InvalidInput { param: String, message: String },
-    #[error("inputs[{index}] has {tokens} tokens, more than the model's limit of {limit}; send truncate=true to truncate it")]
+    #[error("inputs[{index}] has {tokens} tokens, more than the limit of {limit} (the model's max_seq_len, or the server's --max-input-tokens when lower); send truncate=true to truncate it")]
     InputTooLong {
         index: usize,
         tokens: usize,
@@ -17,6 +17,14 @@ pub enum ServiceError {
     },
     #[error("{count} inputs in one request, more than the limit of {limit}")]
     TooManyInputs { count: usize, limit: usize },
+    /// The request alone holds more tokens than the queue may ever hold.
+    #[error("the request holds {tokens} tokens, more than the {limit} the server queues at once (--max-queued-tokens); split it")]
+    TooManyTokens { tokens: usize, limit: usize },
+    #[error("the request asks for {count} chunk vectors, more than the limit of {limit} (--max-chunks); use longer chunks or fewer inputs")]
+    TooManyChunks { count: usize, limit: usize },
+    /// Late chunking asked of a bundle whose model.pt does not export `embed_spans`.
+    #[error("model {0:?} cannot do late chunking: its bundle's model.pt exports no `embed_spans` method (re-export it with the current aft.export)")]
+    ChunkingUnsupported(String),
     /// Classification asked of a model without a classifier head.
     #[error("model {0:?} has no classifier head")]
     NoClassifier(String),
@@ -73,6 +81,7 @@ impl From<InferError> for ServiceError {
     fn from(err: InferError) -> Self {
         match err {
             InferError::QueueFull => Self::QueueFull,
+            InferError::TooManyTokens { tokens, limit } => Self::TooManyTokens { tokens, limit },
             err @ InferError::KeyQueueFull { .. } => Self::KeyQueueFull(err.to_string()),
             InferError::ShuttingDown => Self::ShuttingDown,
             InferError::NotReady(reason) => Self::NotReady(reason),

@@ -2,16 +2,18 @@
 //! turn model outputs into answers (normalised embeddings, top-k labels). No HTTP here: errors are
 //! [`ServiceError`]s, which the HTTP layer maps to statuses.
 
+mod chunking;
 mod error;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::bundle::Bundle;
-use crate::core::{Caller, Infer, Inference};
+use crate::bundle::{Bundle, EMBED_SPANS};
+use crate::core::{Caller, Infer, Inference, ModelInput};
 use crate::metrics::ModelMetrics;
 use crate::tokenize::{Input, TokenizerPool};
 
+pub use chunking::{chunk_spans, ChunkSpan, Chunking};
 pub use error::ServiceError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -33,11 +35,26 @@ pub struct EmbedOptions {
     pub normalize: bool,
     /// Keep only the first `dimensions` components (before normalising).
     pub dimensions: Option<usize>,
+    /// Late chunking: also one vector per chunk of each input.
+    pub chunking: Option<Chunking>,
+}
+
+/// One chunk's vector and where the chunk lies in its input.
+#[derive(Debug, Clone)]
+pub struct ChunkVector {
+    /// Characters `[start, end)` of the input text (Unicode code points).
+    pub start: usize,
+    pub end: usize,
+    /// Text tokens in the chunk.
+    pub tokens: usize,
+    pub embedding: Vec<f32>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Embeddings {
     pub vectors: Vec<Vec<f32>>,
+    /// With `chunking`: per input, its chunks in text order.
+    pub chunks: Option<Vec<Vec<ChunkVector>>>,
     pub dimensions: usize,
     pub usage: Usage,
     pub timing: Timing,
@@ -56,13 +73,22 @@ pub struct Classifications {
     pub timing: Timing,
 }
 
+/// Per-request bounds the service checks before queueing anything.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// Most inputs in one request.
+    pub max_client_batch_size: usize,
+    /// Most chunk vectors one request may ask for (late chunking).
+    pub max_chunks: usize,
+}
+
 pub struct Service {
     pub model_name: String,
     pub bundle: Arc<Bundle>,
     tokenizers: TokenizerPool,
     infer: Arc<Infer>,
     metrics: Arc<ModelMetrics>,
-    max_client_batch_size: usize,
+    limits: RequestLimits,
 }
 
 impl Service {
@@ -72,7 +98,7 @@ impl Service {
         tokenizers: TokenizerPool,
         infer: Arc<Infer>,
         metrics: Arc<ModelMetrics>,
-        max_client_batch_size: usize,
+        limits: RequestLimits,
     ) -> Self {
         Self {
             model_name,
@@ -80,8 +106,13 @@ impl Service {
             tokenizers,
             infer,
             metrics,
-            max_client_batch_size,
+            limits,
         }
+    }
+
+    /// Whether the bundle can pool chunks of a whole-document pass (`chunking`).
+    pub fn supports_chunking(&self) -> bool {
+        self.bundle.manifest.has_method(EMBED_SPANS)
     }
 
     /// `Ok` when the model is loaded and warm in every worker; otherwise why not.
@@ -129,26 +160,136 @@ impl Service {
                 ))
             }
         };
-        let (inference, usage) = self.run(inputs, options.truncate, caller).await?;
+        let finish = |mut v: Vec<f32>| {
+            v.truncate(dimensions);
+            if options.normalize {
+                l2_normalize(&mut v);
+            }
+            v
+        };
+        let Some(chunking) = options.chunking else {
+            let (inference, usage) = self.run(inputs, options.truncate, caller).await?;
+            let timing = timing(&inference);
+            return Ok(Embeddings {
+                vectors: inference
+                    .outputs
+                    .into_iter()
+                    .map(|o| finish(o.embedding))
+                    .collect(),
+                chunks: None,
+                dimensions,
+                usage,
+                timing,
+            });
+        };
+        let (inference, usage, spans) = self
+            .run_chunked(inputs, chunking, options.truncate, caller)
+            .await?;
         let timing = timing(&inference);
-        let vectors = inference
-            .outputs
-            .into_iter()
-            .map(|o| {
-                let mut v = o.embedding;
-                v.truncate(dimensions);
-                if options.normalize {
-                    l2_normalize(&mut v);
-                }
-                v
-            })
-            .collect();
+        let mut vectors = Vec::with_capacity(inference.outputs.len());
+        let mut chunks = Vec::with_capacity(inference.outputs.len());
+        for (output, spans) in inference.outputs.into_iter().zip(spans) {
+            vectors.push(finish(output.embedding));
+            chunks.push(
+                output
+                    .spans
+                    .into_iter()
+                    .zip(spans)
+                    .map(|(v, span)| ChunkVector {
+                        start: span.chars.0,
+                        end: span.chars.1,
+                        tokens: span.tokens.end - span.tokens.start,
+                        embedding: finish(v),
+                    })
+                    .collect(),
+            );
+        }
         Ok(Embeddings {
             vectors,
+            chunks: Some(chunks),
             dimensions,
             usage,
             timing,
         })
+    }
+
+    /// Late chunking: tokenizes the texts with offsets, places the chunks, and runs each text
+    /// once, whole, pooling every chunk from that pass.
+    async fn run_chunked(
+        &self,
+        inputs: Vec<Input>,
+        chunking: Chunking,
+        truncate: bool,
+        caller: Caller,
+    ) -> Result<(Inference, Usage, Vec<Vec<ChunkSpan>>), ServiceError> {
+        let chunking = chunking.validate()?;
+        if !self.supports_chunking() {
+            return Err(ServiceError::ChunkingUnsupported(self.model_name.clone()));
+        }
+        self.check_count(&inputs)?;
+        let texts = inputs
+            .into_iter()
+            .enumerate()
+            .map(|(i, input)| match input {
+                Input::Text(text) => Ok(text),
+                Input::Ids(_) => Err(ServiceError::invalid(
+                    format!("inputs[{i}]"),
+                    "chunking needs texts (chunk spans are character offsets)",
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let count = texts.len();
+        let started = Instant::now();
+        let tokenized = self
+            .tokenizers
+            .encode_texts_with_offsets(texts, truncate)
+            .await?;
+        self.metrics
+            .tokenization_duration
+            .observe(started.elapsed().as_secs_f64());
+        let spans: Vec<Vec<ChunkSpan>> =
+            tokenized.iter().map(|t| chunk_spans(t, chunking)).collect();
+        let total_chunks: usize = spans.iter().map(Vec::len).sum();
+        if total_chunks > self.limits.max_chunks {
+            return Err(ServiceError::TooManyChunks {
+                count: total_chunks,
+                limit: self.limits.max_chunks,
+            });
+        }
+        let tokens: usize = tokenized.iter().map(|t| t.ids.len()).sum();
+        let model_inputs = tokenized
+            .into_iter()
+            .zip(&spans)
+            .map(|(t, spans)| ModelInput {
+                ids: t.ids,
+                spans: spans.iter().map(|s| s.tokens).collect(),
+            })
+            .collect();
+        let inference = self.infer.run_as(model_inputs, caller).await?;
+        self.metrics.inputs.inc_by(count as u64);
+        self.metrics.prompt_tokens.inc_by(tokens as u64);
+        Ok((
+            inference,
+            Usage {
+                prompt_tokens: tokens,
+                total_tokens: tokens,
+            },
+            spans,
+        ))
+    }
+
+    /// A request has at least one input and at most `max_client_batch_size`.
+    fn check_count(&self, inputs: &[Input]) -> Result<(), ServiceError> {
+        if inputs.is_empty() {
+            return Err(ServiceError::invalid("inputs", "inputs must not be empty"));
+        }
+        if inputs.len() > self.limits.max_client_batch_size {
+            return Err(ServiceError::TooManyInputs {
+                count: inputs.len(),
+                limit: self.limits.max_client_batch_size,
+            });
+        }
+        Ok(())
     }
 
     pub async fn classify(
@@ -186,15 +327,7 @@ impl Service {
         truncate: bool,
         caller: Caller,
     ) -> Result<(Inference, Usage), ServiceError> {
-        if inputs.is_empty() {
-            return Err(ServiceError::invalid("inputs", "inputs must not be empty"));
-        }
-        if inputs.len() > self.max_client_batch_size {
-            return Err(ServiceError::TooManyInputs {
-                count: inputs.len(),
-                limit: self.max_client_batch_size,
-            });
-        }
+        self.check_count(&inputs)?;
         let count = inputs.len();
         let started = Instant::now();
         let tokenized = self.tokenizers.encode_all(inputs, truncate).await?;
