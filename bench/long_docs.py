@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT / "models"))
 from aft.bundle import load_manifest, load_tokenizer  # noqa: E402
 from aft.serve_process import ServeProcess  # noqa: E402
 from harness import log  # noqa: E402
+from harness.bundles import random_decay_bundle  # noqa: E402
 from harness.corpus import rows  # noqa: E402
 from harness.metrics import family, scrape  # noqa: E402
 
@@ -89,24 +90,6 @@ def percentiles(seconds: list[float]) -> dict:
 
 
 # ----------------------------------------------------------------------------- bundle and texts
-
-
-def random_decay_bundle(out: Path) -> Path:
-    """An AFT-decay encoder of aft-mini's shape, random weights, accepting 65,536 tokens."""
-    from aft.encoder import AFTEncoder, EncoderConfig
-    from aft.export import export_bundle
-    from aft.fixtures import minilm_tokenizer
-
-    mini = load_manifest(ROOT / "models" / "aft-mini")["model"]
-    cfg = EncoderConfig(**{**mini, "variant": "decay", "num_labels": 0})
-    return export_bundle(
-        AFTEncoder(cfg).eval(),
-        minilm_tokenizer(),
-        out,
-        name="decay-random",
-        description="random-weight AFT-decay of aft-mini's shape (bench/long_docs.py)",
-        max_seq_len=65536,
-    )
 
 
 def document(bundle: Path, tokens: int) -> str:
@@ -262,7 +245,7 @@ def main(argv=None) -> None:
             bundle = write_tiny_decay(Path(tmp) / "tiny-decay")
         else:
             log("exporting a random-weight AFT-decay bundle of aft-mini's shape")
-            bundle = random_decay_bundle(Path(tmp) / "decay-random")
+            bundle = random_decay_bundle(Path(tmp) / "decay-random", origin="bench/long_docs.py")
         manifest = load_manifest(bundle)
         if manifest["max_seq_len"] < a.doc_tokens:
             raise SystemExit(f"{bundle} accepts {manifest['max_seq_len']} tokens < --doc-tokens")

@@ -1,0 +1,34 @@
+"""Stand-in model bundles for the long-document benchmarks, when no trained one is given: their
+time and memory depend on the model's shape, not on its weights (their quality figures mean
+nothing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aft.bundle import load_manifest
+
+from harness import ROOT
+
+LONG_SEQ_LEN = 65536
+
+
+def random_decay_bundle(out: Path, max_seq_len: int = LONG_SEQ_LEN, origin: str = "") -> Path:
+    """An AFT-decay encoder of aft-mini's shape (d_model 256, 4 layers, 384 out), random
+    weights, no head, accepting `max_seq_len` tokens; `origin` names the benchmark in the
+    manifest's description."""
+    from aft.encoder import AFTEncoder, EncoderConfig
+    from aft.export import export_bundle
+    from aft.fixtures import minilm_tokenizer
+
+    mini = load_manifest(ROOT / "models" / "aft-mini")["model"]
+    cfg = EncoderConfig(**{**mini, "variant": "decay", "num_labels": 0})
+    where = f" ({origin})" if origin else ""
+    return export_bundle(
+        AFTEncoder(cfg).eval(),
+        minilm_tokenizer(),
+        out,
+        name="decay-random",
+        description=f"random-weight AFT-decay of aft-mini's shape{where}",
+        max_seq_len=max_seq_len,
+    )
