@@ -10,7 +10,7 @@ recomputes it and continues at the same position.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,8 @@ class TrainSet:
     source_names: list[str]
     shards: int  # complete shards read
     read: int  # texts read from them, excluded sources included
+    docs: np.ndarray | None = None  # int32 (n,): index into doc_names (the record's "doc")
+    doc_names: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -66,6 +68,8 @@ class TrainSet:
             self.source_names,
             self.shards,
             self.read,
+            None if self.docs is None else self.docs[rows],
+            self.doc_names,
         )
 
     def source_counts(self) -> dict[str, int]:
@@ -84,7 +88,8 @@ def load_train_set(
     """The first `max_texts` (0: all) labelled texts of the complete shards, in cache order,
     without the sources in `exclude`."""
     names: dict[str, int] = {}
-    tokens, lengths, targets, sources = [], [], [], []
+    doc_names: dict[str, int] = {}
+    tokens, lengths, targets, sources, docs = [], [], [], [], []
     n, shards = 0, 0
     for npy in complete_shards(folder):
         emb = np.load(npy)
@@ -102,6 +107,7 @@ def load_train_set(
             lengths.append(len(e.ids))
         targets.append(emb[keep].astype(np.float16))
         sources += [names.setdefault(rows[i]["source"], len(names)) for i in keep]
+        docs += [doc_names.setdefault(rows[i].get("doc", ""), len(doc_names)) for i in keep]
         if max_texts and n >= max_texts:
             break
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
@@ -114,6 +120,8 @@ def load_train_set(
         list(names),
         shards,
         n,
+        np.asarray(docs, dtype=np.int32),
+        list(doc_names),
     )
 
 

@@ -15,6 +15,13 @@ with --resume continues where it stopped, on the same texts.
 Loss: 1 - cos(student, teacher) on L2-normalised sentence embeddings, plus the mean squared
 error between the two in-batch cosine-similarity matrices (the pairwise geometry is what
 similarity search and the Spearman metric consume).
+--init-from starts from a trained student's weights (tensors of the same name and shape; a
+position table the new variant lacks is dropped, blocks the source lacks start as identity).
+--long-every N adds, every N steps, a batch of long documents made of labelled sections
+(`aft.distill.documents`): each section pooled from the whole-document pass against the
+teacher's vector of the section alone (late chunking), and the document's pooled vector
+against the teacher's token-weighted mean of its sections. Variants without a position table
+(decay, simple, conv) train at that length and export with --max-seq-len.
 """
 
 from __future__ import annotations
@@ -34,9 +41,10 @@ import torch
 import torch.nn.functional as F
 
 from aft.distill.data import TrainSet, epoch_batches, load_train_set
+from aft.distill.documents import DocumentSampler, pool_sections
 from aft.distill.embed import TRAIN_MAX_LEN
 from aft.distill.teacher import MAX_SEQ_LEN, MiniLM, load_tokenizer, write_tokenizer
-from aft.encoder import AFTEncoder, EncoderConfig
+from aft.encoder import POSITION_TABLES, VARIANTS, AFTEncoder, EncoderConfig
 
 # The default student's shape, chosen by measurement (aft.distill.sizing, the model card).
 SHAPE = {"d_model": 256, "n_layers": 6, "d_ff": 1024, "bias_rank": 64}
@@ -96,6 +104,38 @@ def init_from_teacher(model: AFTEncoder, table: Path) -> None:
             sigma = pcs.std(1).median()
             model.proj.weight.copy_(v[:k].T.float())
             model.proj.bias.copy_((mu * scale / sigma).float())
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """float32 weights of a student: a training file (student.pt, model.pt, checkpoint.pt) or a
+    bundle's TorchScript model.pt (float16 there)."""
+    try:
+        scripted = torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError:  # not TorchScript: a pickled training file
+        ck = torch.load(path, weights_only=False)
+        return ck["state_dict"] if "state_dict" in ck else ck["model"]
+    return {k: v.float() for k, v in scripted.state_dict().items()}
+
+
+def init_from_student(model: AFTEncoder, path: Path) -> dict[str, int]:
+    """Copy a trained student's weights into `model` wherever name and shape agree. Blocks the
+    source does not have start as the identity (their attention and feed-forward outputs are
+    zero), so the warm-started model computes what the source did, but for the tensors that
+    differ (a position table the new variant has not): training only has to learn those."""
+    source = load_weights(path)
+    own = model.state_dict()
+    copied = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(copied, strict=False)
+    depth = 1 + max((int(k.split(".")[1]) for k in source if k.startswith("blocks.")), default=-1)
+    with torch.no_grad():
+        for block in model.blocks[depth:]:
+            for layer in (block.attn.out, block.ff[2]):
+                layer.weight.zero_()
+                layer.bias.zero_()
+    left = sorted(set(own) - set(copied))
+    print(f"--init-from {path}: {len(copied)} tensors copied, {len(left)} new "
+          f"({', '.join(left[:6])}{' ...' if len(left) > 6 else ''})", flush=True)  # fmt: skip
+    return {"copied": len(copied), "new": len(left), "source_blocks": depth}
 
 
 def pad(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,7 +255,8 @@ def fraction_done(args, pr: Progress) -> float:
 # Arguments that must match for --resume to continue the same run. The budgets (--steps,
 # --cpu-minutes, --wall-minutes) may change: the schedule is then stretched from where it is.
 RUN_KEYS = ("variant", "batch_size", "lr", "rel_weight", "train_embeddings", "seed",
-            "exclude_source", "bf16", "no_teacher_init", "grow", "max_train")  # fmt: skip
+            "exclude_source", "bf16", "no_teacher_init", "grow", "max_train", "init_from",
+            "max_seq_len", "long_every", "long_tokens", "long_docs", "long_weight")  # fmt: skip
 BUDGET_KEYS = ("steps", "cpu_minutes", "wall_minutes")
 
 
@@ -281,9 +322,13 @@ def distill(args, tok=None, monitor=None) -> tuple[AFTEncoder, dict]:
         flush=True,
     )
 
-    model = AFTEncoder(student_config(args.variant, **shape_of(args)))
-    if not args.no_teacher_init and ck is None:
+    model = AFTEncoder(student_config(args.variant, max_len=model_max_len(args), **shape_of(args)))
+    warm = None
+    if args.init_from and ck is None:
+        warm = init_from_student(model, args.init_from)
+    elif not args.no_teacher_init and ck is None:
         init_from_teacher(model, args.teacher / "token_table.npy")
+    documents = long_documents(args, data, tok)
     # No weight decay on the token table: rows of tokens absent from the training texts get no
     # gradient, and decay alone would shrink them away from the teacher's vectors.
     model.token_embedding.weight.requires_grad_(args.train_embeddings)
@@ -309,7 +354,7 @@ def distill(args, tok=None, monitor=None) -> tuple[AFTEncoder, dict]:
         "shape": shape_of(args),
         "params": n_params,
         "excluded": sorted(exclude),
-    }
+    } | ({"init_from": str(args.init_from)} | warm if warm else {})
     best_path = args.out / "best.pt"
     stopper = Stopper()
     clock = Clock()
@@ -361,6 +406,7 @@ def distill(args, tok=None, monitor=None) -> tuple[AFTEncoder, dict]:
             if args.grow:  # take in the shards labelled since (up to --max-train texts)
                 data = load_train_set(args.teacher, tok, args.max_train, exclude)
                 lengths = data.lengths
+                documents = long_documents(args, data, tok)
                 print(f"epoch {pr.epoch}: {len(data)} train texts", flush=True)
             pr.epoch_texts.append(data.read)
             batches = epoch_batches(lengths, args.batch_size, args.seed, pr.epoch)
@@ -369,6 +415,10 @@ def distill(args, tok=None, monitor=None) -> tuple[AFTEncoder, dict]:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             raw, _ = model(ids, mask)
         loss = distill_loss(raw.float(), target, args.rel_weight)
+        if documents is not None and pr.step % args.long_every == 0:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                long_loss = document_loss(model, documents.batch(pr.step, args.long_docs), args)
+            loss = loss + args.long_weight * long_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -415,6 +465,35 @@ def distill(args, tok=None, monitor=None) -> tuple[AFTEncoder, dict]:
     print(f"stopped ({pr.stopped}) at step {pr.step}; weights of step {pr.best_step} "
           f"(monitor {pr.best_rho:.4f})", flush=True)  # fmt: skip
     return model, log
+
+
+def model_max_len(args) -> int:
+    """The student's max_len: the bundle's limit for variants without a position table."""
+    if args.max_seq_len and args.variant in POSITION_TABLES:
+        raise SystemExit(f"--max-seq-len: variant {args.variant!r} learns a bias for "
+                         f"{MAX_SEQ_LEN} positions and cannot run longer")  # fmt: skip
+    return args.max_seq_len or MAX_SEQ_LEN
+
+
+def long_documents(args, data: TrainSet, tok) -> DocumentSampler | None:
+    if not args.long_every:
+        return None
+    if args.long_tokens > model_max_len(args):
+        raise SystemExit("--long-tokens is above the model's length (--max-seq-len)")
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    docs = DocumentSampler(data, args.long_tokens, cls_id, sep_id, args.seed)
+    print(f"long documents: {len(docs)} of up to {args.long_tokens} tokens", flush=True)
+    return docs
+
+
+def document_loss(model: AFTEncoder, batch, args) -> torch.Tensor:
+    """Late-chunking and whole-document loss on one batch of long documents (module doc)."""
+    x = model.token_states(batch.input_ids, batch.attention_mask)  # (B, T, d_model)
+    doc, _ = model._outputs(x, batch.attention_mask > 0)  # (B, 384)
+    sections = pool_sections(x.float(), batch.section_of, len(batch.section_targets))
+    section_raw = model.proj(sections)  # (S, 384)
+    doc_cos = (1.0 - (F.normalize(doc.float(), dim=-1) * batch.doc_targets).sum(-1)).mean()
+    return distill_loss(section_raw.float(), batch.section_targets, args.rel_weight) + doc_cos
 
 
 def fit_head(model: AFTEncoder, args, log: dict) -> list[str]:
@@ -469,7 +548,7 @@ def shape_of(args) -> dict:
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variant", default="full", choices=["full", "local", "conv", "simple"])
+    ap.add_argument("--variant", default="full", choices=VARIANTS)
     ap.add_argument("--d-model", type=int, default=SHAPE["d_model"])
     ap.add_argument("--layers", type=int, default=SHAPE["n_layers"])
     ap.add_argument("--d-ff", type=int, default=SHAPE["d_ff"])
@@ -505,6 +584,19 @@ def parser() -> argparse.ArgumentParser:
         help="glosses used to fit the head; 0: no head, no export",
     )
     ap.add_argument("--no-teacher-init", action="store_true")
+    ap.add_argument(
+        "--init-from", type=Path, default=None, help="start from this student (model.pt)"
+    )
+    ap.add_argument(
+        "--max-seq-len",
+        type=int,
+        default=0,
+        help="the model's and bundle's length limit (decay, simple, conv; default 256)",
+    )
+    ap.add_argument("--long-every", type=int, default=0, help="a long-document batch every N steps")
+    ap.add_argument("--long-tokens", type=int, default=1024, help="tokens per long document")
+    ap.add_argument("--long-docs", type=int, default=4, help="documents per long batch")
+    ap.add_argument("--long-weight", type=float, default=1.0, help="weight of their loss")
     ap.add_argument("--student", type=Path, default=None, help="skip distillation: student.pt")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
@@ -549,7 +641,10 @@ def main() -> None:
         from aft.export import export_bundle
 
         tok_path = write_tokenizer(args.out / "tokenizer.json", MAX_SEQ_LEN)
-        desc = "AFT sentence encoder distilled from all-MiniLM-L6-v2, WordNet topic head"
+        desc = (
+            f"AFT-{model.config.variant} sentence encoder distilled from all-MiniLM-L6-v2, "
+            f"up to {model.config.max_len} tokens, WordNet topic head"
+        )
         out = export_bundle(
             model,
             tok_path,
