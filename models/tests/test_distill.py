@@ -85,7 +85,8 @@ def write_shards(folder, n_shards: int, per_shard: int, seed: int = 0) -> None:
         rows = []
         for _ in range(per_shard):
             words = rng.choice(WORDS, size=int(rng.integers(2, 9)))
-            rows.append({"text": " ".join(words), "source": ["alpha", "beta", "gamma"][k % 3]})
+            rows.append({"text": " ".join(words), "source": ["alpha", "beta", "gamma"][k % 3],
+                         "doc": f"d{(k // 3) % 7}"})  # fmt: skip
             k += 1
         emb = rng.standard_normal((per_shard, 384)).astype(np.float16)
         (folder / f"train-{s:03d}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -245,3 +246,88 @@ def test_int8_bundle_validates_and_stays_close_to_the_float_bundle(tmp_path):
     with torch.no_grad():
         cos = F.cosine_similarity(q(ids, mask)[0], f(ids, mask)[0])
     assert cos.min() > 0.99
+
+
+# --- long documents of labelled sections, warm start (aft.distill.documents / train) ----------
+
+
+def section_tokenizer() -> Tokenizer:
+    """word_tokenizer, with [CLS] (100) and [SEP] (101) around every text as the teacher's has."""
+    from tokenizers import processors
+
+    tok = word_tokenizer()
+    tok.add_special_tokens(["[CLS]", "[SEP]"])
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+    )
+    return tok
+
+
+def test_long_documents_join_one_sources_sections_and_pool_them_back(tmp_path):
+    from aft.distill.documents import DocumentSampler, pool_sections
+
+    write_shards(tmp_path, 2, 60)
+    tok = section_tokenizer()
+    data = load_train_set(tmp_path, tok)
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    docs = DocumentSampler(data, 40, cls_id, sep_id, seed=0)
+    assert len(docs) > 2
+    for d in docs.documents:  # one source, in doc-name order, within the token budget
+        assert len({int(data.sources[i]) for i in d}) == 1
+        names = [data.doc_names[data.docs[i]] for i in d]
+        assert names == sorted(names)
+        assert sum(len(data.ids(int(i))) - 2 for i in d) + 2 <= 40
+
+    b = docs.batch(step=3, docs_per_batch=2)
+    again = docs.batch(step=3, docs_per_batch=2)
+    assert torch.equal(b.input_ids, again.input_ids)  # a resumed run draws the same documents
+    assert (b.input_ids[:, 0] == cls_id).all()
+    for row in range(2):
+        n = int(b.attention_mask[row].sum())
+        assert b.input_ids[row, n - 1] == sep_id and (b.section_of[row, [0, n - 1]] == -1).all()
+        assert (b.section_of[row, n:] == -1).all()
+    # Each section's tokens are its text's own tokens, without [CLS]/[SEP], in order.
+    S = len(b.section_targets)
+    assert int(b.section_of.max()) == S - 1
+    states = torch.randn(*b.input_ids.shape, 5)
+    pooled = pool_sections(states, b.section_of, S)
+    for s in (0, S - 1):
+        where = b.section_of == s
+        assert torch.allclose(pooled[s], states[where].mean(0), atol=1e-6)
+    assert torch.allclose(b.doc_targets.norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+def test_warm_start_copies_matching_weights_and_new_blocks_start_as_identity(tmp_path):
+    from aft.encoder import AFTEncoder
+
+    small = AFTEncoder(student_config("full", d_model=32, n_layers=1, d_ff=64, bias_rank=4,
+                                      n_heads=4))  # fmt: skip
+    torch.save({"config": {}, "state_dict": small.state_dict()}, tmp_path / "student.pt")
+    grown = AFTEncoder(student_config("decay", d_model=32, n_layers=2, d_ff=64, n_heads=4))
+    info = train_mod.init_from_student(grown, tmp_path / "student.pt")
+    assert info["source_blocks"] == 1
+    sd = grown.state_dict()
+    assert torch.equal(sd["token_embedding.weight"], small.state_dict()["token_embedding.weight"])
+    assert torch.equal(sd["blocks.0.ff.0.weight"], small.state_dict()["blocks.0.ff.0.weight"])
+    # The added block adds nothing yet: the model is the source's first block, with decay.
+    x = torch.randn(2, 6, 32)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    assert torch.allclose(grown.blocks[1](x, mask), x)
+    # A bundle's TorchScript model.pt is read too (float16 there, float32 here).
+    scripted = torch.jit.script(small.half())
+    scripted.save(str(tmp_path / "model.pt"))
+    weights = train_mod.load_weights(tmp_path / "model.pt")
+    assert weights["token_embedding.weight"].dtype == torch.float32
+
+
+def test_a_run_with_long_document_batches_trains_a_decay_student(tmp_path):
+    write_shards(tmp_path / "teacher", 2, 60)
+    args, _, monitor = tiny_run(tmp_path, "long", "--steps", "4", "--variant", "decay",
+                                "--max-seq-len", "4096", "--long-every", "2",
+                                "--long-tokens", "40", "--long-docs", "2")  # fmt: skip
+    model, log = train_mod.distill(args, section_tokenizer(), monitor)
+    assert log["steps"] == 4 and model.config.max_len == 4096
+    with pytest.raises(SystemExit, match="max-seq-len"):  # full learns 256 positions only
+        args.variant, args.resume = "full", False
+        train_mod.distill(args, section_tokenizer(), monitor)
