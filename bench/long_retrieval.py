@@ -58,6 +58,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
@@ -372,8 +373,8 @@ def cost_service(
     chunking = {"tokens": plan.chunk_tokens, "overlap": plan.overlap}
     with ServeProcess(args=args, ready_timeout=600) as srv:
         embed = srv.url + "/v1/embed"
-        with_info = json.loads(http_get(srv.url + "/info"))
-        lane = with_info.get("limits", {}).get("long_input_tokens")
+        with urllib.request.urlopen(srv.url + "/info", timeout=30) as r:
+            lane = json.loads(r.read()).get("limits", {}).get("long_input_tokens")
         # Warm the lane the document will run on, with little: a short text, and when the
         # document goes to the long lane, a prefix just over its threshold.
         post(embed, {"inputs": "warm up"})
@@ -413,13 +414,6 @@ def cost_service(
         "chunks_match": True,
         "min_cosine_to_in_process": float((served * late).sum(1).min()) if len(late) else None,
     }
-
-
-def http_get(url: str) -> str:
-    import urllib.request
-
-    with urllib.request.urlopen(url, timeout=30) as r:
-        return r.read().decode()
 
 
 def cost(

@@ -105,31 +105,25 @@ def documents(
     seed: int,
 ) -> list[Document]:
     """`per_source` documents of each source, each of at most `size` tokens (special tokens
-    included) and as close to it as whole sections allow. A source's documents start at evenly
-    spaced points of its pool (from a seeded offset) and take consecutive sections, so no two
-    documents of one size share a section. At most `queries_per_doc` queries per document (a
-    seeded sample; 0 = all)."""
+    included) and as close to it as whole sections allow, made of consecutive sections. A
+    source's documents start at evenly spaced points of its pool (from a seeded offset), or one
+    right after the other when spacing them leaves too little; no two documents of one size
+    share a section. At most `queries_per_doc` queries per document (a seeded sample; 0 = all)."""
     rng = random.Random(f"{seed}:{size}")
     out = []
     for source in SOURCES:
         pool = pools[source]
         counts = text_tokens(tok, [s.text for s in pool])
-        slot = len(pool) // per_source
         offset = rng.randrange(len(pool))
-        for i in range(per_source):
-            start = (offset + i * slot) % len(pool)
-            picked, have = [], 2
-            while len(picked) < slot:
-                j = (start + len(picked)) % len(pool)
-                if have + counts[j] > size:
-                    break
-                picked.append(pool[j])
-                have += counts[j]
-            if len(picked) >= slot:
-                raise SystemExit(
-                    f"{source}: {len(pool)} held-out sections are too few for {per_source} "
-                    f"documents of {size} tokens; ask for fewer documents at this size"
-                )
+        runs = _runs(counts, offset, size, per_source, len(pool) // per_source)
+        runs = runs or _runs(counts, offset, size, per_source, 0)
+        if runs is None:
+            raise SystemExit(
+                f"{source}: {len(pool)} held-out sections are too few for {per_source} "
+                f"documents of {size} tokens; ask for fewer documents at this size"
+            )
+        for start, n in runs:
+            picked = [pool[(start + k) % len(pool)] for k in range(n)]
             doc = assemble(tok, source, picked, size)
             with_query = [k for k, s in enumerate(picked) if s.query]
             if queries_per_doc and len(with_query) > queries_per_doc:
@@ -137,6 +131,26 @@ def documents(
             doc.queries = [(picked[k].query or "", k) for k in with_query]
             out.append(doc)
     return out
+
+
+def _runs(
+    counts: list[int], offset: int, size: int, n_docs: int, spacing: int
+) -> list[tuple[int, int]] | None:
+    """(first section, sections) of each document: document i starts at offset + i * spacing,
+    or where document i - 1 stopped if that is later, and takes sections while `size` tokens
+    allow; None if the pool (once round from offset) runs out first."""
+    total, runs, end = len(counts), [], offset
+    for i in range(n_docs):
+        start = max(offset + i * spacing, end)
+        n, have = 0, 2
+        while start + n < offset + total and have + counts[(start + n) % total] <= size:
+            have += counts[(start + n) % total]
+            n += 1
+        end = start + n
+        if end >= offset + total or n == 0:
+            return None
+        runs.append((start, n))
+    return runs
 
 
 def assemble(tok: Tokenizer, source: str, sections: list[Section], size: int) -> Document:
