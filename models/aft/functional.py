@@ -579,39 +579,45 @@ def aft_decay(
     if causal:
         w = w.masked_fill(rel[None] < 0, 0.0)
 
-    # Every chunk's sums at its last row (forward) and first row (backward), then the carries.
-    edges = torch.bmm(torch.stack([w[:, C - 1], w[:, 0]], 1), x)  # (h, 2, B * n * 2 * g)
-    edges = edges.view(h, 2, B, n, 2, g).permute(1, 4, 2, 3, 0, 5).reshape(2, 2, B, n, d)
-    s, sn, sd = _edge_sums(kc, vc, mc, lam, m, edges[0, 0], edges[0, 1], C - 1)
-    fwd = _carry(s, sn, sd, lam, C, lim.neg, False)
-    bwd = fwd  # unused when causal
-    if not causal:
-        s, sn, sd = _edge_sums(kc, vc, mc, lam, m, edges[1, 0], edges[1, 1], 0)
-        bwd = _carry(s, sn, sd, lam, C, lim.neg, True)
-
-    # One shift per chunk and channel: the chunk max, raised where a carry would outweigh it by
-    # more than exp(margin) (so nothing overflows); rows that end up below `tiny` fall back.
-    margin = 200.0 if k.dtype == torch.float64 else 20.0
-    shift = torch.maximum(m, fwd.scale - lam - margin)
-    if not causal:
-        shift = torch.maximum(shift, bwd.scale - lam - margin)
-    shift = shift.detach()
-    # Carries as seen from the chunk's edge rows (weights <= exp(margin)), decayed further into
-    # the chunk by wc: no factor exceeds exp(margin), so no denormal in wc gets amplified.
-    cf = _exp(fwd.scale - lam - shift) * fwd.has
-    cb = _exp(bwd.scale - lam - shift) * bwd.has
-    if causal:
-        cb = torch.zeros_like(cb)
-    carried = torch.stack([torch.stack([cf * fwd.avg, cf], 2), torch.stack([cb * bwd.avg, cb], 2)])
-    carried = carried.view(2, B, n, 2, h, g).permute(4, 0, 1, 2, 3, 5).reshape(h, 2, -1)
-    pos = idx.to(k.dtype)
-    wc = torch.exp(-rates[:, None, None] * torch.stack([pos, C - 1 - pos], 1))  # (h, C, 2)
+    if n == 1:  # one chunk (every sentence): nothing to carry, skip the edge sums and scans
+        nothing = torch.zeros_like(m)
+        fwd = _Carry(torch.full_like(m, lim.neg), nothing, nothing)
+        bwd = fwd
+    else:  # every chunk's sums at its last row (forward) and first row (backward), then carries
+        edges = torch.bmm(torch.stack([w[:, C - 1], w[:, 0]], 1), x)  # (h, 2, B * n * 2 * g)
+        edges = edges.view(h, 2, B, n, 2, g).permute(1, 4, 2, 3, 0, 5).reshape(2, 2, B, n, d)
+        s, sn, sd = _edge_sums(kc, vc, mc, lam, m, edges[0, 0], edges[0, 1], C - 1)
+        fwd = _carry(s, sn, sd, lam, C, lim.neg, False)
+        bwd = fwd  # unused when causal
+        if not causal:
+            s, sn, sd = _edge_sums(kc, vc, mc, lam, m, edges[1, 0], edges[1, 1], 0)
+            bwd = _carry(s, sn, sd, lam, C, lim.neg, True)
 
     y = torch.bmm(w, x)
-    if bool((shift > m).any()):
-        f = _exp(m - shift).view(B, n, h, g).permute(2, 0, 1, 3)  # (h, B, n, g)
-        y = (y.view(h, C, B, n, 2, g) * f[:, None, :, :, None]).view(h, C, -1)
-    y.baddbmm_(wc, carried)
+    if n > 1:
+        # One shift per chunk and channel: the chunk max, raised where a carry would outweigh it
+        # by more than exp(margin) (so nothing overflows); rows that end up below `tiny` fall back.
+        margin = 200.0 if k.dtype == torch.float64 else 20.0
+        shift = torch.maximum(m, fwd.scale - lam - margin)
+        if not causal:
+            shift = torch.maximum(shift, bwd.scale - lam - margin)
+        shift = shift.detach()
+        # Carries as seen from the chunk's edge rows (weights <= exp(margin)), decayed further
+        # into the chunk by wc: no factor exceeds exp(margin), so no denormal in wc gets amplified.
+        cf = _exp(fwd.scale - lam - shift) * fwd.has
+        cb = _exp(bwd.scale - lam - shift) * bwd.has
+        if causal:
+            cb = torch.zeros_like(cb)
+        carried = torch.stack(
+            [torch.stack([cf * fwd.avg, cf], 2), torch.stack([cb * bwd.avg, cb], 2)]
+        )
+        carried = carried.view(2, B, n, 2, h, g).permute(4, 0, 1, 2, 3, 5).reshape(h, 2, -1)
+        pos = idx.to(k.dtype)
+        wc = torch.exp(-rates[:, None, None] * torch.stack([pos, C - 1 - pos], 1))  # (h, C, 2)
+        if bool((shift > m).any()):
+            f = _exp(m - shift).view(B, n, h, g).permute(2, 0, 1, 3)  # (h, B, n, g)
+            y = (y.view(h, C, B, n, 2, g) * f[:, None, :, :, None]).view(h, C, -1)
+        y.baddbmm_(wc, carried)
     y = y.view(h, C, B, n, 2, g)
     num, den = y.select(4, 0), y.select(4, 1)  # (h, C, B, n, g)
 
