@@ -123,7 +123,7 @@ QUICK = Plan(sizes=(1024, 4096), docs_per_source=2, queries_per_doc=25, repeats=
 
 
 def per_source(size: int) -> int:
-    """Documents of each source at a size: 64k tokens' worth, 2 to 16 documents."""
+    """Documents of each source at a size: 65,536 / size, at least 2 and at most 16."""
     return max(2, min(16, 65536 // size))
 
 
@@ -589,7 +589,9 @@ def main(argv=None) -> dict:
     p.add_argument("--quick", action="store_true", help="tiny fixture, 1k and 4k: smoke test")
     p.add_argument("--sizes", type=sizes_arg, help="tokens per document (1k,4k,16k,64k)")
     p.add_argument("--cost-sizes", type=sizes_arg, help="sizes to time (default: --sizes)")
-    p.add_argument("--docs", type=int, help="documents per source and size (default 2..16)")
+    p.add_argument(
+        "--docs", type=int, help="documents per source and size (default 65536 / size, 2 to 16)"
+    )
     p.add_argument("--queries-per-doc", type=int, help=f"0 = all ({Plan.queries_per_doc})")
     p.add_argument("--chunk-tokens", type=int, help=f"text tokens per chunk ({Plan.chunk_tokens})")
     p.add_argument("--overlap", type=int, help=f"tokens shared by neighbours ({Plan.overlap})")
