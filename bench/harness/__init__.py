@@ -7,6 +7,10 @@
   metrics    /metrics scrapes and the stage figures between two scrapes
   results    results/<part>.json, each with the run's facts (machine, model, plan)
   context    what one run carries from part to part (the config study's choice, capacity)
+  sampler    a process's resident memory, sampled every few milliseconds
+  peakmem    the peak resident memory of one pass (the kernel's VmHWM, reset before it)
+  sectioned  held-out documents of many sections, their queries, the service's chunk windows
+  bundles    a random-weight AFT-decay bundle of aft-mini's shape (cost does not need weights)
 
 Run from bench/ scripts (bench/bench.py, bench/report.py), which put bench/ on sys.path.
 """
