@@ -13,6 +13,7 @@ use crate::backend::torch::{batch_warm_up, device_name, parse_device, TorchFacto
 use crate::bundle::{Bundle, EMBED_SPANS};
 use crate::config::{Config, ModelDir, Scheduling};
 use crate::core::{BatchLimits, Infer, InferConfig, LongLane};
+use crate::memory;
 use crate::metrics::Metrics;
 use crate::server::types::{Limits, ModelInfo};
 use crate::server::{
@@ -56,6 +57,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .map(|(name, bundle)| load_model(name, bundle, &config, cpu_sharers, device, &metrics))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let models = ServedModels::new(models)?;
+    memory::spawn(config.memory_release_interval)
+        .context("cannot start the memory release thread")?;
     server::run(models, metrics, keys, http_config(&config)).await
 }
 

@@ -164,6 +164,11 @@ pub struct Config {
     #[arg(long, env = "AFT_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
+    /// How often heap memory that both allocators hold free is given back to the operating
+    /// system, so an idle server does not keep the peak of its last burst; 0 turns it off.
+    #[arg(long, env = "AFT_MEMORY_RELEASE_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub memory_release_interval: Duration,
+
     /// Threads that tokenize requests, off the async runtime; 0 = number of CPUs.
     #[arg(long, env = "AFT_TOKENIZATION_WORKERS", default_value_t = 0)]
     pub tokenization_workers: usize,

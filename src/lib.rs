@@ -9,7 +9,8 @@
 //! - [`core`]: bounded queue, dynamic batcher and inference workers over a [`core::Backend`];
 //! - [`backend`]: the TorchScript model through tch, a [`core::Backend`] that only [`app`] names.
 //!
-//! Shared below them all: [`bundle`], [`tokenize`], [`metrics`], [`config`], [`telemetry`].
+//! Shared below them all: [`bundle`], [`tokenize`], [`metrics`], [`config`], [`telemetry`];
+//! [`memory`] gives freed heap memory back to the system while the process runs.
 //!
 //! For in-process use (benchmarks): [`bundle::Bundle::load`], [`tokenize::TextTokenizer`],
 //! [`core::select_batch`], [`backend::torch::TorchFactory`] and [`backend::torch::TorchBackend`]
@@ -20,6 +21,7 @@ pub mod backend;
 pub mod bundle;
 pub mod config;
 pub mod core;
+pub mod memory;
 pub mod metrics;
 pub mod server;
 pub mod service;
