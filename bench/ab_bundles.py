@@ -1,0 +1,74 @@
+"""Two model bundles side by side in the same aft-serve binary: service throughput and latency.
+
+    python bench/ab_bundles.py BUNDLE_A BUNDLE_B [--seconds 15] [--rounds 3] [--connections 128]
+
+For each round, and for each bundle in turn (A, B, A, B, ...: background load on a shared
+machine falls on both alike), starts aft-serve on 127.0.0.1 with that bundle and its default
+flags, primes it, and runs two closed-loop oha points with one sentence per request: the short
+corpus texts (the issue's "17-token sentence" point) and the mixed corpus, at --connections.
+Prints requests/s and p50/p99 per run and the ratio B/A of the medians; --json writes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+from harness import log
+from harness.corpus import body_files
+from harness.load import fmt_point, measure
+from harness.servers import started
+
+POINTS = ("short", "mixed")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("bundles", type=Path, nargs=2)
+    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--connections", type=int, default=128)
+    ap.add_argument("--json", type=Path, default=None)
+    a = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="ab-bundles-"))
+    bodies = body_files(work)
+    labels = ("A", "B")
+    runs: dict[str, dict[str, list[dict]]] = {k: {p: [] for p in POINTS} for k in labels}
+    for r in range(a.rounds):
+        for label, bundle in zip(labels, a.bundles, strict=True):
+            with started("aft-serve", bundle, work) as srv:
+                measure(srv, bodies["mixed"], 3.0, 16)  # warm-up, discarded
+                for point in POINTS:
+                    res = measure(srv, bodies[point], a.seconds, a.connections)
+                    if res["errors"]:
+                        raise SystemExit(f"{bundle} {point}: {res['errors']} errors")
+                    runs[label][point].append(res)
+                    log(f"round {r + 1} {label} ({bundle}) {point}: {fmt_point(res)}")
+    summary = {}
+    for point in POINTS:
+        med = {
+            b: {
+                k: statistics.median(x[k] for x in runs[b][point])
+                for k in ("ok_per_s", "p50_ms", "p99_ms")
+            }
+            for b in runs
+        }
+        ratio = med["B"]["ok_per_s"] / med["A"]["ok_per_s"]
+        summary[point] = {"medians": med, "ratio_b_over_a": ratio}
+        for (b, m), bundle in zip(med.items(), a.bundles, strict=True):
+            print(f"{point:5s} {b} ({bundle}): {m['ok_per_s']:.1f} req/s, "
+                  f"p50 {m['p50_ms']:.2f} ms, p99 {m['p99_ms']:.2f} ms "
+                  f"(median of {a.rounds})")  # fmt: skip
+        print(f"{point:5s} B/A requests/s: {ratio:.3f}")
+    if a.json:
+        bundles = dict(zip(labels, map(str, a.bundles), strict=True))
+        a.json.write_text(
+            json.dumps({"bundles": bundles, "runs": runs, "summary": summary}, indent=1)
+        )
+
+
+if __name__ == "__main__":
+    main()
