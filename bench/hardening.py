@@ -2,7 +2,9 @@
 an open-loop load then idle, and a long soak; resident memory (VmRSS) throughout.
 
     python bench/hardening.py flood [--connections 20000] [--hold 20] [--idle 60] [SERVER FLAGS]
-    python bench/hardening.py load --rate 800 [--seconds 60] [--idle 60]
+    python bench/hardening.py capacity [--seconds 20]                   # closed loop, c=64
+    python bench/hardening.py load (--rate 800 | --capacity REQ_S [--fraction 0.9])
+                                   [--seconds 60] [--idle 60]
     python bench/hardening.py soak [--capacity REQ_S] [--seconds 600]    # 70% of capacity
     common: --binary PATH (default target/release/aft-serve), --model-dir DIR (models/aft-mini),
             --out FILE.json, --server-env KEY=VALUE (the server's environment only, e.g.
@@ -16,12 +18,18 @@ every second: server RSS, its open sockets, how many of the client's connections
 closed, and the latency of GET /health/ready on a fresh connection (the service must keep
 answering). The server needs a file limit above the connections it is to hold (`ulimit -n`).
 
-load: an open-loop run (oha, the bench corpus) at --rate, then --idle seconds of nothing; RSS
-before, at the end of the run and after the idle time.
+capacity: what the server serves in a closed loop of 64 connections for --seconds (20 s), the
+capacity that `load --capacity` and `soak --capacity` take.
+
+load: an open-loop run (oha, the bench corpus) at --rate (or --fraction of --capacity), then
+--idle seconds of nothing; RSS before, at the end of the run and after the idle time.
 
 soak: open loop at 70% of --capacity (measured with a 20 s closed-loop run at c=64 when not
 given) for --seconds; RSS every 10 s; passes when RSS at the end is within 10% of RSS after
 the first 2 minutes.
+
+Every RSS sample also gives its anonymous part (RssAnon: the heaps, what an allocator can give
+back) apart from file-backed pages (the libraries' code, the mapped model).
 
 Only ever against 127.0.0.1; every phase is bounded in count and time.
 """
@@ -50,6 +58,8 @@ OPEN_RATE = 4000  # new connections per second, all clients together
 SOAK_FRACTION = 0.7
 SOAK_WARMUP_S = 120
 SOAK_TOLERANCE = 0.10
+CAPACITY_CONNECTIONS = 64
+CAPACITY_SECONDS = 20.0
 
 
 def raise_nofile() -> int:
@@ -139,12 +149,25 @@ def rss_kib(srv: ServeProcess) -> int:
     return srv.rss_bytes() // 1024
 
 
+def anon_kib(srv: ServeProcess) -> int:
+    """RssAnon: resident anonymous memory (heaps, stacks), without file-backed pages."""
+    for line in Path(f"/proc/{srv.pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no RssAnon for process {srv.pid}")
+
+
+def mem(srv: ServeProcess, t: float) -> dict:
+    return {"t": t, "rss_kib": rss_kib(srv), "anon_kib": anon_kib(srv)}
+
+
 def flood(srv: ServeProcess, a: argparse.Namespace) -> dict:
     port = int(srv.url.rsplit(":", 1)[1])
     clients = max(1, -(-a.connections // PER_CLIENT))
     per = [a.connections // clients + (i < a.connections % clients) for i in range(clients)]
     out: dict = {"connections": a.connections, "hold_s": a.hold, "idle_s": a.idle}
     out["rss_before_kib"] = rss_kib(srv)
+    out["anon_before_kib"] = anon_kib(srv)
     log(f"flood: {a.connections} half-open connections from {clients} clients, hold {a.hold} s")
     q: mp.Queue = mp.Queue()
     procs = [
@@ -154,8 +177,7 @@ def flood(srv: ServeProcess, a: argparse.Namespace) -> dict:
 
     def sample(t: float) -> dict:
         return {
-            "t": t,
-            "rss_kib": rss_kib(srv),
+            **mem(srv, t),
             "sockets": open_sockets(srv.pid),
             "ready_ms": ready_ms(srv.url),
         }
@@ -191,26 +213,44 @@ def flood(srv: ServeProcess, a: argparse.Namespace) -> dict:
 
 
 def idle(srv: ServeProcess, seconds: float, out: dict) -> None:
-    with sampling(5.0, lambda t: {"t": t, "rss_kib": rss_kib(srv)}) as s:
+    with sampling(5.0, lambda t: mem(srv, t)) as s:
         time.sleep(seconds)
     out["idle_samples"] = s
     out["rss_after_idle_kib"] = rss_kib(srv)
-    log(f"after {seconds:g} s idle: RSS {out['rss_after_idle_kib']} KiB")
+    out["anon_after_idle_kib"] = anon_kib(srv)
+    log(
+        f"after {seconds:g} s idle: RSS {out['rss_after_idle_kib']} KiB "
+        f"(anonymous {out['anon_after_idle_kib']} KiB)"
+    )
 
 
 def bodies() -> Path:
     return corpus.body_files(Path(tempfile.mkdtemp(prefix="aft-hardening-")))["mixed"]
 
 
+def capacity(srv: ServeProcess, a: argparse.Namespace) -> dict:
+    r = load.measure(srv, bodies(), a.seconds, CAPACITY_CONNECTIONS)
+    log(f"capacity (closed loop, c={CAPACITY_CONNECTIONS}, {a.seconds:g} s): {load.fmt_point(r)}")
+    return {"capacity_req_s": r["ok_per_s"], "seconds": a.seconds, "result": r}
+
+
 def open_loop(srv: ServeProcess, a: argparse.Namespace) -> dict:
+    if a.rate is None:
+        if a.capacity is None:
+            raise SystemExit("load needs --rate, or --capacity (and --fraction)")
+        a.rate = a.fraction * a.capacity
     out: dict = {"rate": a.rate, "seconds": a.seconds, "idle_s": a.idle}
+    if a.capacity is not None:
+        out["capacity_req_s"], out["fraction"] = a.capacity, a.fraction
     out["rss_before_kib"] = rss_kib(srv)
-    with sampling(2.0, lambda t: {"t": t, "rss_kib": rss_kib(srv)}) as s:
+    out["anon_before_kib"] = anon_kib(srv)
+    log(f"load: open loop at {a.rate:.0f} req/s for {a.seconds:g} s")
+    with sampling(2.0, lambda t: mem(srv, t)) as s:
         r = load.measure(srv, bodies(), a.seconds, a.load_connections, a.rate)
     out["result"], out["samples"] = r, s
     out["rss_peak_kib"] = max(x["rss_kib"] for x in s)
     out["rss_after_load_kib"] = rss_kib(srv)
-    log(f"load: {load.fmt_point(r)}; RSS peak {out['rss_peak_kib']} KiB")
+    log(f"load: {load.fmt_point(r)}; RSS {out['rss_before_kib']} -> peak {out['rss_peak_kib']} KiB")
     idle(srv, a.idle, out)
     return out
 
@@ -218,11 +258,11 @@ def open_loop(srv: ServeProcess, a: argparse.Namespace) -> dict:
 def soak(srv: ServeProcess, a: argparse.Namespace) -> dict:
     capacity = a.capacity
     if capacity is None:
-        capacity = load.measure(srv, bodies(), 20, 64)["ok_per_s"]
+        capacity = load.measure(srv, bodies(), CAPACITY_SECONDS, CAPACITY_CONNECTIONS)["ok_per_s"]
     rate = SOAK_FRACTION * capacity
     out: dict = {"capacity_req_s": capacity, "rate": rate, "seconds": a.seconds}
     log(f"soak: {rate:.0f} req/s ({SOAK_FRACTION:.0%} of {capacity:.0f}) for {a.seconds} s")
-    with sampling(10.0, lambda t: {"t": t, "rss_kib": rss_kib(srv)}) as s:
+    with sampling(10.0, lambda t: mem(srv, t)) as s:
         r = load.measure(srv, bodies(), a.seconds, a.load_connections, rate)
     warm = next((x for x in s if x["t"] >= SOAK_WARMUP_S), s[0])
     growth = (s[-1]["rss_kib"] - warm["rss_kib"]) / warm["rss_kib"]
@@ -244,13 +284,14 @@ def main() -> int:
         i = argv.index("--")
         argv, server_flags = argv[:i], argv[i + 1 :]
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("what", choices=["flood", "load", "soak"])
+    p.add_argument("what", choices=["flood", "load", "soak", "capacity"])
     p.add_argument("--binary", type=Path, default=ROOT / "target" / "release" / "aft-serve")
     p.add_argument("--model-dir", type=Path, default=ROOT / "models" / "aft-mini")
     p.add_argument("--connections", type=int, default=20000)
     p.add_argument("--hold", type=float, default=20.0)
     p.add_argument("--idle", type=float, default=60.0)
-    p.add_argument("--rate", type=float, default=800.0)
+    p.add_argument("--rate", type=float, default=None)
+    p.add_argument("--fraction", type=float, default=0.9, help="load: of --capacity")
     p.add_argument("--seconds", type=float, default=None)
     p.add_argument("--capacity", type=float, default=None)
     p.add_argument("--load-connections", type=int, default=256)
@@ -264,13 +305,13 @@ def main() -> int:
     )
     a = p.parse_args(argv)
     if a.seconds is None:
-        a.seconds = 600.0 if a.what == "soak" else 60.0
+        a.seconds = {"soak": 600.0, "capacity": CAPACITY_SECONDS}.get(a.what, 60.0)
     limit = raise_nofile()
     log(f"file limit {limit}; server {a.binary} {' '.join(server_flags)}")
     args = ["--model-dir", str(a.model_dir), *server_flags]
     env = {"AFT_LOG_LEVEL": "warn", **dict(kv.split("=", 1) for kv in a.server_env)}
     with ServeProcess(args=args, binary=a.binary, env=env) as srv:
-        run = {"flood": flood, "load": open_loop, "soak": soak}[a.what]
+        run = {"flood": flood, "load": open_loop, "soak": soak, "capacity": capacity}[a.what]
         result = {"what": a.what, "binary": str(a.binary), "server_flags": server_flags}
         result["server_env"] = a.server_env
         result.update(run(srv, a))
