@@ -4,8 +4,9 @@ use clap::Parser;
 
 use aft_serve::config::Config;
 
-// mimalloc returns freed memory to the system; glibc's malloc kept the peak of a connection
-// flood resident for good (measured in docs/DEPLOY.md). libtorch keeps its own allocator.
+// The Rust side's allocator; libtorch's tensors keep glibc's malloc. Neither returns a burst's
+// freed memory by itself once idle: `aft_serve::memory` asks both periodically. Compared with
+// glibc's malloc (docs/DEPLOY.md, "Connections and memory") it peaked higher, not lower.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
