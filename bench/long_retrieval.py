@@ -38,7 +38,7 @@ tokens) of
 All in the same run, so the ratios compare like with like.
 
     python bench/long_retrieval.py --quick       # smoke test: tiny fixture, 1k and 4k (minutes)
-    python bench/long_retrieval.py --bundle models/aft-long --markdown docs/long-tables.md
+    python bench/long_retrieval.py --bundle models/aft-mini --markdown docs/long-tables.md
 
 Without `--bundle` (and without --quick): a random-weight AFT-decay bundle of aft-mini's shape
 accepting 65,536 tokens, whose cost figures hold (cost depends on the shape, not the weights)

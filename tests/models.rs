@@ -19,10 +19,12 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+fn manifest(bundle: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap()
+}
+
 fn manifest_labels(bundle: &Path) -> Vec<String> {
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
-    serde_json::from_value(manifest["labels"].clone()).unwrap()
+    serde_json::from_value(manifest(bundle)["labels"].clone()).unwrap()
 }
 
 /// tiny-aft (the default: 32 dimensions, no classifier head) beside aft-mini (384 dimensions,
@@ -193,7 +195,10 @@ async fn models_and_info_list_every_model_with_the_default_first() {
     assert_eq!(models[0]["model"], "tiny-aft");
     assert_eq!(models[1]["model"], "aft-mini");
     assert_eq!(models[1]["dimensions"], 384);
-    assert_eq!(models[1]["limits"]["max_seq_len"], 256);
+    assert_eq!(
+        models[1]["limits"]["max_seq_len"],
+        manifest(&aft_mini())["max_seq_len"]
+    );
     assert_eq!(models[1]["workers"], 1);
     assert_eq!(models[1]["labels"], json!(manifest_labels(&aft_mini())));
     assert_eq!(models[1]["manifest"]["name"], "aft-mini");
