@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT / "models"))
 from aft.bundle import load_manifest, load_tokenizer  # noqa: E402
 from aft.serve_process import ServeProcess  # noqa: E402
 from harness import log  # noqa: E402
-from harness.bundles import random_decay_bundle  # noqa: E402
+from harness.bundles import bundle_for_run  # noqa: E402
 from harness.corpus import rows  # noqa: E402
 from harness.metrics import family, scrape  # noqa: E402
 
@@ -237,15 +237,7 @@ def main(argv=None) -> None:
         setattr(a, k, v)
 
     with tempfile.TemporaryDirectory(prefix="long-docs-") as tmp:
-        if a.bundle:
-            bundle = a.bundle
-        elif a.quick:
-            from aft.fixtures import write_tiny_decay
-
-            bundle = write_tiny_decay(Path(tmp) / "tiny-decay")
-        else:
-            log("exporting a random-weight AFT-decay bundle of aft-mini's shape")
-            bundle = random_decay_bundle(Path(tmp) / "decay-random", origin="bench/long_docs.py")
+        bundle = bundle_for_run(a.bundle, a.quick, Path(tmp), origin="bench/long_docs.py")
         manifest = load_manifest(bundle)
         if manifest["max_seq_len"] < a.doc_tokens:
             raise SystemExit(f"{bundle} accepts {manifest['max_seq_len']} tokens < --doc-tokens")

@@ -71,10 +71,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from aft.bundle import load_manifest, load_scripted, load_tokenizer  # noqa: E402
 from aft.distill import teacher as teacher_lib  # noqa: E402
+from aft.distill.train import pad  # noqa: E402
 from aft.serve_process import ServeProcess  # noqa: E402
 from harness import log, peakmem  # noqa: E402
 from harness import results as run_facts  # noqa: E402
-from harness.bundles import random_decay_bundle  # noqa: E402
+from harness.bundles import bundle_for_run  # noqa: E402
 from harness.sampler import sampling  # noqa: E402
 from harness.sectioned import (  # noqa: E402
     HELDOUT,
@@ -134,17 +135,6 @@ def repeats(size: int) -> int:
 # ----------------------------------------------------------------------------- embedding
 
 
-def padded(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded (input_ids, attention_mask), pad id 0."""
-    t = max(len(s) for s in seqs)
-    ids = torch.zeros(len(seqs), t, dtype=torch.long)
-    mask = torch.zeros(len(seqs), t, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = 1
-    return ids, mask
-
-
 def embed_seqs(forward, seqs: list[list[int]], batch: int) -> np.ndarray:
     """L2-normalised vectors of token sequences, batched by length (then back in order)."""
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
@@ -152,7 +142,7 @@ def embed_seqs(forward, seqs: list[list[int]], batch: int) -> np.ndarray:
     with torch.inference_mode():
         for s in range(0, len(order), batch):
             idx = order[s : s + batch]
-            vec = F.normalize(forward(*padded([seqs[i] for i in idx])).float(), dim=-1).numpy()
+            vec = F.normalize(forward(*pad([seqs[i] for i in idx])).float(), dim=-1).numpy()
             if out is None:
                 out = np.zeros((len(seqs), vec.shape[1]), dtype=np.float32)
             out[idx] = vec
@@ -313,10 +303,10 @@ def cost_in_process(system: str, bundle: str, ids: list[int], spans, plan: dict)
 
         def run():
             for b in range(0, len(seqs), plan["batch"]):
-                forward(*padded(seqs[b : b + plan["batch"]]))
+                forward(*pad(seqs[b : b + plan["batch"]]))
 
         def warm_up():
-            return forward(*padded([ids[:WARM_TOKENS]]))
+            return forward(*pad([ids[:WARM_TOKENS]]))
 
     with torch.inference_mode():
         # TorchScript's profiling executor optimises a graph after its first runs: make those
@@ -635,15 +625,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(plan.threads)
 
     with tempfile.TemporaryDirectory(prefix="long-retrieval-") as tmp:
-        if a.bundle:
-            bundle = a.bundle
-        elif a.quick:
-            from aft.fixtures import write_tiny_decay
-
-            bundle = write_tiny_decay(Path(tmp) / "tiny-decay")
-        else:
-            log("exporting a random-weight AFT-decay bundle of aft-mini's shape")
-            bundle = random_decay_bundle(Path(tmp) / "decay-random", origin="long_retrieval.py")
+        bundle = bundle_for_run(a.bundle, a.quick, Path(tmp), origin="long_retrieval.py")
         manifest = load_manifest(bundle)
         if max(plan.sizes) > manifest["max_seq_len"]:
             p.error(f"{bundle} accepts {manifest['max_seq_len']} tokens < {max(plan.sizes)}")

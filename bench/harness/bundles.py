@@ -32,3 +32,18 @@ def random_decay_bundle(out: Path, max_seq_len: int = LONG_SEQ_LEN, origin: str 
         description=f"random-weight AFT-decay of aft-mini's shape{where}",
         max_seq_len=max_seq_len,
     )
+
+
+def bundle_for_run(given: Path | None, quick: bool, tmp: Path, origin: str) -> Path:
+    """The bundle a long-document benchmark runs: the one given, else the tiny test fixture
+    (--quick), else a random-weight AFT-decay bundle of aft-mini's shape, written under `tmp`."""
+    if given:
+        return given
+    if quick:
+        from aft.fixtures import write_tiny_decay
+
+        return write_tiny_decay(tmp / "tiny-decay")
+    from harness import log
+
+    log("exporting a random-weight AFT-decay bundle of aft-mini's shape")
+    return random_decay_bundle(tmp / "decay-random", origin=origin)
