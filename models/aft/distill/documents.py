@@ -55,13 +55,15 @@ class DocumentSampler:
             self.documents.append(order[start:])
         # Only documents of several sections teach anything about context.
         self.documents = [d for d in self.documents if len(d) >= 4]
+        if not self.documents:
+            raise ValueError("no document of 4 or more sections: too few labelled texts")
 
     def __len__(self) -> int:
         return len(self.documents)
 
     def batch(self, step: int, docs_per_batch: int) -> DocumentBatch:
         rng = np.random.default_rng([self.seed, step, 7])
-        picks = rng.choice(len(self.documents), size=docs_per_batch, replace=False)
+        picks = rng.choice(len(self.documents), size=min(docs_per_batch, len(self)), replace=False)
         rows, section_rows, doc_targets = [], [], []
         for d in picks:
             ids, sec = [self.cls_id], [-1]
