@@ -152,16 +152,7 @@ impl TextTokenizer {
                     .encode_fast(text.as_str(), true)
                     .map_err(|e| TokenizeError::Tokenizer(e.to_string()))?;
                 let ids = encoding.get_ids();
-                if ids.len() > self.max_len {
-                    return Err(TokenizeError::TooLong {
-                        index,
-                        tokens: ids.len(),
-                        limit: self.max_len,
-                    });
-                }
-                if ids.is_empty() {
-                    return Err(TokenizeError::Empty { index });
-                }
+                self.check_encoded(index, ids)?;
                 Ok(ids.to_vec())
             }
             Input::Ids(ids) => {
@@ -196,6 +187,22 @@ impl TextTokenizer {
         }
     }
 
+    /// A text's encoding is refused when longer than the limit (only possible without
+    /// truncation) or empty (a text of nothing but characters the tokenizer drops).
+    fn check_encoded(&self, index: usize, ids: &[u32]) -> Result<(), TokenizeError> {
+        if ids.len() > self.max_len {
+            return Err(TokenizeError::TooLong {
+                index,
+                tokens: ids.len(),
+                limit: self.max_len,
+            });
+        }
+        if ids.is_empty() {
+            return Err(TokenizeError::Empty { index });
+        }
+        Ok(())
+    }
+
     /// [`TextTokenizer::encode`] for a text, keeping each token's character offsets (slower
     /// than `encode`, which skips them).
     pub fn encode_with_offsets(
@@ -216,16 +223,7 @@ impl TextTokenizer {
             .encode_char_offsets(text, true)
             .map_err(|e| TokenizeError::Tokenizer(e.to_string()))?;
         let ids = encoding.get_ids();
-        if ids.len() > self.max_len {
-            return Err(TokenizeError::TooLong {
-                index,
-                tokens: ids.len(),
-                limit: self.max_len,
-            });
-        }
-        if ids.is_empty() {
-            return Err(TokenizeError::Empty { index });
-        }
+        self.check_encoded(index, ids)?;
         Ok(TextTokens {
             ids: ids.to_vec(),
             offsets: encoding.get_offsets().to_vec(),
