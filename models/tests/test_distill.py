@@ -298,6 +298,55 @@ def test_long_documents_join_one_sources_sections_and_pool_them_back(tmp_path):
     assert torch.allclose(b.doc_targets.norm(dim=-1), torch.ones(2), atol=1e-5)
 
 
+def test_context_batches_leave_queries_out_and_point_them_at_their_groups_window(tmp_path):
+    from aft.distill.documents import WINDOWS, DocumentSampler
+
+    write_shards(tmp_path, 2, 60)
+    tok = section_tokenizer()
+    data = load_train_set(tmp_path, tok)
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    docs = DocumentSampler(data, 400, cls_id, sep_id, seed=0)  # one document per source
+    b = docs.batch(step=5, docs_per_batch=3, context=True)
+    again = docs.batch(step=5, docs_per_batch=3, context=True)
+    assert torch.equal(b.window_of, again.window_of)
+    assert torch.equal(b.query_window, again.query_window)
+    assert len(b.query_window) > 0 and len(b.query_targets) == len(b.query_window)
+    assert torch.allclose(b.query_targets.norm(dim=-1), torch.ones(len(b.query_window)), atol=1e-5)
+    # Windows cover exactly the text tokens, in order: consecutive runs of one size from WINDOWS
+    # (a row's last window may be shorter), numbered across the batch.
+    assert torch.equal(b.window_of >= 0, b.section_of >= 0)
+    numbers = [b.window_of[r][b.window_of[r] >= 0] for r in range(3)]
+    assert torch.equal(torch.cat(numbers), torch.sort(torch.cat(numbers)).values)
+    sizes = [torch.bincount(n - n[0]).tolist() for n in numbers]
+    assert len({x for row in sizes for x in row[:-1]}) == 1 and max(map(max, sizes)) in WINDOWS
+    assert b.windows == sum(len(row) for row in sizes) > 3
+    # Each query's window holds more of its doc group's tokens than any other window does.
+    doc_of_token = torch.tensor([-1] + [int(data.docs[r]) for r in b.section_rows])[
+        b.section_of + 1
+    ]
+    for q, right in zip(b.query_rows, b.query_window.tolist(), strict=True):
+        assert q not in b.section_rows
+        row = int((b.window_of == right).nonzero()[0, 0])  # the query's own document
+        group = doc_of_token[row] == int(data.docs[q])
+        held = torch.bincount(b.window_of[row][group], minlength=b.windows)
+        assert held[right] == held.max() > 0
+    # A query is not in its document: the sections are the documents' texts minus the queries.
+    plain = docs.batch(step=5, docs_per_batch=3)
+    n_sections, n_plain = len(b.section_targets), len(plain.section_targets)
+    assert n_sections == n_plain - len(b.query_window)
+    assert int(b.attention_mask.sum()) < int(plain.attention_mask.sum())
+    assert int(b.query_window.max()) < b.windows
+    # The context loss is a finite cross-entropy over the batch's windows, with gradients.
+    from aft.encoder import AFTEncoder
+
+    model = AFTEncoder(student_config("decay", d_model=32, n_layers=1, d_ff=64, n_heads=4))
+    states = model.token_states(b.input_ids, b.attention_mask)
+    loss = train_mod.context_loss(model, states, b)
+    loss.backward()
+    assert torch.isfinite(loss) and 0 < float(loss.detach()) < 2 * np.log(b.windows) + 1
+    assert model.proj.weight.grad is not None
+
+
 def test_warm_start_copies_matching_weights_and_new_blocks_start_as_identity(tmp_path):
     from aft.encoder import AFTEncoder
 
@@ -325,7 +374,8 @@ def test_a_run_with_long_document_batches_trains_a_decay_student(tmp_path):
     write_shards(tmp_path / "teacher", 2, 60)
     args, _, monitor = tiny_run(tmp_path, "long", "--steps", "4", "--variant", "decay",
                                 "--max-seq-len", "4096", "--long-every", "2",
-                                "--long-tokens", "40", "--long-docs", "2")  # fmt: skip
+                                "--long-tokens", "40", "--long-docs", "2",
+                                "--context-weight", "1")  # fmt: skip
     model, log = train_mod.distill(args, section_tokenizer(), monitor)
     assert log["steps"] == 4 and model.config.max_len == 4096
     with pytest.raises(SystemExit, match="max-seq-len"):  # full learns 256 positions only

@@ -233,6 +233,11 @@ def main_rows(r: dict, threads: int) -> list[tuple[str, str, str]]:
              f"{qp['rho_random']:.3f} / {qp['rho_similar']:.3f} / {qr['r10']:.3f}",
              f"{qp['rho_random'] - p['rho_random']:+.4f} random-pair Spearman vs fp32"),
         ]  # fmt: skip
+    if "against" in sp:
+        rows.append(
+            (f"Sentences/s, {r['against']} (TorchScript, fp32)", f"{sp['against']:.0f}",
+             f"{sp['ratio_against']:.1f}x the teacher, in the same interleaved runs")
+        )  # fmt: skip
     rows.append(
         ("Sentences/s, teacher (eager PyTorch, fp32)", f"{sp['teacher']:.0f}",
          f"student = {sp['ratio_student']:.1f}x (TorchScript) / {sp['ratio_eager']:.1f}x (eager)")
@@ -295,6 +300,9 @@ def main() -> None:
     ap.add_argument("--speed-runs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--int8", action="store_true", help="also score int8 dynamic quantization")
+    ap.add_argument(
+        "--speed-against", type=Path, default=None, help="another bundle, timed in the same runs"
+    )
     ap.add_argument("--loso", type=Path, default=None, help="leave-one-source-out runs' folder")
     ap.add_argument("--train-log", type=Path, default=None, help="train_log.json of the bundle")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
@@ -317,6 +325,9 @@ def main() -> None:
     models = {"student": student, "eager": load_eager(args.bundle), "teacher": teacher.model}
     if args.int8:
         models["int8"], r["int8"] = int8_bundle_scores(args.bundle, tok, texts, t, args.n_pairs)
+    if args.speed_against:  # e.g. the model this one replaces: speed side by side
+        models["against"], _, _ = load_student(args.speed_against)
+        r["against"] = str(args.speed_against)
     r["speed"] = speed(models, tok, texts[: args.speed_texts], args.speed_runs)
 
     from aft.distill.samples import load_samples

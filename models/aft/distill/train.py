@@ -21,7 +21,10 @@ position table the new variant lacks is dropped, blocks the source lacks start a
 (`aft.distill.documents`): each section pooled from the whole-document pass against the
 teacher's vector of the section alone (late chunking), and the document's pooled vector
 against the teacher's token-weighted mean of its sections. Variants without a position table
-(decay, simple, conv) train at that length and export with --max-seq-len.
+(decay, simple, conv) train at that length and export with --max-seq-len. --context-weight adds,
+in those batches, a loss that rewards context: texts left out of each document as queries
+must find their window, pooled from the whole pass, among all windows of the batch
+(`aft.distill.documents`, `context_loss`).
 """
 
 from __future__ import annotations
@@ -256,7 +259,8 @@ def fraction_done(args, pr: Progress) -> float:
 # --cpu-minutes, --wall-minutes) may change: the schedule is then stretched from where it is.
 RUN_KEYS = ("variant", "batch_size", "lr", "rel_weight", "train_embeddings", "seed",
             "exclude_source", "bf16", "no_teacher_init", "grow", "max_train", "init_from",
-            "max_seq_len", "long_every", "long_tokens", "long_docs", "long_weight")  # fmt: skip
+            "max_seq_len", "long_every", "long_tokens", "long_docs", "long_weight",
+            "context_weight")  # fmt: skip
 BUDGET_KEYS = ("steps", "cpu_minutes", "wall_minutes")
 
 
@@ -417,7 +421,8 @@ def distill(args, tok=None, monitor=None) -> tuple[AFTEncoder, dict]:
         loss = distill_loss(raw.float(), target, args.rel_weight)
         if documents is not None and pr.step % args.long_every == 0:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-                long_loss = document_loss(model, documents.batch(pr.step, args.long_docs), args)
+                batch = documents.batch(pr.step, args.long_docs, context=args.context_weight > 0)
+                long_loss = document_loss(model, batch, args)
             loss = loss + args.long_weight * long_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -493,7 +498,25 @@ def document_loss(model: AFTEncoder, batch, args) -> torch.Tensor:
     sections = pool_sections(x.float(), batch.section_of, len(batch.section_targets))
     section_raw = model.proj(sections)  # (S, 384)
     doc_cos = (1.0 - (F.normalize(doc.float(), dim=-1) * batch.doc_targets).sum(-1)).mean()
-    return distill_loss(section_raw.float(), batch.section_targets, args.rel_weight) + doc_cos
+    loss = distill_loss(section_raw.float(), batch.section_targets, args.rel_weight) + doc_cos
+    if args.context_weight > 0:
+        loss = loss + args.context_weight * context_loss(model, x, batch)
+    return loss
+
+
+# Softmax temperature of the context loss: cosines of 0.05 apart are e-fold apart in odds.
+CONTEXT_TEMPERATURE = 0.05
+
+
+def context_loss(model: AFTEncoder, states: torch.Tensor, batch) -> torch.Tensor:
+    """Cross-entropy of each query's right window among all windows of the batch, scored by the
+    cosine of the teacher's query vector to each window pooled from the whole-document pass (the
+    service's late-chunk vector): what chunk-alone embedding cannot see, this loss rewards."""
+    if len(batch.query_window) == 0:
+        return states.new_zeros(())
+    windows = model.proj(pool_sections(states.float(), batch.window_of, batch.windows))
+    scores = batch.query_targets @ F.normalize(windows.float(), dim=-1).T  # (Q, windows)
+    return F.cross_entropy(scores / CONTEXT_TEMPERATURE, batch.query_window)
 
 
 def fit_head(model: AFTEncoder, args, log: dict) -> list[str]:
@@ -597,6 +620,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--long-tokens", type=int, default=1024, help="tokens per long document")
     ap.add_argument("--long-docs", type=int, default=4, help="documents per long batch")
     ap.add_argument("--long-weight", type=float, default=1.0, help="weight of their loss")
+    ap.add_argument(
+        "--context-weight",
+        type=float,
+        default=0.0,
+        help="weight of the context loss in long batches (queries find their window; 0: off)",
+    )
     ap.add_argument("--student", type=Path, default=None, help="skip distillation: student.pt")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
