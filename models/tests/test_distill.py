@@ -211,6 +211,28 @@ def test_grow_takes_in_shards_labelled_since_at_the_next_epoch(tmp_path, monkeyp
     assert log["epoch_texts"] == [40, 80] and log["train_texts"] == 80 and log["steps"] == 9
 
 
+def test_a_checkpoint_from_before_an_argument_existed_resumes_with_its_default(
+    tmp_path, monkeypatch
+):
+    write_shards(tmp_path / "teacher", 1, 40)
+    args, tok, monitor = tiny_run(tmp_path, "old", "--steps", "6")
+    monkeypatch.setattr(train_mod, "Stopper", lambda: StopAfter(3))
+    with pytest.raises(SystemExit):
+        train_mod.distill(args, tok, monitor)
+    ck_path = args.out / "checkpoint.pt"
+    ck = torch.load(ck_path, weights_only=False)
+    del ck["run"]["context_weight"]  # as written before --context-weight existed
+    torch.save(ck, ck_path)
+    monkeypatch.setattr(train_mod, "Stopper", lambda: StopAfter(10**9))
+    args.resume = True
+    _, log = train_mod.distill(args, tok, monitor)
+    assert log["steps"] == 6
+    # A value other than that default is still a different run.
+    args.context_weight = 0.5
+    with pytest.raises(SystemExit, match="context_weight"):
+        train_mod.distill(args, tok, monitor)
+
+
 def test_clock_does_not_count_time_spent_stopped():
     import signal
     import time

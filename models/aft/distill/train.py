@@ -300,7 +300,9 @@ def distill(args, tok=None, monitor=None) -> tuple[AFTEncoder, dict]:
     run = {k: getattr(args, k) for k in RUN_KEYS} | {"shape": shape_of(args)}
     budget = {k: getattr(args, k) for k in BUDGET_KEYS}
     if ck is not None:
-        diff = {k: (ck["run"].get(k), v) for k, v in run.items() if ck["run"].get(k) != v}
+        # An argument added after the checkpoint was written had its default then.
+        saved = {k: ck["run"].get(k, parser().get_default(k)) for k in run}
+        diff = {k: (saved[k], v) for k, v in run.items() if saved[k] != v}
         if diff:
             raise SystemExit(f"--resume: arguments differ from the checkpoint's: {diff}")
         change = {k: (ck["budget"][k], v) for k, v in budget.items() if ck["budget"][k] != v}
