@@ -41,17 +41,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("--max-queued-tokens-per-key has no effect without API keys");
     }
     let bundles = verify_bundles(&config.models())?;
-    // Every worker of every model, long lanes included, shares the CPUs (see TorchFactory::new).
-    let cpu_sharers = bundles
-        .iter()
-        .map(|(_, bundle)| {
-            let max_input = config.max_input_tokens(bundle.manifest.max_seq_len);
-            let long = config
-                .long_lane_threshold(max_input)
-                .map_or(0, |_| config.long_workers);
-            config.workers + long
-        })
-        .sum();
+    let cpu_sharers = CpuSharers::count(&config, &bundles);
     let models = bundles
         .into_iter()
         .map(|(name, bundle)| load_model(name, bundle, &config, cpu_sharers, device, &metrics))
@@ -60,6 +50,38 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     memory::spawn(config.memory_release_interval)
         .context("cannot start the memory release thread")?;
     server::run(models, metrics, keys, http_config(&config)).await
+}
+
+/// How many workers share the CPUs when `--intra-op-threads` is 0 (each then gets CPUs / sharers
+/// threads, at least one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuSharers {
+    /// The short-input workers of every model. Long lanes are left out: they are idle unless a
+    /// long document arrives, and counting them halved a lone short worker's threads (half the
+    /// requests/s at saturation on 2 CPUs, docs/BENCHMARKS.md).
+    pub short: usize,
+    /// Every worker of every model, long lanes included: a long lane's share, so that a long
+    /// document running beside short batches over-subscribes the CPUs as little as possible.
+    pub all: usize,
+}
+
+impl CpuSharers {
+    pub fn count(config: &Config, bundles: &[(String, Arc<Bundle>)]) -> Self {
+        let short = config.workers * bundles.len();
+        let long: usize = bundles
+            .iter()
+            .map(|(_, bundle)| {
+                let max_input = config.max_input_tokens(bundle.manifest.max_seq_len);
+                config
+                    .long_lane_threshold(max_input)
+                    .map_or(0, |_| config.long_workers)
+            })
+            .sum();
+        Self {
+            short,
+            all: short + long,
+        }
+    }
 }
 
 /// Verifies every bundle and names it (the given name, else the manifest's), before any model
@@ -88,12 +110,12 @@ pub fn verify_bundles(models: &[ModelDir]) -> anyhow::Result<Vec<(String, Arc<Bu
 /// core (queue, batcher, workers, and a long-input lane when its inputs may be long) on `device` (the workers load and warm the model in the
 /// background; see [`Service::wait_ready`]), and describes it for `/info` and the
 /// `aft_model_info` metric. `config` gives the batching, queue and request limits;
-/// `cpu_sharers` is how many workers, across all models, share the CPUs.
+/// `cpu_sharers` counts the workers, across all models, that share the CPUs ([`CpuSharers`]).
 pub fn load_model(
     name: String,
     bundle: Arc<Bundle>,
     config: &Config,
-    cpu_sharers: usize,
+    cpu_sharers: CpuSharers,
     device: Device,
     metrics: &Metrics,
 ) -> anyhow::Result<ServedModel> {
@@ -114,7 +136,7 @@ pub fn load_model(
     let factory = TorchFactory::new(
         bundle.clone(),
         device,
-        cpu_sharers,
+        cpu_sharers.short,
         config.intra_op_threads,
         batch_warm_up(short_max, limits),
     );
@@ -126,7 +148,7 @@ pub fn load_model(
         factory: Arc::new(TorchFactory::new(
             bundle.clone(),
             device,
-            cpu_sharers,
+            cpu_sharers.all,
             config.intra_op_threads,
             (1, above.saturating_mul(2).min(max_input)),
         )),
@@ -211,5 +233,44 @@ fn http_config(config: &Config) -> HttpConfig {
             keep_alive_timeout: config.keep_alive_timeout,
             max_connections: config.max_connections,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn tiny_bundles(n: usize) -> Vec<(String, Arc<Bundle>)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-aft");
+        let bundle = Arc::new(Bundle::load(&dir).expect("the tiny fixture bundle loads"));
+        (0..n).map(|i| (format!("m{i}"), bundle.clone())).collect()
+    }
+
+    fn sharers(args: &[&str], models: usize) -> CpuSharers {
+        let argv = ["aft-serve", "--model-dir", "unused"].iter().chain(args);
+        let config = Config::try_parse_from(argv).expect("valid flags");
+        CpuSharers::count(&config, &tiny_bundles(models))
+    }
+
+    #[test]
+    fn short_workers_get_their_threads_without_counting_idle_long_lanes() {
+        // tiny-aft takes 128 tokens, so a 64-token threshold gives each model a long lane.
+        let long = ["--workers", "2", "--long-input-tokens", "64"];
+        assert_eq!(sharers(&long, 2), CpuSharers { short: 4, all: 6 });
+        let no_lane = [
+            "--workers",
+            "2",
+            "--long-input-tokens",
+            "64",
+            "--long-workers",
+            "0",
+        ];
+        assert_eq!(sharers(&no_lane, 2), CpuSharers { short: 4, all: 4 });
+        // A threshold above the model's limit: no long lane either.
+        assert_eq!(
+            sharers(&["--long-input-tokens", "512"], 1),
+            CpuSharers { short: 1, all: 1 }
+        );
     }
 }

@@ -79,7 +79,8 @@ pub struct Config {
     pub workers: usize,
 
     /// Threads libtorch uses inside one forward pass (per worker); 0 = number of CPUs / all
-    /// workers (workers x models), so that models busy at once do not oversubscribe the CPUs.
+    /// short-input workers (workers x models), so that models busy at once do not oversubscribe
+    /// the CPUs; a long-input lane's workers get CPUs / every worker, long lanes included.
     #[arg(long, env = "AFT_INTRA_OP_THREADS", default_value_t = 0)]
     pub intra_op_threads: usize,
 

@@ -26,29 +26,6 @@ fn assert_queue_full(status: u16, retry_after: Option<&str>, body: &Value) {
     assert!(secs >= 1);
 }
 
-/// POSTs `inputs` to `/v1/embed` in a task of its own; yields (status, Retry-After, body).
-fn spawn_embed(
-    server: &Server,
-    inputs: Vec<String>,
-) -> tokio::task::JoinHandle<(u16, Option<String>, Value)> {
-    let url = server.url("/v1/embed");
-    tokio::spawn(async move {
-        let r = reqwest::Client::new()
-            .post(url)
-            .json(&json!({ "inputs": inputs }))
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        let retry_after = r
-            .headers()
-            .get("retry-after")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let body: Value = r.json().await.unwrap();
-        (status, retry_after, body)
-    })
-}
-
 fn texts(texts: &[&str]) -> Vec<String> {
     texts.iter().map(|t| t.to_string()).collect()
 }
@@ -72,16 +49,20 @@ async fn a_request_that_does_not_fit_the_queue_is_refused_at_once_with_429() {
         "1",
     ])
     .await;
-    let waiting = spawn_embed(&server, texts(&["the first input waits for company"]));
+    let waiting = spawn_embed(
+        &server,
+        json!({ "inputs": texts(&["the first input waits for company"]) }),
+    );
     server
         .wait_for_metric(r#"aft_queue_depth{model="tiny-aft"}"#, |v| v == 1.0)
         .await;
 
     // 1 waiting + 4 more > 4: refused while the input ahead of it still waits, so the refusal
     // did not wait for space.
-    let (status, retry_after, body) = spawn_embed(&server, texts(&["a", "b", "c", "d"]))
-        .await
-        .unwrap();
+    let (status, retry_after, body) =
+        spawn_embed(&server, json!({ "inputs": texts(&["a", "b", "c", "d"]) }))
+            .await
+            .unwrap();
     assert_queue_full(status, retry_after.as_deref(), &body);
     assert!(
         !waiting.is_finished(),
@@ -89,7 +70,7 @@ async fn a_request_that_does_not_fit_the_queue_is_refused_at_once_with_429() {
     );
 
     // A second input completes the batch: both run together.
-    let (status, _, body) = spawn_embed(&server, texts(&["the second input"]))
+    let (status, _, body) = spawn_embed(&server, json!({ "inputs": texts(&["the second input"]) }))
         .await
         .unwrap();
     assert_eq!(status, 200, "{body}");
@@ -120,7 +101,7 @@ async fn an_overloaded_queue_refuses_the_excess_and_runs_only_what_it_admitted()
     let long = "a long text that fills the window ".repeat(30);
     // 48 requests of 8 long inputs each, one sequence per batch: the queue (8 inputs) overflows.
     let tasks: Vec<_> = (0..48)
-        .map(|i| spawn_embed(&server, vec![format!("{i} {long}"); 8]))
+        .map(|i| spawn_embed(&server, json!({ "inputs": vec![format!("{i} {long}"); 8] })))
         .collect();
     let (mut ok, mut refused) = (0, 0);
     for task in tasks {
@@ -196,26 +177,15 @@ async fn a_slow_request_times_out_with_504_and_its_work_is_dropped() {
     );
 }
 
-/// Runs the binary to completion and returns (exit code, stderr + stdout).
-fn run_to_exit(args: &[&str]) -> (i32, String) {
-    let out = std::process::Command::new(BIN)
-        .args(["--host", "127.0.0.1", "--port", "0"])
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
-
 #[test]
 fn an_unusable_device_fails_with_one_clear_error() {
     let tiny = tiny();
-    let run =
-        |device: &str| run_to_exit(&["--model-dir", tiny.to_str().unwrap(), "--device", device]);
+    let run = |device: &str| {
+        run_to_exit(
+            None,
+            &["--model-dir", tiny.to_str().unwrap(), "--device", device],
+        )
+    };
     let (code, text) = run("tpu");
     assert_eq!(code, 1, "{text}");
     assert!(
@@ -257,7 +227,7 @@ fn a_bad_bundle_fails_naming_the_file_and_field() {
         let mut m = original.clone();
         edit(&mut m);
         std::fs::write(&manifest_path, m.to_string()).unwrap();
-        let (code, text) = run_to_exit(&["--model-dir", dir.to_str().unwrap()]);
+        let (code, text) = run_to_exit(None, &["--model-dir", dir.to_str().unwrap()]);
         assert_eq!(code, 1, "{text}");
         assert!(
             text.contains("manifest.json") && text.contains(&format!("`{field}`")),
@@ -276,7 +246,7 @@ fn a_bad_bundle_fails_naming_the_file_and_field() {
         },
         "max_seq_len",
     );
-    let (code, text) = run_to_exit(&["--model-dir", "/nonexistent/bundle"]);
+    let (code, text) = run_to_exit(None, &["--model-dir", "/nonexistent/bundle"]);
     assert_eq!(code, 1);
     assert!(text.contains("/nonexistent/bundle/manifest.json"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -284,14 +254,17 @@ fn a_bad_bundle_fails_naming_the_file_and_field() {
 
 #[test]
 fn inconsistent_options_are_refused() {
-    let (code, text) = run_to_exit(&[
-        "--model-dir",
-        tiny().to_str().unwrap(),
-        "--max-queue-size",
-        "4",
-        "--max-client-batch-size",
-        "8",
-    ]);
+    let (code, text) = run_to_exit(
+        None,
+        &[
+            "--model-dir",
+            tiny().to_str().unwrap(),
+            "--max-queue-size",
+            "4",
+            "--max-client-batch-size",
+            "8",
+        ],
+    );
     assert_eq!(code, 1);
     assert!(text.contains("--max-client-batch-size"), "{text}");
 }

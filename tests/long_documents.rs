@@ -373,28 +373,6 @@ async fn inputs_past_the_limits_get_422_and_requests_past_the_queue_get_413() {
     assert_eq!(info["limits"]["max_queued_tokens"], 10000);
 }
 
-/// POSTs `body` to `/v1/embed` in a task of its own; yields (status, Retry-After, body).
-fn spawn_embed(
-    server: &Server,
-    body: Value,
-) -> tokio::task::JoinHandle<(u16, Option<String>, Value)> {
-    let url = server.url("/v1/embed");
-    tokio::spawn(async move {
-        let r = reqwest::Client::new()
-            .post(url)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        let retry_after = r
-            .headers()
-            .get("retry-after")
-            .map(|v| v.to_str().unwrap().to_owned());
-        (status, retry_after, r.json().await.unwrap_or(Value::Null))
-    })
-}
-
 #[tokio::test]
 async fn queued_tokens_are_bounded_with_429_and_retry_after() {
     // A batch of one 1,002-token input is not full (2 x 1,002 fits 4,096 tokens), so with a

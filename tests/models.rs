@@ -244,28 +244,6 @@ async fn one_bundle_served_under_two_names_with_name_equals_dir() {
     );
 }
 
-/// Runs the binary to completion with `AFT_MODEL_DIR` set to `model_dirs` (unset when `None`)
-/// and returns (exit code, stderr + stdout).
-fn run_to_exit(model_dirs: Option<&str>, args: &[&str]) -> (i32, String) {
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.env_remove("AFT_MODEL_DIR").env_remove("AFT_MODEL_NAME");
-    if let Some(dirs) = model_dirs {
-        cmd.env("AFT_MODEL_DIR", dirs);
-    }
-    let out = cmd
-        .args(["--host", "127.0.0.1", "--port", "0"])
-        .args(args)
-        .args(FAST)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
-
 #[test]
 fn two_models_with_one_name_are_a_start_up_error() {
     let tiny = tiny();

@@ -3,9 +3,12 @@
 //! Transport failures (routing, auth, body, timeout) are cases of their own; everything the service
 //! refuses arrives as a [`ServiceError`] and keeps its message.
 
+use std::collections::BTreeMap;
+
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::openapi::{self, ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::ToSchema;
 
 use crate::service::ServiceError;
@@ -64,6 +67,43 @@ pub struct ErrorDetail {
     pub code: &'static str,
     /// The request field at fault, when there is one.
     pub param: Option<String>,
+}
+
+/// The error responses every inference route documents alike (the routes add their own 400,
+/// 413 and 422, whose causes differ), all with the [`ErrorBody`] shape: for the OpenAPI document.
+pub struct InferenceErrors;
+
+impl InferenceErrors {
+    const RESPONSES: [(u16, &'static str); 7] = [
+        (401, "Missing or invalid API key (when keys are configured)"),
+        (404, "No served model has this `model` name"),
+        (415, "No `Content-Type: application/json`"),
+        (
+            429,
+            "Queue full (inputs or tokens waiting); retry after `Retry-After` seconds",
+        ),
+        (500, "Inference failed"),
+        (503, "Not ready yet, or shutting down"),
+        (504, "Past `--request-timeout`"),
+    ];
+}
+
+impl utoipa::IntoResponses for InferenceErrors {
+    fn responses() -> BTreeMap<String, RefOr<openapi::Response>> {
+        Self::RESPONSES
+            .iter()
+            .map(|&(status, description)| {
+                let body = ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build();
+                let response = ResponseBuilder::new()
+                    .description(description)
+                    .content("application/json", body)
+                    .build();
+                (status.to_string(), response.into())
+            })
+            .collect()
+    }
 }
 
 impl ApiError {

@@ -259,4 +259,29 @@ mod tests {
             json!(usize::MAX)
         );
     }
+
+    #[test]
+    fn inference_routes_document_every_error_status_with_the_error_body() {
+        let doc = serde_json::to_value(document()).expect("the document serialises");
+        let statuses = [
+            "400", "401", "404", "413", "415", "422", "429", "500", "503", "504",
+        ];
+        for path in ["/v1/embed", "/v1/embeddings", "/v1/classify"] {
+            let responses = &doc["paths"][path]["post"]["responses"];
+            for status in statuses {
+                let response = &responses[status];
+                assert!(
+                    response["description"]
+                        .as_str()
+                        .is_some_and(|d| !d.is_empty()),
+                    "{path} {status}: no description"
+                );
+                assert_eq!(
+                    response["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{path} {status}"
+                );
+            }
+        }
+    }
 }

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::Engine;
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, InferenceErrors};
 use super::extract::ApiJson;
 use super::scheduling::CallerParts;
 use super::types::*;
@@ -25,15 +25,9 @@ use crate::service::{EmbedOptions, ServiceError, Timing};
     responses(
         (status = 200, description = "One embedding per input, in input order; with `chunking`, also each input's chunks", body = EmbedResponse),
         (status = 400, description = "The body is not JSON, or `chunking` for a model whose bundle cannot pool chunks (`chunking_unsupported`)", body = ErrorBody),
-        (status = 401, description = "Missing or invalid API key (when keys are configured)", body = ErrorBody),
-        (status = 404, description = "No served model has this `model` name", body = ErrorBody),
         (status = 413, description = "More inputs than `max_client_batch_size`, a body over `max_body_bytes`, more tokens than `max_queued_tokens` (`too_many_tokens`), or more chunk vectors than `max_chunks` (`too_many_chunks`)", body = ErrorBody),
-        (status = 415, description = "No `Content-Type: application/json`", body = ErrorBody),
         (status = 422, description = "JSON of the wrong shape, or a value the schema or the model refuses (empty text, `dimensions` out of range, `chunking.tokens` < 1 or `chunking.overlap` >= `chunking.tokens`, an input over `max_input_tokens` with `truncate: false`)", body = ErrorBody),
-        (status = 429, description = "Queue full (inputs or tokens waiting); retry after `Retry-After` seconds", body = ErrorBody),
-        (status = 500, description = "Inference failed", body = ErrorBody),
-        (status = 503, description = "Not ready yet, or shutting down", body = ErrorBody),
-        (status = 504, description = "Past `--request-timeout`", body = ErrorBody),
+        InferenceErrors,
     ),
     security((), ("bearer" = []))
 )]
@@ -79,15 +73,9 @@ pub async fn embed(
     responses(
         (status = 200, body = OpenAiEmbeddingsResponse),
         (status = 400, description = "The body is not JSON", body = ErrorBody),
-        (status = 401, description = "Missing or invalid API key (when keys are configured)", body = ErrorBody),
-        (status = 404, description = "No served model has this `model` name", body = ErrorBody),
         (status = 413, description = "More inputs than `max_client_batch_size`, a body over `max_body_bytes`, or more tokens than `max_queued_tokens` (`too_many_tokens`)", body = ErrorBody),
-        (status = 415, description = "No `Content-Type: application/json`", body = ErrorBody),
         (status = 422, description = "JSON of the wrong shape, or a value the schema or the model refuses (empty text, token id outside the vocabulary, `dimensions` out of range, too long with `truncate: false`)", body = ErrorBody),
-        (status = 429, description = "Queue full (inputs or tokens waiting); retry after `Retry-After` seconds", body = ErrorBody),
-        (status = 500, description = "Inference failed", body = ErrorBody),
-        (status = 503, description = "Not ready yet, or shutting down", body = ErrorBody),
-        (status = 504, description = "Past `--request-timeout`", body = ErrorBody),
+        InferenceErrors,
     ),
     security((), ("bearer" = []))
 )]
@@ -142,15 +130,9 @@ fn base64_f32(v: &[f32]) -> String {
     responses(
         (status = 200, description = "Top-k labels per input with softmax scores, highest first", body = ClassifyResponse),
         (status = 400, description = "The body is not JSON, or the model has no classifier head", body = ErrorBody),
-        (status = 401, description = "Missing or invalid API key (when keys are configured)", body = ErrorBody),
-        (status = 404, description = "No served model has this `model` name", body = ErrorBody),
         (status = 413, description = "More inputs than `max_client_batch_size`, a body over `max_body_bytes`, or more tokens than `max_queued_tokens` (`too_many_tokens`)", body = ErrorBody),
-        (status = 415, description = "No `Content-Type: application/json`", body = ErrorBody),
         (status = 422, description = "JSON of the wrong shape, or a value the schema or the model refuses (empty text, token id outside the vocabulary, `dimensions` out of range, too long with `truncate: false`)", body = ErrorBody),
-        (status = 429, description = "Queue full (inputs or tokens waiting); retry after `Retry-After` seconds", body = ErrorBody),
-        (status = 500, description = "Inference failed", body = ErrorBody),
-        (status = 503, description = "Not ready yet, or shutting down", body = ErrorBody),
-        (status = 504, description = "Past `--request-timeout`", body = ErrorBody),
+        InferenceErrors,
     ),
     security((), ("bearer" = []))
 )]

@@ -31,6 +31,28 @@ pub const FAST: &[&str] = &[
     "1",
 ];
 
+/// Runs the binary to completion on an ephemeral port, with `AFT_MODEL_DIR` set to
+/// `model_dirs` (unset when `None`, as is `AFT_MODEL_NAME`), and returns (exit code, stderr +
+/// stdout): for start-up errors.
+pub fn run_to_exit(model_dirs: Option<&str>, args: &[&str]) -> (i32, String) {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.env_remove("AFT_MODEL_DIR").env_remove("AFT_MODEL_NAME");
+    if let Some(dirs) = model_dirs {
+        cmd.env("AFT_MODEL_DIR", dirs);
+    }
+    let out = cmd
+        .args(["--host", "127.0.0.1", "--port", "0"])
+        .args(args)
+        .output()
+        .expect("the binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
 pub struct Server {
     child: Child,
     pub base: String,
@@ -241,6 +263,28 @@ where
         }
         tokio::time::sleep(every).await;
     }
+}
+
+/// POSTs `body` to `/v1/embed` in a task of its own; yields (status, Retry-After, body).
+pub fn spawn_embed(
+    server: &Server,
+    body: Value,
+) -> tokio::task::JoinHandle<(u16, Option<String>, Value)> {
+    let url = server.url("/v1/embed");
+    tokio::spawn(async move {
+        let r = reqwest::Client::new()
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let retry_after = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (status, retry_after, r.json().await.unwrap_or(Value::Null))
+    })
 }
 
 impl Drop for Server {
