@@ -132,6 +132,9 @@ pub struct ModelMetrics {
     pub long_inputs_running: IntGauge,
 }
 
+/// The most labels a per-model family has besides `model`.
+const MAX_OTHER_LABELS: usize = 3;
+
 /// One model's part of a per-model family with more labels than `model`: the model is fixed,
 /// the other label values are given at each use.
 #[derive(Clone)]
@@ -141,12 +144,15 @@ pub struct ModelVec<V> {
 }
 
 impl<P: MetricVecBuilder> ModelVec<MetricVec<P>> {
-    /// The series for this model and `rest`, the family's other label values in order.
+    /// The series for this model and `rest`, the family's other label values in order (at most
+    /// [`MAX_OTHER_LABELS`]). On the request path, so the values are gathered on the stack.
     pub fn with_label_values(&self, rest: &[&str]) -> P::M {
-        let mut values = Vec::with_capacity(rest.len() + 1);
-        values.push(self.model.as_str());
-        values.extend_from_slice(rest);
-        self.vec.with_label_values(&values)
+        let mut values = [""; MAX_OTHER_LABELS + 1];
+        let n = rest.len().min(MAX_OTHER_LABELS);
+        debug_assert_eq!(n, rest.len(), "a per-model family with too many labels");
+        values[0] = self.model.as_str();
+        values[1..=n].copy_from_slice(&rest[..n]);
+        self.vec.with_label_values(&values[..=n])
     }
 }
 

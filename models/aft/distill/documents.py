@@ -39,11 +39,15 @@ class DocumentBatch:
     doc_targets: torch.Tensor  # (B, 384) float32, L2-normalised token-weighted section means
     # With context=True (else empty): windows and the queries that target them.
     window_of: torch.Tensor  # (B, T) int64: the window index of each token, -1 for none
-    windows: int
     query_targets: torch.Tensor  # (Q, 384) float32, L2-normalised teacher vectors of the queries
     query_window: torch.Tensor  # (Q,) int64: each query's right window
     section_rows: list[int]  # the training-set row of each section
     query_rows: list[int]  # ... and of each query
+
+    @property
+    def windows(self) -> int:
+        """How many windows the batch has (windows are numbered 0 .. windows - 1)."""
+        return int(self.window_of.max()) + 1 if self.window_of.numel() else 0
 
 
 # Window sizes (text tokens) a context batch draws from: the service's default late chunk
@@ -137,7 +141,6 @@ class DocumentSampler:
             self._targets(section_rows),
             torch.stack(doc_targets),
             window_of,
-            windows,
             self._targets(query_rows),
             torch.tensor(query_window, dtype=torch.long),
             section_rows,
