@@ -59,11 +59,11 @@ async fn a_request_that_does_not_fit_the_queue_is_refused_at_once_with_429() {
 
     // 1 waiting + 4 more > 4: refused while the input ahead of it still waits, so the refusal
     // did not wait for space.
-    let (status, retry_after, body) =
+    let (status, headers, body) =
         spawn_embed(&server, json!({ "inputs": texts(&["a", "b", "c", "d"]) }))
             .await
             .unwrap();
-    assert_queue_full(status, retry_after.as_deref(), &body);
+    assert_queue_full(status, header(&headers, "retry-after").as_deref(), &body);
     assert!(
         !waiting.is_finished(),
         "the queued request was answered before the refusal"
@@ -105,13 +105,13 @@ async fn an_overloaded_queue_refuses_the_excess_and_runs_only_what_it_admitted()
         .collect();
     let (mut ok, mut refused) = (0, 0);
     for task in tasks {
-        let (status, retry_after, body) = task.await.unwrap();
+        let (status, headers, body) = task.await.unwrap();
         if status == 200 {
             ok += 1;
             assert_eq!(body["embeddings"].as_array().unwrap().len(), 8);
         } else {
             refused += 1;
-            assert_queue_full(status, retry_after.as_deref(), &body);
+            assert_queue_full(status, header(&headers, "retry-after").as_deref(), &body);
         }
     }
     assert!(ok >= 1 && refused >= 1, "ok {ok}, refused {refused}");

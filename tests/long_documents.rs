@@ -394,12 +394,13 @@ async fn queued_tokens_are_bounded_with_429_and_retry_after() {
         .wait_for_metric(&metric("aft_queue_depth"), |v| v == 1.0)
         .await;
     // 1,002 queued + 2,102 > 3,000: refused at once, while the first still waits.
-    let (status, retry_after, body) = spawn_embed(&server, json!({ "inputs": [words(2100, 7)] }))
+    let (status, headers, body) = spawn_embed(&server, json!({ "inputs": [words(2100, 7)] }))
         .await
         .unwrap();
     assert_eq!(status, 429, "{body}");
     assert_eq!(assert_error_shape(&body), "queue_full");
-    assert!(retry_after.expect("Retry-After").parse::<u64>().unwrap() >= 1);
+    let retry_after = header(&headers, "retry-after").expect("Retry-After");
+    assert!(retry_after.parse::<u64>().unwrap() >= 1);
     assert!(!waiting.is_finished());
     // 1,002 + 1,502 fits: it fills the waiting input's batch (2 inputs) and both run at once.
     let (status, _, body) = spawn_embed(&server, json!({ "inputs": [words(1500, 8)] }))
@@ -448,16 +449,18 @@ async fn without_a_long_lane_a_short_request_waits_for_the_long_document() {
     let server = start(&["--max-batch-tokens", "1024", "--long-workers", "0"]).await;
     let (_, info) = server.get("/info").await;
     assert_eq!(info["limits"]["long_input_tokens"], Value::Null);
-    let long = spawn_embed_timed(&server, json!({ "inputs": [words(20000, 9)] }));
+    let long = spawn_embed(&server, json!({ "inputs": [words(20000, 9)] }));
     // The long input has left the queue for the worker.
     server
         .wait_for_metric(&metric("aft_batch_size_count"), |v| v >= 1.0)
         .await;
-    let short = spawn_embed_timed(&server, json!({ "inputs": ["short request"] }));
-    let (status, short_queue_ms, _) = short.await.unwrap();
+    let short = spawn_embed(&server, json!({ "inputs": ["short request"] }));
+    let (status, headers, _) = short.await.unwrap();
     assert_eq!(status, 200);
-    let (status, _, long_inference_ms) = long.await.unwrap();
+    let short_queue_ms = millis(&headers, "x-queue-time");
+    let (status, headers, _) = long.await.unwrap();
     assert_eq!(status, 200);
+    let long_inference_ms = millis(&headers, "x-inference-time");
     // Sent just after the long forward pass began, the short request waited for most of it
     // (half is a wide margin for the milliseconds between the two).
     assert!(
@@ -466,28 +469,9 @@ async fn without_a_long_lane_a_short_request_waits_for_the_long_document() {
     );
 }
 
-/// POSTs `body` to `/v1/embed` in a task of its own; yields (status, x-queue-time,
-/// x-inference-time), in milliseconds.
-fn spawn_embed_timed(server: &Server, body: Value) -> tokio::task::JoinHandle<(u16, f64, f64)> {
-    let url = server.url("/v1/embed");
-    tokio::spawn(async move {
-        let r = reqwest::Client::new()
-            .post(url)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let header = |name: &str| -> f64 {
-            r.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("no {name} header"))
-        };
-        (
-            r.status().as_u16(),
-            header("x-queue-time"),
-            header("x-inference-time"),
-        )
-    })
+/// A timing header (`x-queue-time`, `x-inference-time`), in milliseconds.
+fn millis(headers: &reqwest::header::HeaderMap, name: &str) -> f64 {
+    header(headers, name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} header"))
 }

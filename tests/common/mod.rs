@@ -265,11 +265,12 @@ where
     }
 }
 
-/// POSTs `body` to `/v1/embed` in a task of its own; yields (status, Retry-After, body).
+/// POSTs `body` to `/v1/embed` in a task of its own; yields (status, headers, body; null when
+/// the body is not JSON).
 pub fn spawn_embed(
     server: &Server,
     body: Value,
-) -> tokio::task::JoinHandle<(u16, Option<String>, Value)> {
+) -> tokio::task::JoinHandle<(u16, reqwest::header::HeaderMap, Value)> {
     let url = server.url("/v1/embed");
     tokio::spawn(async move {
         let r = reqwest::Client::new()
@@ -279,12 +280,16 @@ pub fn spawn_embed(
             .await
             .unwrap();
         let status = r.status().as_u16();
-        let retry_after = r
-            .headers()
-            .get("retry-after")
-            .map(|v| v.to_str().unwrap().to_owned());
-        (status, retry_after, r.json().await.unwrap_or(Value::Null))
+        let headers = r.headers().clone();
+        (status, headers, r.json().await.unwrap_or(Value::Null))
     })
+}
+
+/// A response header as text, if present.
+pub fn header(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| v.to_str().expect("a text header").to_owned())
 }
 
 impl Drop for Server {
