@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aft_serve::backend::threads::LaneThreads;
 use aft_serve::backend::torch::{batch_warm_up, TorchFactory};
 use aft_serve::bundle::Bundle;
 use aft_serve::core::{select_batch, Backend, BackendFactory, BatchLimits};
@@ -98,7 +99,13 @@ impl Model {
     /// allow.
     fn replica(&self, threads: usize, limits: BatchLimits) -> Result<Box<dyn Backend>> {
         let warm_up = batch_warm_up(self.bundle.manifest.max_seq_len, limits);
-        let factory = TorchFactory::new(self.bundle.clone(), Device::Cpu, 1, threads, warm_up);
+        let threads = LaneThreads {
+            alone: threads,
+            beside_long: threads,
+            long_lane: false,
+            long_running: Default::default(),
+        };
+        let factory = TorchFactory::new(self.bundle.clone(), Device::Cpu, threads, warm_up);
         Ok(factory.create(0)?)
     }
 }

@@ -3,12 +3,14 @@
 //! then hand the finished objects to [`server::run`]. The one place that knows every layer.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use tch::Device;
 
+use crate::backend::threads::LaneThreads;
 use crate::backend::torch::{batch_warm_up, device_name, parse_device, TorchFactory};
 use crate::bundle::{Bundle, EMBED_SPANS};
 use crate::config::{Config, ModelDir, Scheduling};
@@ -41,10 +43,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("--max-queued-tokens-per-key has no effect without API keys");
     }
     let bundles = verify_bundles(&config.models())?;
-    let cpu_sharers = CpuSharers::count(&config, &bundles);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu_sharers = CpuSharers::count(&config, &bundles, cpus);
     let models = bundles
         .into_iter()
-        .map(|(name, bundle)| load_model(name, bundle, &config, cpu_sharers, device, &metrics))
+        .map(|(name, bundle)| load_model(name, bundle, &config, &cpu_sharers, device, &metrics))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let models = ServedModels::new(models)?;
     memory::spawn(config.memory_release_interval)
@@ -52,21 +55,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     server::run(models, metrics, keys, http_config(&config)).await
 }
 
-/// How many workers share the CPUs when `--intra-op-threads` is 0 (each then gets CPUs / sharers
-/// threads, at least one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the CPUs are shared between the workers of every model when `--intra-op-threads` is 0.
+#[derive(Debug, Clone)]
 pub struct CpuSharers {
+    pub cpus: usize,
     /// The short-input workers of every model. Long lanes are left out: they are idle unless a
     /// long document arrives, and counting them halved a lone short worker's threads (half the
     /// requests/s at saturation on 2 CPUs, docs/BENCHMARKS.md).
     pub short: usize,
-    /// Every worker of every model, long lanes included: a long lane's share, so that a long
-    /// document running beside short batches over-subscribes the CPUs as little as possible.
+    /// Every worker of every model, long lanes included: the share while a long pass runs.
     pub all: usize,
+    /// Long passes running now, across every model (see [`LaneThreads`]).
+    pub long_running: Arc<AtomicUsize>,
 }
 
 impl CpuSharers {
-    pub fn count(config: &Config, bundles: &[(String, Arc<Bundle>)]) -> Self {
+    pub fn count(config: &Config, bundles: &[(String, Arc<Bundle>)], cpus: usize) -> Self {
         let short = config.workers * bundles.len();
         let long: usize = bundles
             .iter()
@@ -78,9 +82,29 @@ impl CpuSharers {
             })
             .sum();
         Self {
+            cpus,
             short,
             all: short + long,
+            long_running: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// The threads of a model's (short, long) lanes: `intra_op_threads` throughout when it is
+    /// set; else the short workers share the CPUs, and every worker does while a long pass runs
+    /// (always, on a long lane), so that the cores are never over-subscribed.
+    pub fn lane_threads(&self, intra_op_threads: usize) -> (LaneThreads, LaneThreads) {
+        let share = |sharers: usize| (self.cpus / sharers.max(1)).max(1);
+        let (alone, beside_long) = match intra_op_threads {
+            0 => (share(self.short), share(self.all)),
+            n => (n, n),
+        };
+        let lane = |alone, long_lane| LaneThreads {
+            alone,
+            beside_long,
+            long_lane,
+            long_running: self.long_running.clone(),
+        };
+        (lane(alone, false), lane(beside_long, true))
     }
 }
 
@@ -110,12 +134,12 @@ pub fn verify_bundles(models: &[ModelDir]) -> anyhow::Result<Vec<(String, Arc<Bu
 /// core (queue, batcher, workers, and a long-input lane when its inputs may be long) on `device` (the workers load and warm the model in the
 /// background; see [`Service::wait_ready`]), and describes it for `/info` and the
 /// `aft_model_info` metric. `config` gives the batching, queue and request limits;
-/// `cpu_sharers` counts the workers, across all models, that share the CPUs ([`CpuSharers`]).
+/// `cpu_sharers` says how the CPUs are shared between the workers of all models.
 pub fn load_model(
     name: String,
     bundle: Arc<Bundle>,
     config: &Config,
-    cpu_sharers: CpuSharers,
+    cpu_sharers: &CpuSharers,
     device: Device,
     metrics: &Metrics,
 ) -> anyhow::Result<ServedModel> {
@@ -133,11 +157,11 @@ pub fn load_model(
     let long_above = config.long_lane_threshold(max_input);
     // With a long lane, the short lane's inputs are at most its threshold.
     let short_max = long_above.unwrap_or(max_input);
+    let (short_threads, long_threads) = cpu_sharers.lane_threads(config.intra_op_threads);
     let factory = TorchFactory::new(
         bundle.clone(),
         device,
-        cpu_sharers.short,
-        config.intra_op_threads,
+        short_threads,
         batch_warm_up(short_max, limits),
     );
     let long_lane = long_above.map(|above| LongLane {
@@ -148,8 +172,7 @@ pub fn load_model(
         factory: Arc::new(TorchFactory::new(
             bundle.clone(),
             device,
-            cpu_sharers.all,
-            config.intra_op_threads,
+            long_threads,
             (1, above.saturating_mul(2).min(max_input)),
         )),
     });
@@ -161,7 +184,8 @@ pub fn load_model(
         workers = config.workers,
         long_lane_above = ?long_above,
         max_input_tokens = max_input,
-        intra_op_threads = factory.intra_op_threads(),
+        intra_op_threads = factory.threads().alone,
+        intra_op_threads_beside_long = factory.threads().beside_long,
         scheduling = ?config.scheduling,
         "bundle verified; loading the model"
     );
@@ -247,30 +271,32 @@ mod tests {
         (0..n).map(|i| (format!("m{i}"), bundle.clone())).collect()
     }
 
-    fn sharers(args: &[&str], models: usize) -> CpuSharers {
+    /// (short lane alone, short lane beside a long pass, long lane) threads on `cpus` CPUs.
+    fn threads(args: &[&str], models: usize, cpus: usize) -> (usize, usize, usize) {
         let argv = ["aft-serve", "--model-dir", "unused"].iter().chain(args);
         let config = Config::try_parse_from(argv).expect("valid flags");
-        CpuSharers::count(&config, &tiny_bundles(models))
+        let sharers = CpuSharers::count(&config, &tiny_bundles(models), cpus);
+        let (short, long) = sharers.lane_threads(config.intra_op_threads);
+        assert!(!short.long_lane && long.long_lane);
+        assert_eq!(long.alone, long.beside_long);
+        (short.alone, short.beside_long, long.alone)
     }
 
     #[test]
-    fn short_workers_get_their_threads_without_counting_idle_long_lanes() {
+    fn short_workers_share_the_cpus_and_yield_to_long_passes() {
         // tiny-aft takes 128 tokens, so a 64-token threshold gives each model a long lane.
-        let long = ["--workers", "2", "--long-input-tokens", "64"];
-        assert_eq!(sharers(&long, 2), CpuSharers { short: 4, all: 6 });
-        let no_lane = [
-            "--workers",
-            "2",
-            "--long-input-tokens",
-            "64",
-            "--long-workers",
-            "0",
-        ];
-        assert_eq!(sharers(&no_lane, 2), CpuSharers { short: 4, all: 4 });
-        // A threshold above the model's limit: no long lane either.
-        assert_eq!(
-            sharers(&["--long-input-tokens", "512"], 1),
-            CpuSharers { short: 1, all: 1 }
-        );
+        let lane = ["--long-input-tokens", "64"];
+        // One model on 2 CPUs: the short worker has both until a long pass runs.
+        assert_eq!(threads(&lane, 1, 2), (2, 1, 1));
+        // Two models of 2 workers each on 16 CPUs: 4 short workers, 6 with the long lanes.
+        let two = ["--workers", "2", "--long-input-tokens", "64"];
+        assert_eq!(threads(&two, 2, 16), (4, 2, 2));
+        // No long lane (none asked for, or inputs that cannot be long): nothing to yield to.
+        let none = ["--long-input-tokens", "64", "--long-workers", "0"];
+        assert_eq!(threads(&none, 2, 16), (8, 8, 8));
+        assert_eq!(threads(&["--long-input-tokens", "512"], 1, 2), (2, 2, 2));
+        // Given threads are kept throughout.
+        let given = ["--intra-op-threads", "3", "--long-input-tokens", "64"];
+        assert_eq!(threads(&given, 1, 2), (3, 3, 3));
     }
 }

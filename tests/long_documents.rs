@@ -475,3 +475,51 @@ fn millis(headers: &reqwest::header::HeaderMap, name: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {name} header"))
 }
+
+#[tokio::test]
+async fn short_workers_use_every_cpu_and_yield_the_long_lanes_share_while_it_runs() {
+    // --intra-op-threads 0: the short worker gets every CPU (the idle long lane is not counted)
+    // and the long lane CPUs / 2; while a long pass runs, the short worker drops to CPUs / 2 too.
+    // Both replicas load at once, and libtorch once gave a thread the count that the other had
+    // set last: the log reports the count each thread really has.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let args = [
+        "--long-input-tokens",
+        "1024",
+        "--max-batch-tokens",
+        "1024",
+        "--request-timeout",
+        "300s",
+    ];
+    let server = Server::start_bundle(&decay_bundle(), &args).await;
+    let logs = server.log_text();
+    let threads = |warm_up: &str| -> usize {
+        logs.lines()
+            .find(|l| l.contains("model replica loaded") && l.contains(warm_up))
+            .and_then(|l| l.split("intra_op_threads=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no replica log line with {warm_up}:\n{logs}"))
+    };
+    // Short lane: batches of 1,024 tokens; long lane: one input of 2 x 1,024 tokens.
+    assert_eq!(threads("warm_up=1x1024"), cpus, "short lane");
+    assert_eq!(threads("warm_up=1x2048"), (cpus / 2).max(1), "long lane");
+
+    let long = spawn_embed(&server, json!({ "inputs": [words(20000, 9)] }));
+    server
+        .wait_for_metric(&metric("aft_long_inputs_running"), |v| v == 1.0)
+        .await;
+    let (status, _, body) = spawn_embed(&server, json!({ "inputs": ["short request"] }))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = long.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let changed = format!("intra_op_threads={}", (cpus / 2).max(1));
+    let yielded = server
+        .log_text()
+        .lines()
+        .any(|l| l.contains("intra-op threads changed") && l.contains(&changed));
+    // On one CPU there is nothing to yield.
+    assert_eq!(yielded, cpus >= 2, "{}", server.log_text());
+}

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tch::{CModule, Device, IValue, Kind, Tensor};
 
+use super::threads::{LaneThreads, LongPass};
 use crate::bundle::{Bundle, EMBED_SPANS};
 use crate::core::{Backend, BackendError, BackendFactory, BatchLimits, ModelOutput, TokenSpan};
 
@@ -67,6 +68,8 @@ pub struct TorchBackend {
     num_labels: usize,
     /// The manifest lists `embed_spans` (checked by the warm-up).
     embeds_spans: bool,
+    /// Set by [`TorchFactory`]: the lane's thread policy, and the count this thread has now.
+    threads: Option<(LaneThreads, usize)>,
 }
 
 impl TorchBackend {
@@ -90,7 +93,40 @@ impl TorchBackend {
             embedding_dim: manifest.embedding_dim,
             num_labels: manifest.labels().len(),
             embeds_spans: manifest.has_method(EMBED_SPANS),
+            threads: None,
         })
+    }
+
+    /// Runs every later pass with `threads`' count, set on the calling thread, which must be
+    /// the one that runs the passes.
+    pub fn set_threads(&mut self, threads: LaneThreads) {
+        // libtorch sets a thread's OpenMP count once more, lazily, at its first parallel op: to
+        // the process-wide value that the last `set_num_threads` of any thread left. Trigger that
+        // first (get does), so that a replica starting beside this one cannot set its count.
+        let _ = tch::get_num_threads();
+        let n = threads.now();
+        tch::set_num_threads(n as i32);
+        self.threads = Some((threads, n));
+    }
+
+    /// The OpenMP threads of the calling thread.
+    pub fn threads_now(&self) -> usize {
+        usize::try_from(tch::get_num_threads()).unwrap_or(0)
+    }
+
+    /// Before a pass: the lane's count for now, and for a long lane the mark that one runs.
+    fn begin_pass(&mut self) -> Option<LongPass> {
+        let (threads, current) = self.threads.as_mut()?;
+        let n = threads.now();
+        if n != *current {
+            tch::set_num_threads(n as i32);
+            *current = n;
+            tracing::debug!(
+                intra_op_threads = n,
+                "intra-op threads changed for this pass"
+            );
+        }
+        threads.long_pass()
     }
 
     pub fn device(&self) -> Device {
@@ -266,6 +302,7 @@ fn to_host(t: &Tensor, batch: usize, width: usize, what: &str) -> Result<Vec<f32
 
 impl Backend for TorchBackend {
     fn forward(&mut self, sequences: &[&[u32]]) -> Result<Vec<ModelOutput>, BackendError> {
+        let _long_pass = self.begin_pass();
         // Grad mode is thread-local, and this runs on the worker's own thread.
         let (embeddings, logits) = tch::no_grad(|| self.run(sequences))?;
         Ok(self.outputs(sequences.len(), &embeddings, &logits))
@@ -283,6 +320,7 @@ impl Backend for TorchBackend {
                 sequences.len()
             )));
         }
+        let _long_pass = self.begin_pass();
         let SpanOutputs {
             embeddings,
             logits,
@@ -311,55 +349,46 @@ pub fn batch_warm_up(max_len: usize, limits: BatchLimits) -> (usize, usize) {
 pub struct TorchFactory {
     bundle: Arc<Bundle>,
     device: Device,
-    intra_op_threads: usize,
+    threads: LaneThreads,
     warm_up: (usize, usize),
 }
 
 impl TorchFactory {
-    /// `intra_op_threads == 0` shares the CPUs evenly between `cpu_sharers` workers: this
-    /// model's, plus those of every other model served beside it.
+    /// `threads`: the lane's intra-op threads (see [`LaneThreads`]).
     /// `warm_up` is the (batch, sequence length) of the warm-up pass: the largest batch this
     /// replica's lane forms (see [`TorchBackend::warm_up`]).
     pub fn new(
         bundle: Arc<Bundle>,
         device: Device,
-        cpu_sharers: usize,
-        intra_op_threads: usize,
+        threads: LaneThreads,
         warm_up: (usize, usize),
     ) -> Self {
-        let intra_op_threads = if intra_op_threads > 0 {
-            intra_op_threads
-        } else {
-            let cpus = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1);
-            (cpus / cpu_sharers.max(1)).max(1)
-        };
         Self {
             bundle,
             device,
-            intra_op_threads,
+            threads,
             warm_up,
         }
     }
 
-    pub fn intra_op_threads(&self) -> usize {
-        self.intra_op_threads
+    pub fn threads(&self) -> &LaneThreads {
+        &self.threads
     }
 }
 
 impl BackendFactory for TorchFactory {
     fn create(&self, worker: usize) -> Result<Box<dyn Backend>, BackendError> {
-        // Per thread: the OpenMP thread count belongs to the calling thread.
-        tch::set_num_threads(self.intra_op_threads as i32);
         let started = std::time::Instant::now();
         let mut backend = TorchBackend::load(&self.bundle, self.device)?;
         let (batch, seq_len) = self.warm_up;
         backend.warm_up(batch, seq_len)?;
+        // Per thread: the OpenMP thread count belongs to the calling thread, the worker's. Set
+        // after the warm-up, so that warm-up passes never count as long ones.
+        backend.set_threads(self.threads.clone());
         tracing::info!(
             worker,
             device = %device_name(self.device),
-            intra_op_threads = self.intra_op_threads,
+            intra_op_threads = backend.threads_now(),
             warm_up = %format!("{batch}x{seq_len}"),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "model replica loaded and warm"
