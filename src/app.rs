@@ -55,9 +55,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     server::run(models, metrics, keys, http_config(&config)).await
 }
 
-/// How the CPUs are shared between the workers of every model when `--intra-op-threads` is 0.
+/// How the CPUs are shared between the workers of every model (see [`CpuSharers::lane_threads`]).
 #[derive(Debug, Clone)]
 pub struct CpuSharers {
+    /// The CPUs this process may use (the cgroup's quota included).
     pub cpus: usize,
     /// The short-input workers of every model. Long lanes are left out: they are idle unless a
     /// long document arrives, and counting them halved a lone short worker's threads (half the
