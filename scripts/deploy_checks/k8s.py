@@ -112,23 +112,18 @@ def _check_overlay(path: str, docs: list[dict[str, Any]], opts: set[str]) -> Non
         for ref in c.get("envFrom", [])
     ):
         fail(f"{path}: container does not load the ConfigMap {cm['metadata']['name']}")
-    threads = next((e for e in c.get("env", []) if e["name"] == "AFT_INTRA_OP_THREADS"), None)
     models = [d for d in env.get("AFT_MODEL_DIR", "").split(",") if d.strip()]
-    if len(models) > 1:
-        # Several models: aft-serve's default splits the pod's CPUs between every worker of
-        # every model; a per-worker count of limits.cpu would oversubscribe them.
-        if threads is not None:
-            fail(
-                f"{path}: {len(models)} models, but AFT_INTRA_OP_THREADS gives each worker all CPUs"
-            )
-        if not any(m.get("mountPath") == "/models" for m in c.get("volumeMounts", [])):
-            fail(f"{path}: {len(models)} models, but no volume at /models for the extra bundles")
-    else:
-        rf = (threads or {}).get("valueFrom", {}).get("resourceFieldRef", {})
-        if rf.get("resource") != "limits.cpu" or str(rf.get("divisor", "1")) != "1":
-            fail(f"{path}: AFT_INTRA_OP_THREADS does not follow limits.cpu (divisor 1)")
-    if "AFT_INTRA_OP_THREADS" in env:
-        fail(f"{path}: the ConfigMap also sets AFT_INTRA_OP_THREADS")
+    # Threads are left to aft-serve, which splits the pod's CPU limit (the cgroup quota) between
+    # the workers of every model and lets short workers yield to a long pass; a given count
+    # does neither.
+    if "AFT_INTRA_OP_THREADS" in env or any(
+        e["name"] == "AFT_INTRA_OP_THREADS" for e in c.get("env", [])
+    ):
+        fail(f"{path}: sets AFT_INTRA_OP_THREADS; aft-serve follows limits.cpu without it")
+    if len(models) > 1 and not any(
+        m.get("mountPath") == "/models" for m in c.get("volumeMounts", [])
+    ):
+        fail(f"{path}: {len(models)} models, but no volume at /models for the extra bundles")
     keys = next((e for e in c.get("env", []) if e["name"] == "AFT_API_KEYS"), None)
     if not (keys or {}).get("valueFrom", {}).get("secretKeyRef"):
         fail(f"{path}: AFT_API_KEYS does not come from a Secret")
@@ -214,7 +209,7 @@ def check_k8s_policy(ctx: Context) -> str:
         _check_overlay(path, rendered[path], opts)
     return (
         "cpu, gpu and two-models overlays: probes, security context, resources, intra-op "
-        "threads from limits.cpu (split by aft-serve for several models), API keys from a "
+        "threads left to aft-serve (it splits limits.cpu between workers), API keys from a "
         "Secret, grace period > preStop + AFT_SHUTDOWN_TIMEOUT, maxUnavailable 0, "
         "no replicas vs HPA, Service/PDB/ServiceMonitor selectors, HPA target and metrics, GPU"
     )
