@@ -28,6 +28,7 @@ class Plan:
     soak_s: float
     soak_warmup_s: float
     soak_sample_s: float
+    soak_window_s: float  # RSS is judged by each window's peak (bench/parts/soak.py)
     profile_s: float
 
     def facts(self) -> dict:
@@ -55,6 +56,7 @@ FULL = Plan(
     soak_s=600.0,
     soak_warmup_s=60.0,
     soak_sample_s=5.0,
+    soak_window_s=60.0,
     profile_s=20.0,
 )
 
@@ -79,6 +81,7 @@ QUICK = Plan(
     soak_s=6.0,
     soak_warmup_s=2.0,
     soak_sample_s=1.0,
+    soak_window_s=2.0,
     profile_s=3.0,
 )
 

@@ -148,14 +148,16 @@ def soak(run: Run) -> str | None:
     r = s["result"]
     text = (
         f"*Soak ({f(s['seconds'] / 60, 1)} min at {f(s['rate'], 0)} req/s).* {r['errors']} "
-        f"errors ({f(r['ok'])} 200s). RSS went from {mib(s['rss_after_warmup_kib'])} at "
-        f"{f(s['warmup_s'], 0)} s to {mib(s['rss_end_kib'])} at the end "
+        f"errors ({f(r['ok'])} 200s). The peak RSS of each {f(s['window_s'], 0)} s window "
+        f"went from {mib(s['rss_after_warmup_kib'])} in the first after the warm-up "
+        f"({f(s['warmup_s'], 0)} s) to {mib(s['rss_end_kib'])} in the last "
         f"({pct(s['rss_growth'], 1, sign=True)})"
     )
     if tail:
         text += (
-            f"; it peaked at {mib(tail['peak_kib'])} (t = {tail['peak_t']:.0f} s) and changed "
-            f"{pct(tail['second_half_change'], 2, sign=True)} over the second half"
+            f"; it changed {pct(tail['second_half_change'], 2, sign=True)} over the second half "
+            f"and last set a new high in the window from t = {tail['last_growth_t']:.0f} s; the "
+            f"highest sample was {mib(tail['peak_kib'])} (t = {tail['peak_t']:.0f} s)"
         )
     text += (
         f". Latency: p50 {f(r['p50_ms'], 0)} ms, p90 {f(r['p90_ms'], 0)} ms, "

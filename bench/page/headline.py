@@ -126,7 +126,8 @@ def soak_rows(run: Run) -> list[list]:
     rows = [
         [
             f"Soak {f(s['seconds'] / 60, 1)} min at {pct(s['load_fraction'], 0)} of capacity "
-            f"({f(s['rate'])} req/s): RSS end vs after warm-up, errors",
+            f"({f(s['rate'])} req/s): peak RSS of the last {f(s['window_s'], 0)} s vs the first "
+            "after warm-up, errors",
             f"within {pct(SOAK_RSS, 0)}, 0 errors",
             f"{pct(g, 2, sign=True)} ({mib(s['rss_after_warmup_kib'])} -> "
             f"{mib(s['rss_end_kib'])}), {r['errors']} errors",
@@ -137,10 +138,11 @@ def soak_rows(run: Run) -> list[list]:
     if tail:
         rows.append(
             [
-                "Soak: RSS change over the second half (context: is it a leak or a slow warm-up?)",
+                "Soak: change of the window peak over the second half (context: a leak keeps "
+                "growing, a warm-up levels off)",
                 "–",
-                f"{pct(tail['second_half_change'], 2, sign=True)}; RSS last grew at "
-                f"t = {tail['last_growth_t']:.0f} s of {tail['end_t']:.0f} s",
+                f"{pct(tail['second_half_change'], 2, sign=True)}; last new peak in the window "
+                f"from t = {tail['last_growth_t']:.0f} s (of {tail['end_t']:.0f} s)",
                 "",
             ]
         )

@@ -84,6 +84,16 @@ def soak(soak: dict, out: Path) -> Path:
     s = soak["rss_samples"]
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.plot([x["t"] for x in s], [x["rss_kib"] / 1024 for x in s], "-", color=COLOR["aft-serve"])
+    w, width = soak["rss_windows"], soak["window_s"]
+    ax.hlines(
+        [x["peak_kib"] / 1024 for x in w],
+        [x["t"] for x in w],
+        [x["t"] + width for x in w],
+        color="black",
+        lw=2,
+        label=f"peak of each {width:.0f} s window",
+    )
+    ax.legend(loc="lower right")
     ax.axvline(soak["warmup_s"], color="grey", ls="--", lw=1)
     ax.set_xlabel("seconds")
     ax.set_ylabel("VmRSS MiB")

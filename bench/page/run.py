@@ -129,22 +129,23 @@ class Run:
         return next((p for p in pts if abs(p["rate"] - rate) < 0.06), None)
 
     def soak_tail(self) -> dict | None:
-        """RSS change over the soak's second half, when RSS last grew, and its peak."""
-        smp = (self.soak or {}).get("rss_samples") or []
-        if len(smp) < 4:
+        """Is resident memory still growing at the end? The change of the per-window RSS peak
+        over the second half of the windows, the last window that set a new peak, and the
+        highest sample."""
+        windows = (self.soak or {}).get("rss_windows") or []
+        if len(windows) < 2:
             return None
-        mid = next(x for x in smp if x["t"] >= smp[-1]["t"] / 2)
-        last_growth = 0.0
-        for a, b in zip(smp, smp[1:], strict=False):
-            if b["rss_kib"] > a["rss_kib"]:
-                last_growth = b["t"]
-        peak = max(smp, key=lambda x: x["rss_kib"])
+        mid, end = windows[len(windows) // 2], windows[-1]
+        record, last_growth = windows[0]["peak_kib"], windows[0]["t"]
+        for w in windows[1:]:
+            if w["peak_kib"] > record:
+                record, last_growth = w["peak_kib"], w["t"]
+        peak = max(self.soak["rss_samples"], key=lambda x: x["rss_kib"])
         return {
-            "second_half_change": (smp[-1]["rss_kib"] - mid["rss_kib"]) / mid["rss_kib"],
-            "mid_kib": mid["rss_kib"],
-            "end_kib": smp[-1]["rss_kib"],
+            "second_half_change": (end["peak_kib"] - mid["peak_kib"]) / mid["peak_kib"],
+            "mid_t": mid["t"],
             "last_growth_t": last_growth,
-            "end_t": smp[-1]["t"],
+            "end_t": end["t"] + self.soak["window_s"],
             "peak_kib": peak["rss_kib"],
             "peak_t": peak["t"],
         }

@@ -55,8 +55,10 @@ def soak(s: dict | None) -> str:
     r = s["result"]
     out = (
         f"Soak: open loop at **{pct(s['load_fraction'], 0)} of capacity** ({f(s['rate'])} req/s) "
-        f"for {f(s['seconds'] / 60, 1)} min, RSS (VmRSS) sampled every {f(s['sample_s'], 0)} s; "
-        f"'after warm-up' is the first sample at or after {f(s['warmup_s'], 0)} s.\n\n"
+        f"for {f(s['seconds'] / 60, 1)} min, RSS (VmRSS) sampled every {f(s['sample_s'], 0)} s. "
+        f"aft-serve gives freed memory back every few seconds, so single samples swing between "
+        f"trough and peak; memory is judged by the peak of each {f(s['window_s'], 0)} s window, "
+        f"'after warm-up' being the first window from {f(s['warmup_s'], 0)} s.\n\n"
     )
     rows = [
         ["req/s served", f(r["ok_per_s"])],
@@ -66,10 +68,10 @@ def soak(s: dict | None) -> str:
             f"{r['errors']} ({r['status_codes']}, transport {r['transport_errors'] or 'none'})",
         ],
         [
-            "RSS after warm-up / at end",
+            "peak RSS, first window after warm-up / last window",
             f"{s['rss_after_warmup_kib'] / 1024:.1f} / {s['rss_end_kib'] / 1024:.1f} MiB",
         ],
-        ["RSS change", pct(s["rss_growth"], 2, sign=True)],
+        ["peak RSS change", pct(s["rss_growth"], 2, sign=True)],
         ["mean batch size", f(r.get("mean_batch_size"))],
     ]
     return out + table(["", "value"], rows) + "\n![RSS during the soak](bench-soak.png)\n\n"
