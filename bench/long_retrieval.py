@@ -24,7 +24,9 @@ recall@1 among the chunks of the query's own document, and document recall@1 ove
 documents (the document vector: a's one-pass embedding; b's and c's mean of their chunk
 vectors). A chunk is right when it holds the whole target section; a section that no chunk
 holds whole (it straddles a boundary wider than the overlap) makes every chunk holding part of
-it right; the share of such queries is reported.
+it right; the share of such queries is reported. Late chunking against chunks alone is also
+compared query by query: how many queries only one of the two gets right at recall@1, and the
+exact sign test on that split.
 
 Cost per document (`--cost-sizes`; the first document of the size), each in-process system in a
 fresh interpreter with `--threads` torch threads: seconds (median of the repeats) and peak extra
@@ -86,6 +88,7 @@ from harness.sectioned import (  # noqa: E402
     read_pools,
     relevant,
 )
+from scipy.stats import binomtest  # noqa: E402
 
 RESULTS = Path(os.environ.get("AFT_BENCH_RESULTS", ROOT / "bench" / "results"))
 SYSTEMS = {
@@ -209,12 +212,13 @@ def recall(
     doc_vecs: np.ndarray,
     q_doc: np.ndarray,
     q_right: list[list[int]],
-) -> dict:
+) -> tuple[dict, np.ndarray]:
+    """The metrics, and whether each query's top chunk is right (for the paired comparison)."""
     scores = q @ chunk_vecs.T
     top = np.argsort(-scores, axis=1, kind="stable")[:, :10]
     own = np.where(chunk_doc[None, :] == q_doc[:, None], scores, -np.inf).argmax(1)
     best_doc = (q @ doc_vecs.T).argmax(1)
-    hits1 = [top[i, 0] in r for i, r in enumerate(q_right)]
+    hits1 = np.array([top[i, 0] in r for i, r in enumerate(q_right)])
     hits10 = [bool(set(top[i]).intersection(r)) for i, r in enumerate(q_right)]
     hits_own = [own[i] in r for i, r in enumerate(q_right)]
     return {
@@ -222,7 +226,16 @@ def recall(
         "chunk_recall_at_10": float(np.mean(hits10)),
         "chunk_recall_at_1_own_document": float(np.mean(hits_own)),
         "document_recall_at_1": float(np.mean(best_doc == q_doc)),
-    }
+    }, hits1
+
+
+def paired(a: np.ndarray, b: np.ndarray) -> dict:
+    """Two systems' top-1 hits on the same queries: how many only a gets right, how many only b,
+    and the exact two-sided sign test on those (p: the chance of a split at least this uneven
+    if neither system were better)."""
+    a_only, b_only = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    p = binomtest(a_only, a_only + b_only).pvalue if a_only + b_only else 1.0
+    return {"a_only": a_only, "b_only": b_only, "p_sign_test": float(p)}
 
 
 def retrieval(systems: Systems, docs: list[Document], plan: Plan) -> tuple[dict, dict, list]:
@@ -242,7 +255,7 @@ def retrieval(systems: Systems, docs: list[Document], plan: Plan) -> tuple[dict,
         raise SystemExit("no queries: the documents hold no section with a query")
     chunk_doc = np.concatenate([np.full(len(c), i) for i, c in enumerate(chunks)])
     queries = systems.queries(texts)
-    metrics, first_late = {}, []
+    metrics, first_late, hits = {}, [], {}
     for system in SYSTEMS:
         t0 = time.perf_counter()
         pairs = [systems.document(system, d, c) for d, c in zip(docs, chunks, strict=True)]
@@ -251,9 +264,16 @@ def retrieval(systems: Systems, docs: list[Document], plan: Plan) -> tuple[dict,
         chunk_vecs = np.concatenate([p[1] for p in pairs])
         if system == "late":
             first_late = pairs[0][1]
-        m = recall(queries[system], chunk_vecs, chunk_doc, doc_vecs, np.array(q_doc), q_right)
+        m, hits[system] = recall(
+            queries[system], chunk_vecs, chunk_doc, doc_vecs, np.array(q_doc), q_right
+        )
         metrics[system] = m | {"embed_seconds": seconds}
         log(f"  {system:14s} " + "  ".join(f"{k} {v:.3f}" for k, v in m.items()))
+    vs = metrics["late"]["versus_alone"] = paired(hits["late"], hits["aft-alone"])
+    log(
+        f"  late vs alone: top chunk right only late {vs['a_only']}, only alone {vs['b_only']} "
+        f"(sign test p {vs['p_sign_test']:.3f})"
+    )
     data = {
         "documents": len(docs),
         "by_source": {s: sum(d.source == s for d in docs) for s in {d.source for d in docs}},
@@ -511,6 +531,17 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def versus(late: dict) -> str:
+    """The paired split behind a late-vs-alone comparison (runs before it was kept: nothing)."""
+    vs = late.get("versus_alone")
+    if not vs:
+        return ""
+    return (
+        f" (top chunk right only late: {vs['a_only']}, only alone: {vs['b_only']}; "
+        f"sign test p {vs['p_sign_test']:.2f})"
+    )
+
+
 def targets(res: dict) -> list[dict]:
     """The issue's targets that this run measures: retrieval at every size, cost at the
     largest size timed."""
@@ -520,7 +551,8 @@ def targets(res: dict) -> list[dict]:
         out.append(
             {
                 "target": f"late chunking beats chunks alone on chunk recall@1 ({int(size):,})",
-                "measured": f"{late['chunk_recall_at_1']:.3f} vs {own['chunk_recall_at_1']:.3f}",
+                "measured": f"{late['chunk_recall_at_1']:.3f} vs {own['chunk_recall_at_1']:.3f}"
+                + versus(late),
                 "met": late["chunk_recall_at_1"] > own["chunk_recall_at_1"],
             }
         )
