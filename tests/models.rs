@@ -15,6 +15,10 @@ fn aft_mini() -> PathBuf {
     repo().join("models/aft-mini")
 }
 
+fn aft_mini_int8() -> PathBuf {
+    repo().join("models/aft-mini-int8")
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -319,4 +323,58 @@ async fn readiness_waits_for_every_model_and_a_model_that_cannot_load_stops_the_
         "{logs}"
     );
     let _ = std::fs::remove_dir_all(&broken);
+}
+
+#[tokio::test]
+async fn the_int8_bundle_serves_what_aft_mini_does_within_quantization_error() {
+    // aft-mini-int8 holds dynamically quantized Linear layers (packed int8 weights, CPU only);
+    // served through the same loader, its vectors stay within cosine 0.99 of aft-mini's and its
+    // topic head picks the same label.
+    let (mini, int8) = (aft_mini(), aft_mini_int8());
+    let mut args = vec!["--model-dir", path(&mini), "--model-dir", path(&int8)];
+    args.extend_from_slice(FAST);
+    let server = Server::start(&args).await;
+    let texts = [
+        "the committee approved the budget for the new library",
+        "a small domesticated carnivore kept as a pet",
+        "Restart the daemon after editing its configuration file.",
+    ];
+    let mut vectors = Vec::new();
+    let mut top_labels = Vec::new();
+    for model in ["aft-mini", "aft-mini-int8"] {
+        let (status, body) = server
+            .post("/v1/embed", &json!({"inputs": texts, "model": model}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["model"], model);
+        assert_eq!(body["dimensions"], 384);
+        let rows: Vec<Vec<f32>> = body["embeddings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(as_vec)
+            .collect();
+        vectors.push(rows);
+        let (status, body) = server
+            .post("/v1/classify", &json!({"inputs": texts, "model": model}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let labels: Vec<String> = body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[0]["label"].as_str().unwrap().to_string())
+            .collect();
+        top_labels.push(labels);
+    }
+    for (i, (float, int8)) in vectors[0].iter().zip(&vectors[1]).enumerate() {
+        // Both are L2-normalised: the dot product is the cosine.
+        let cosine: f32 = float.iter().zip(int8).map(|(a, b)| a * b).sum();
+        assert!(cosine > 0.99, "text {i}: cosine {cosine} to aft-mini");
+        assert!(
+            cosine < 0.999_99,
+            "text {i}: identical vectors, nothing quantized?"
+        );
+    }
+    assert_eq!(top_labels[0], top_labels[1]);
 }

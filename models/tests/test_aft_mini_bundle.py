@@ -1,4 +1,5 @@
-"""The committed aft-mini bundle: manifest against files, dimensions, labels, a sanity check."""
+"""The committed bundles aft-mini and its int8 copy aft-mini-int8: manifest against files,
+dimensions, labels, a sanity check; and the int8 one against the float one."""
 
 import hashlib
 import json
@@ -9,24 +10,33 @@ import torch
 from aft.distill.corpus import LEXNAMES
 from tokenizers import Tokenizer
 
-BUNDLE = Path(__file__).resolve().parents[1] / "aft-mini"
+MODELS = Path(__file__).resolve().parents[1]
 MAX_BYTES = 32 * 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def manifest() -> dict:
-    return json.loads((BUNDLE / "manifest.json").read_text())
+@pytest.fixture(scope="module", params=["aft-mini", "aft-mini-int8"])
+def bundle(request) -> Path:
+    return MODELS / request.param
 
 
 @pytest.fixture(scope="module")
-def model():
+def manifest(bundle) -> dict:
+    return json.loads((bundle / "manifest.json").read_text())
+
+
+def load(bundle: Path):
     torch.set_num_threads(2)
-    return torch.jit.load(str(BUNDLE / "model.pt"), map_location="cpu").float().eval()
+    return torch.jit.load(str(bundle / "model.pt"), map_location="cpu").float().eval()
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return Tokenizer.from_file(str(BUNDLE / "tokenizer.json"))
+def model(bundle):
+    return load(bundle)
+
+
+@pytest.fixture(scope="module")
+def tok(bundle):
+    return Tokenizer.from_file(str(bundle / "tokenizer.json"))
 
 
 def run(model, tok, texts):
@@ -41,33 +51,33 @@ def run(model, tok, texts):
         return model(ids, mask)
 
 
-def test_files_match_manifest(manifest):
+def test_files_match_manifest(bundle, manifest):
     listed = set(manifest["files"])
-    on_disk = {p.name for p in BUNDLE.iterdir()} - {"manifest.json", "MODEL_CARD.md"}
+    on_disk = {p.name for p in bundle.iterdir()} - {"manifest.json", "MODEL_CARD.md"}
     assert listed == on_disk
     for name, entry in manifest["files"].items():
-        data = (BUNDLE / name).read_bytes()
+        data = (bundle / name).read_bytes()
         assert len(data) == entry["size"], name
         assert hashlib.sha256(data).hexdigest() == entry["sha256"], name
 
 
-def test_library_validates_manifest(manifest):
+def test_library_validates_manifest(bundle):
     from aft.bundle import load_manifest
 
-    assert load_manifest(BUNDLE)["name"] == "aft-mini"
+    assert load_manifest(bundle)["name"] == bundle.name
 
 
-def test_fields(manifest):
+def test_fields(bundle, manifest):
     assert manifest["format_version"] == 1
-    assert manifest["name"] == "aft-mini"
+    assert manifest["name"] == bundle.name
     assert manifest["dtype"] == "float16"
     assert manifest["model"]["embedding_dim"] == manifest["embedding_dim"] == 384
     assert manifest["max_seq_len"] == manifest["model"]["max_len"]
-    assert (BUNDLE / "MODEL_CARD.md").is_file()
+    assert (bundle / "MODEL_CARD.md").is_file()
 
 
-def test_total_size(manifest):
-    assert sum(p.stat().st_size for p in BUNDLE.iterdir()) <= MAX_BYTES
+def test_total_size(bundle):
+    assert sum(p.stat().st_size for p in bundle.iterdir()) <= MAX_BYTES
 
 
 def test_labels_are_wordnet_lexnames(manifest):
@@ -100,3 +110,17 @@ def test_paraphrase_closer_than_unrelated(model, tok):
     )
     e = torch.nn.functional.normalize(emb, dim=-1)
     assert e[0] @ e[1] > e[0] @ e[2] + 0.1
+
+
+def test_int8_bundle_quantizes_the_blocks_and_stays_close_to_aft_mini():
+    float_model, int8_model = load(MODELS / "aft-mini"), load(MODELS / "aft-mini-int8")
+    assert not any(m.original_name == "LinearPackedParams" for m in float_model.modules())
+    packed = [m for m in int8_model.modules() if m.original_name == "LinearPackedParams"]
+    assert len(packed) == 24  # 4 blocks x (q, k, v, out, 2 FFN); proj and head stay float
+    assert {"proj.weight", "head.weight"} <= {n for n, _ in int8_model.named_parameters()}
+    tok = Tokenizer.from_file(str(MODELS / "aft-mini-int8" / "tokenizer.json"))
+    texts = ["A man is playing a guitar.", "Restart the daemon after editing its config file."]
+    (f_emb, f_logits), (q_emb, q_logits) = run(float_model, tok, texts), run(int8_model, tok, texts)
+    cos = torch.nn.functional.cosine_similarity(f_emb, q_emb)
+    assert (cos > 0.99).all() and (cos < 0.99999).all(), cos
+    assert (f_logits.argmax(-1) == q_logits.argmax(-1)).all()

@@ -270,6 +270,29 @@ def test_int8_bundle_validates_and_stays_close_to_the_float_bundle(tmp_path):
     assert cos.min() > 0.99
 
 
+def test_int8_keeps_the_output_projection_and_head_float():
+    import warnings
+
+    from aft.distill.quantize import quantized_layers, quantized_scripted
+    from aft.encoder import AFTEncoder, EncoderConfig
+
+    cfg = EncoderConfig(
+        vocab_size=50, d_model=16, n_layers=1, d_ff=32, max_len=64, variant="decay",
+        n_heads=4, embedding_dim=24, num_labels=3,
+    )  # fmt: skip
+    model = AFTEncoder(cfg).eval()
+    assert quantized_layers(model) == {
+        "blocks.0.attn.to_q", "blocks.0.attn.to_k", "blocks.0.attn.to_v", "blocks.0.attn.out",
+        "blocks.0.ff.0", "blocks.0.ff.2",
+    }  # fmt: skip
+    with warnings.catch_warnings():  # torch.ao's quantization deprecation notices
+        warnings.simplefilter("ignore")
+        q = quantized_scripted(model)
+    floats = {n for n, _ in q.named_parameters()}
+    assert {"proj.weight", "head.weight"} <= floats
+    assert not any(n.startswith("blocks.0.ff.0.") for n in floats)
+
+
 # --- long documents of labelled sections, warm start (aft.distill.documents / train) ----------
 
 
