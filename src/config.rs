@@ -81,6 +81,7 @@ pub struct Config {
     /// Threads libtorch uses inside one forward pass (per worker); 0 = number of CPUs / all
     /// short-input workers (workers x models), so that models busy at once do not oversubscribe
     /// the CPUs; while a long-input pass runs, and always on a long lane, CPUs / every worker.
+    /// Either way, a pass of under 128 tokens (batch x length) runs on one thread.
     #[arg(long, env = "AFT_INTRA_OP_THREADS", default_value_t = 0)]
     pub intra_op_threads: usize,
 

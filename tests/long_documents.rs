@@ -509,7 +509,9 @@ async fn short_workers_use_every_cpu_and_yield_the_long_lanes_share_while_it_run
     server
         .wait_for_metric(&metric("aft_long_inputs_running"), |v| v == 1.0)
         .await;
-    let (status, _, body) = spawn_embed(&server, json!({ "inputs": ["short request"] }))
+    // Short-lane, but not a small pass (those run on one thread whatever the lane's count).
+    let short = words(300, 4);
+    let (status, _, body) = spawn_embed(&server, json!({ "inputs": [short] }))
         .await
         .unwrap();
     assert_eq!(status, 200, "{body}");

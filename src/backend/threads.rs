@@ -6,6 +6,10 @@
 //! docs/LONG_DOCUMENTS.md). So a short replica runs with `alone` threads while no long pass runs
 //! in the process and with `beside_long` while one does; long replicas count their passes in the
 //! `long_running` they share with every replica.
+//!
+//! A pass too small to split runs on one thread whatever the lane's count: below
+//! [`ONE_THREAD_BELOW_TOKENS`] the threads cost more in synchronisation than they save, and a
+//! lone short sentence on two threads took twice as long as on one.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,8 +27,23 @@ pub struct LaneThreads {
     pub long_running: Arc<AtomicUsize>,
 }
 
+/// Passes of fewer tokens than this (batch x padded length) run on one thread. With aft-mini on
+/// 2 CPUs and default flags, a lone short sentence took p50 10.5 ms on the worker's 2 threads and
+/// 5.1-6.1 ms with this rule, and concurrency 4 served 1.96x the requests/s, while saturation
+/// (batches of 1,000+ tokens) did not change (docs/BENCHMARKS.md, "Small passes on one thread").
+pub const ONE_THREAD_BELOW_TOKENS: usize = 128;
+
 impl LaneThreads {
-    /// The count a pass starting now should use.
+    /// The count a pass of `tokens` (batch x padded length) starting now should use.
+    pub fn for_pass(&self, tokens: usize) -> usize {
+        if tokens < ONE_THREAD_BELOW_TOKENS {
+            1
+        } else {
+            self.now()
+        }
+    }
+
+    /// The lane's count for a pass starting now, small passes aside.
     pub fn now(&self) -> usize {
         let beside_long = !self.long_lane && self.long_running.load(Ordering::Relaxed) > 0;
         if beside_long {
@@ -78,5 +97,25 @@ mod tests {
         drop(pass);
         assert_eq!(short.now(), 4);
         assert_eq!(running.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn passes_below_the_threshold_run_on_one_thread() {
+        let short = LaneThreads {
+            alone: 4,
+            beside_long: 2,
+            long_lane: false,
+            long_running: Arc::new(AtomicUsize::new(0)),
+        };
+        assert_eq!(short.for_pass(1), 1);
+        assert_eq!(short.for_pass(ONE_THREAD_BELOW_TOKENS - 1), 1);
+        assert_eq!(short.for_pass(ONE_THREAD_BELOW_TOKENS), 4);
+        let _pass = LaneThreads {
+            long_lane: true,
+            ..short.clone()
+        }
+        .long_pass();
+        assert_eq!(short.for_pass(ONE_THREAD_BELOW_TOKENS), 2);
+        assert_eq!(short.for_pass(1), 1);
     }
 }

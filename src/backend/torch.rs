@@ -109,15 +109,17 @@ impl TorchBackend {
         self.threads = Some((threads, n));
     }
 
-    /// The OpenMP threads of the calling thread.
-    pub fn threads_now(&self) -> usize {
+    /// The OpenMP threads of the calling thread (libtorch keeps the count per thread).
+    pub fn calling_thread_threads() -> usize {
         usize::try_from(tch::get_num_threads()).unwrap_or(0)
     }
 
-    /// Before a pass: the lane's count for now, and for a long lane the mark that one runs.
-    fn begin_pass(&mut self) -> Option<LongPass> {
+    /// Before a pass over `sequences`: the count for a pass of its size now, and for a long lane
+    /// the mark that one runs.
+    fn begin_pass(&mut self, sequences: &[&[u32]]) -> Option<LongPass> {
         let (threads, current) = self.threads.as_mut()?;
-        let n = threads.now();
+        let longest = sequences.iter().map(|s| s.len()).max().unwrap_or(0);
+        let n = threads.for_pass(sequences.len() * longest);
         if n != *current {
             tch::set_num_threads(n as i32);
             *current = n;
@@ -302,7 +304,7 @@ fn to_host(t: &Tensor, batch: usize, width: usize, what: &str) -> Result<Vec<f32
 
 impl Backend for TorchBackend {
     fn forward(&mut self, sequences: &[&[u32]]) -> Result<Vec<ModelOutput>, BackendError> {
-        let _long_pass = self.begin_pass();
+        let _long_pass = self.begin_pass(sequences);
         // Grad mode is thread-local, and this runs on the worker's own thread.
         let (embeddings, logits) = tch::no_grad(|| self.run(sequences))?;
         Ok(self.outputs(sequences.len(), &embeddings, &logits))
@@ -320,7 +322,7 @@ impl Backend for TorchBackend {
                 sequences.len()
             )));
         }
-        let _long_pass = self.begin_pass();
+        let _long_pass = self.begin_pass(sequences);
         let SpanOutputs {
             embeddings,
             logits,
@@ -388,7 +390,7 @@ impl BackendFactory for TorchFactory {
         tracing::info!(
             worker,
             device = %device_name(self.device),
-            intra_op_threads = backend.threads_now(),
+            intra_op_threads = TorchBackend::calling_thread_threads(),
             warm_up = %format!("{batch}x{seq_len}"),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "model replica loaded and warm"
