@@ -44,10 +44,17 @@ def command(kind: str, model_dir: Path, args: list[str]) -> tuple[list[str] | No
 
 @contextlib.contextmanager
 def started(
-    kind: str, model_dir: Path, log_dir: Path, args: list[str] | None = None
+    kind: str,
+    model_dir: Path,
+    log_dir: Path,
+    args: list[str] | None = None,
+    binary: Path | None = None,
 ) -> Iterator[ServeProcess]:
-    """One server, ready and primed with a few large batches; stopped (SIGTERM) on exit."""
+    """One server, ready and primed with a few large batches; stopped (SIGTERM) on exit.
+    `binary`: another aft-serve build than the release binary (A/B of two builds)."""
     program, argv = command(kind, model_dir, args or [])
+    if binary is not None:
+        program = [str(binary)]
     log_path = log_dir / f"{next(_started):02d}-{kind}.log"
     srv = ServeProcess(
         args=argv,

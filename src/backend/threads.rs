@@ -28,9 +28,9 @@ pub struct LaneThreads {
 }
 
 /// Passes of fewer tokens than this (batch x padded length) run on one thread. With aft-mini on
-/// 2 CPUs and default flags, a lone short sentence took p50 10.5 ms on the worker's 2 threads and
-/// 5.1-6.1 ms with this rule, and concurrency 4 served 1.96x the requests/s, while saturation
-/// (batches of 1,000+ tokens) did not change (docs/BENCHMARKS.md, "Small passes on one thread").
+/// 2 CPUs and default flags, a lone short sentence took p50 9.5 ms on the worker's 2 threads and
+/// 4.5 ms with this rule; concurrency 4 served 2.0x the requests/s, and saturation (batches of
+/// 64 texts) did not change (docs/BENCHMARKS.md, "Small passes on one thread").
 pub const ONE_THREAD_BELOW_TOKENS: usize = 128;
 
 impl LaneThreads {
