@@ -285,6 +285,11 @@ def test_int8_keeps_the_output_projection_and_head_float():
         "blocks.0.attn.to_q", "blocks.0.attn.to_k", "blocks.0.attn.to_v", "blocks.0.attn.out",
         "blocks.0.ff.0", "blocks.0.ff.2",
     }  # fmt: skip
+    # Other choices by name or last name part (aft.distill.evaluate --int8-keep-float).
+    assert len(quantized_layers(model, ())) == 8
+    assert quantized_layers(model, ("to_k", "blocks.0.ff.2")) == quantized_layers(model) - {
+        "blocks.0.attn.to_k", "blocks.0.ff.2"
+    } | {"proj", "head"}  # fmt: skip
     with warnings.catch_warnings():  # torch.ao's quantization deprecation notices
         warnings.simplefilter("ignore")
         q = quantized_scripted(model)

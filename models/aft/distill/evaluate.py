@@ -188,11 +188,14 @@ def loso(loso_dir: Path, tok, recs: list[dict], t: np.ndarray, main_scores: dict
     return rows
 
 
-def int8_bundle_scores(bundle: Path, tok, texts: list[str], t: np.ndarray, n_pairs: int):
-    """The bundle's encoder with int8 dynamic quantization of its Linear layers, scripted."""
+def int8_bundle_scores(
+    bundle: Path, tok, texts: list[str], t: np.ndarray, n_pairs: int, keep_float: tuple[str, ...]
+):
+    """The bundle's encoder with int8 dynamic quantization of its Linear layers but
+    `keep_float` (aft.distill.quantize), scripted."""
     from aft.distill.quantize import quantized_scripted
 
-    q = quantized_scripted(load_eager(bundle))
+    q = quantized_scripted(load_eager(bundle), keep_float)
     s, _ = student_outputs(q, tok, texts)
     return q, {"pairs": pair_metrics(s, t, n_pairs), "retrieval": retrieval(s, t)}
 
@@ -301,6 +304,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--int8", action="store_true", help="also score int8 dynamic quantization")
     ap.add_argument(
+        "--int8-keep-float",
+        default="proj,head",
+        help="Linear layers --int8 leaves float: names or last name parts, comma-separated "
+        "(default proj,head, as aft.distill.quantize; '' quantizes every one)",
+    )
+    ap.add_argument(
         "--speed-against", type=Path, default=None, help="another bundle, timed in the same runs"
     )
     ap.add_argument("--loso", type=Path, default=None, help="leave-one-source-out runs' folder")
@@ -324,7 +333,10 @@ def main() -> None:
     r["class"] = classification(student, tok, manifest, args.corpus, args.max_class)
     models = {"student": student, "eager": load_eager(args.bundle), "teacher": teacher.model}
     if args.int8:
-        models["int8"], r["int8"] = int8_bundle_scores(args.bundle, tok, texts, t, args.n_pairs)
+        keep = tuple(x for x in args.int8_keep_float.split(",") if x)
+        models["int8"], r["int8"] = int8_bundle_scores(
+            args.bundle, tok, texts, t, args.n_pairs, keep
+        )
     if args.speed_against:  # e.g. the model this one replaces: speed side by side
         models["against"], _, _ = load_student(args.speed_against)
         r["against"] = str(args.speed_against)

@@ -25,24 +25,29 @@ from aft.export import MANIFEST, file_entry, sample_inputs
 
 # The encoder's last projection to the embedding, and the head on it, stay float: quantizing
 # them too cost aft-mini (stage 3) -0.0055 random-pair Spearman against the teacher, keeping
-# them float -0.0023, at the same speed (MODEL_CARD.md of aft-mini-int8).
+# them float -0.0023, at the same speed (MODEL_CARD.md of aft-mini-int8;
+# `aft.distill.evaluate --int8 --int8-keep-float ...` scores other choices).
 KEEP_FLOAT = ("proj", "head")
 
 
-def quantized_layers(eager: nn.Module) -> set[str]:
-    """The names of the Linear layers to quantize: all but `KEEP_FLOAT`."""
-    return {
-        name
-        for name, m in eager.named_modules()
-        if isinstance(m, nn.Linear) and name not in KEEP_FLOAT
-    }
+def quantized_layers(eager: nn.Module, keep_float: tuple[str, ...] = KEEP_FLOAT) -> set[str]:
+    """The names of the Linear layers to quantize: all but those named in `keep_float`, each a
+    module name or its last part (`to_k`: every block's key projection)."""
+
+    def kept(name: str) -> bool:
+        return name in keep_float or name.rsplit(".", 1)[-1] in keep_float
+
+    return {n for n, m in eager.named_modules() if isinstance(m, nn.Linear) and not kept(n)}
 
 
-def quantized_scripted(eager: nn.Module) -> torch.jit.ScriptModule:
+def quantized_scripted(
+    eager: nn.Module, keep_float: tuple[str, ...] = KEEP_FLOAT
+) -> torch.jit.ScriptModule:
     """quantize_dynamic on the float32 eager encoder (those Linear layers -> int8 weights),
     then scripted."""
     model = eager.float().eval()
-    q = torch.ao.quantization.quantize_dynamic(model, quantized_layers(model), dtype=torch.qint8)
+    layers = quantized_layers(model, keep_float)
+    q = torch.ao.quantization.quantize_dynamic(model, layers, dtype=torch.qint8)
     return torch.jit.script(q).eval()
 
 
