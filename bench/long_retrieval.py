@@ -73,7 +73,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from aft.bundle import load_manifest, load_scripted, load_tokenizer  # noqa: E402
 from aft.distill import teacher as teacher_lib  # noqa: E402
-from aft.distill.train import pad  # noqa: E402
+from aft.head.embed import pad  # noqa: E402
 from aft.serve_process import ServeProcess  # noqa: E402
 from harness import log, peakmem  # noqa: E402
 from harness import results as run_facts  # noqa: E402
@@ -103,6 +103,7 @@ COST_SYSTEMS = {
     "aft-alone": "AFT, 256-token windows",
 }
 MIB = 2**20
+PAD_ID = 0  # [PAD] of the vocabulary the teacher and the AFT bundles share
 WARM_TOKENS = 16
 WARM_RUNS = 3
 
@@ -145,7 +146,7 @@ def embed_seqs(forward, seqs: list[list[int]], batch: int) -> np.ndarray:
     with torch.inference_mode():
         for s in range(0, len(order), batch):
             idx = order[s : s + batch]
-            vec = F.normalize(forward(*pad([seqs[i] for i in idx])).float(), dim=-1).numpy()
+            vec = F.normalize(forward(*pad([seqs[i] for i in idx], PAD_ID)).float(), dim=-1).numpy()
             if out is None:
                 out = np.zeros((len(seqs), vec.shape[1]), dtype=np.float32)
             out[idx] = vec
@@ -323,10 +324,10 @@ def cost_in_process(system: str, bundle: str, ids: list[int], spans, plan: dict)
 
         def run():
             for b in range(0, len(seqs), plan["batch"]):
-                forward(*pad(seqs[b : b + plan["batch"]]))
+                forward(*pad(seqs[b : b + plan["batch"]], PAD_ID))
 
         def warm_up():
-            return forward(*pad([ids[:WARM_TOKENS]]))
+            return forward(*pad([ids[:WARM_TOKENS]], PAD_ID))
 
     with torch.inference_mode():
         # TorchScript's profiling executor optimises a graph after its first runs: make those

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from aft.distill import corpus
-from aft.distill import train as train_mod
+from aft.distill import bookkeeping, corpus, loop, losses, options, student
 from aft.distill.data import epoch_batches, load_train_set
-from aft.distill.train import distill_loss, student_config
+from aft.distill.losses import distill_loss
+from aft.distill.student import student_config
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 
@@ -129,7 +129,7 @@ def test_train_set_reads_complete_shards_keeps_float16_and_leaves_sources_out(tm
 
 
 def tiny_run(tmp_path, out: str, *extra: str):
-    args = train_mod.parser().parse_args(
+    args = options.parser().parse_args(
         ["--d-model", "32", "--layers", "1", "--d-ff", "64", "--bias-rank", "4",
          "--batch-size", "8", "--lr", "3e-3", "--eval-steps", "4", "--no-teacher-init",
          "--threads", "1", "--teacher", str(tmp_path / "teacher"), "--out", str(tmp_path / out),
@@ -143,7 +143,7 @@ def tiny_run(tmp_path, out: str, *extra: str):
 
 
 class StopAfter:
-    """Stands in for train.Stopper: 'receives' SIGTERM once the loop has asked `n` times."""
+    """Stands in for bookkeeping.Stopper: 'receives' SIGTERM once the loop has asked `n` times."""
 
     def __init__(self, n: int):
         self.n, self.asked = n, 0
@@ -157,20 +157,20 @@ class StopAfter:
 def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch):
     write_shards(tmp_path / "teacher", 2, 40)
     args, tok, monitor = tiny_run(tmp_path, "straight", "--steps", "14")
-    straight, log = train_mod.distill(args, tok, monitor)
+    straight, log = loop.distill(args, tok, monitor)
     assert log["steps"] == 14 and log["stopped"] == "schedule"
     assert [p["step"] for p in log["curve"]] == [0, 4, 8, 12, 14]
 
     args, tok, monitor = tiny_run(tmp_path, "resumed", "--steps", "14")
-    monkeypatch.setattr(train_mod, "Stopper", lambda: StopAfter(6))
+    monkeypatch.setattr(loop, "Stopper", lambda: StopAfter(6))
     with pytest.raises(SystemExit, match="--resume"):
-        train_mod.distill(args, tok, monitor)
+        loop.distill(args, tok, monitor)
     ck = torch.load(args.out / "checkpoint.pt", weights_only=False)
     assert ck["progress"]["step"] == 6 and ck["progress"]["stopped"] == "interrupted"
     # Epoch 0 has 10 batches of 8: steps 11-14 run in epoch 1, after the resume.
-    monkeypatch.setattr(train_mod, "Stopper", lambda: StopAfter(10**9))
+    monkeypatch.setattr(loop, "Stopper", lambda: StopAfter(10**9))
     args.resume = True
-    resumed, rlog = train_mod.distill(args, tok, monitor)
+    resumed, rlog = loop.distill(args, tok, monitor)
     assert rlog["steps"] == 14 and [p["step"] for p in rlog["curve"]] == [0, 4, 8, 12, 14]
     for a, b in zip(log["curve"], rlog["curve"], strict=True):
         assert abs(a["rho"] - b["rho"]) < 1e-6
@@ -180,9 +180,9 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, mon
 
     args.lr = 1e-3  # a different run: refused, not silently continued
     with pytest.raises(SystemExit, match="differ"):
-        train_mod.distill(args, tok, monitor)
+        loop.distill(args, tok, monitor)
     args.lr, args.steps = 3e-3, 18  # a longer budget continues the same run to step 18
-    _, longer = train_mod.distill(args, tok, monitor)
+    _, longer = loop.distill(args, tok, monitor)
     assert longer["steps"] == 18 and longer["curve"][:5] == rlog["curve"]
 
 
@@ -191,22 +191,22 @@ def test_training_stops_early_when_the_monitor_stops_rising(tmp_path):
     # lr 0: the weights never move, so the monitor never rises after step 0.
     args, tok, monitor = tiny_run(tmp_path, "flat", "--steps", "100", "--lr", "0",
                                   "--patience", "2")  # fmt: skip
-    _, log = train_mod.distill(args, tok, monitor)
+    _, log = loop.distill(args, tok, monitor)
     assert log["stopped"] == "early" and log["steps"] == 8 and log["best_step"] == 0
 
 
 def test_grow_takes_in_shards_labelled_since_at_the_next_epoch(tmp_path, monkeypatch):
     write_shards(tmp_path / "teacher", 1, 40)  # epoch 0: 40 texts, 5 batches of 8
     args, tok, monitor = tiny_run(tmp_path, "grow", "--steps", "9", "--grow")
-    monkeypatch.setattr(train_mod, "Stopper", lambda: StopAfter(3))
+    monkeypatch.setattr(loop, "Stopper", lambda: StopAfter(3))
     with pytest.raises(SystemExit):
-        train_mod.distill(args, tok, monitor)
+        loop.distill(args, tok, monitor)
     write_shards(tmp_path / "teacher" / "more", 1, 40, seed=1)  # labelling went on meanwhile
     for f in (tmp_path / "teacher" / "more").iterdir():
         f.rename(tmp_path / "teacher" / f.name.replace("000", "001"))
-    monkeypatch.setattr(train_mod, "Stopper", lambda: StopAfter(10**9))
+    monkeypatch.setattr(loop, "Stopper", lambda: StopAfter(10**9))
     args.resume = True
-    _, log = train_mod.distill(args, tok, monitor)
+    _, log = loop.distill(args, tok, monitor)
     # The resumed epoch 0 keeps its 40 texts; epoch 1 (steps 6-9) has both shards.
     assert log["epoch_texts"] == [40, 80] and log["train_texts"] == 80 and log["steps"] == 9
 
@@ -216,28 +216,28 @@ def test_a_checkpoint_from_before_an_argument_existed_resumes_with_its_default(
 ):
     write_shards(tmp_path / "teacher", 1, 40)
     args, tok, monitor = tiny_run(tmp_path, "old", "--steps", "6")
-    monkeypatch.setattr(train_mod, "Stopper", lambda: StopAfter(3))
+    monkeypatch.setattr(loop, "Stopper", lambda: StopAfter(3))
     with pytest.raises(SystemExit):
-        train_mod.distill(args, tok, monitor)
+        loop.distill(args, tok, monitor)
     ck_path = args.out / "checkpoint.pt"
     ck = torch.load(ck_path, weights_only=False)
     del ck["run"]["context_weight"]  # as written before --context-weight existed
     torch.save(ck, ck_path)
-    monkeypatch.setattr(train_mod, "Stopper", lambda: StopAfter(10**9))
+    monkeypatch.setattr(loop, "Stopper", lambda: StopAfter(10**9))
     args.resume = True
-    _, log = train_mod.distill(args, tok, monitor)
+    _, log = loop.distill(args, tok, monitor)
     assert log["steps"] == 6
     # A value other than that default is still a different run.
     args.context_weight = 0.5
     with pytest.raises(SystemExit, match="context_weight"):
-        train_mod.distill(args, tok, monitor)
+        loop.distill(args, tok, monitor)
 
 
 def test_clock_does_not_count_time_spent_stopped():
     import signal
     import time
 
-    clock = train_mod.Clock()
+    clock = bookkeeping.Clock()
     time.sleep(0.3)  # as if stopped by SIGSTOP after the last lap ...
     os.kill(os.getpid(), signal.SIGCONT)  # ... and continued: the kernel sends SIGCONT
     time.sleep(0.05)
@@ -391,7 +391,7 @@ def test_context_batches_leave_queries_out_and_point_them_at_their_groups_window
 
     model = AFTEncoder(student_config("decay", d_model=32, n_layers=1, d_ff=64, n_heads=4))
     states = model.token_states(b.input_ids, b.attention_mask)
-    loss = train_mod.context_loss(model, states, b)
+    loss = losses.context_loss(model, states, b)
     loss.backward()
     assert torch.isfinite(loss) and 0 < float(loss.detach()) < 2 * np.log(b.windows) + 1
     assert model.proj.weight.grad is not None
@@ -404,7 +404,7 @@ def test_warm_start_copies_matching_weights_and_new_blocks_start_as_identity(tmp
                                       n_heads=4))  # fmt: skip
     torch.save({"config": {}, "state_dict": small.state_dict()}, tmp_path / "student.pt")
     grown = AFTEncoder(student_config("decay", d_model=32, n_layers=2, d_ff=64, n_heads=4))
-    info = train_mod.init_from_student(grown, tmp_path / "student.pt")
+    info = student.init_from_student(grown, tmp_path / "student.pt")
     assert info["source_blocks"] == 1
     sd = grown.state_dict()
     assert torch.equal(sd["token_embedding.weight"], small.state_dict()["token_embedding.weight"])
@@ -416,7 +416,7 @@ def test_warm_start_copies_matching_weights_and_new_blocks_start_as_identity(tmp
     # A bundle's TorchScript model.pt is read too (float16 there, float32 here).
     scripted = torch.jit.script(small.half())
     scripted.save(str(tmp_path / "model.pt"))
-    weights = train_mod.load_weights(tmp_path / "model.pt")
+    weights = student.load_weights(tmp_path / "model.pt")
     assert weights["token_embedding.weight"].dtype == torch.float32
 
 
@@ -426,8 +426,8 @@ def test_a_run_with_long_document_batches_trains_a_decay_student(tmp_path):
                                 "--max-seq-len", "4096", "--long-every", "2",
                                 "--long-tokens", "40", "--long-docs", "2",
                                 "--context-weight", "1")  # fmt: skip
-    model, log = train_mod.distill(args, section_tokenizer(), monitor)
+    model, log = loop.distill(args, section_tokenizer(), monitor)
     assert log["steps"] == 4 and model.config.max_len == 4096
     with pytest.raises(SystemExit, match="max-seq-len"):  # full learns 256 positions only
         args.variant, args.resume = "full", False
-        train_mod.distill(args, section_tokenizer(), monitor)
+        loop.distill(args, section_tokenizer(), monitor)

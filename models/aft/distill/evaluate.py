@@ -25,8 +25,8 @@ from tokenizers import Tokenizer
 from aft.bundle import load_eager
 from aft.distill.corpus import load
 from aft.distill.embed import heldout_sample, load_shards
+from aft.distill.monitor import embed_raw
 from aft.distill.teacher import Teacher, batch_ids
-from aft.distill.train import embed_raw
 from aft.encoder import AFTEncoder, EncoderConfig
 
 GENSIM_DATA = "gensim/test/test_data"

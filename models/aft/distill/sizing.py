@@ -23,9 +23,13 @@ from pathlib import Path
 import torch
 
 from aft.distill.embed import load_shards
+from aft.distill.losses import distill_loss
+from aft.distill.student import student_config
 from aft.distill.teacher import load_tokenizer
-from aft.distill.train import distill_loss, pad, student_config
 from aft.encoder import AFTEncoder
+from aft.head.embed import pad
+
+PAD_ID = student_config("full").pad_token_id
 
 # name -> shape overrides of student_config("full"); "aft-mini" is the shipped shape.
 CANDIDATES: dict[str, dict] = {
@@ -53,7 +57,7 @@ def sentence_batches(texts: list[str]) -> dict[str, tuple[torch.Tensor, torch.Te
     short = [t for t in texts if 15 <= len(tok.encode(t).ids) <= 19][:32]
     if len(short) < 32:
         raise SystemExit("fewer than 32 held-out texts of 15-19 tokens")
-    ids, mask = pad([tok.encode(t).ids for t in short])
+    ids, mask = pad([tok.encode(t).ids for t in short], PAD_ID)
     return {
         "b32": (ids, mask),
         "b1": (ids[:1, : int(mask[0].sum())], mask[:1, : int(mask[0].sum())]),
@@ -72,7 +76,7 @@ def time_forward(model, ids, mask, reps: int) -> float:
 def time_train_step(model: AFTEncoder, seqs, targets, bf16: bool, steps: int = 3) -> float:
     """Seconds per training step (batch = len(seqs)), after one warm-up step."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    ids, mask = pad(seqs)
+    ids, mask = pad(seqs, PAD_ID)
     times = []
     for _ in range(steps + 1):
         t0 = time.perf_counter()
