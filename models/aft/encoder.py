@@ -1,5 +1,7 @@
 """The AFT sentence encoder: embeddings -> N pre-LayerNorm (AFT + feed-forward) blocks -> final
 LayerNorm -> masked mean (or CLS) pooling -> optional projection -> optional classifier head.
+With norm="post" (a BERT converted by `aft.convert`) the blocks are post-LayerNorm, the token
+embeddings pass a LayerNorm first (embedding_norm) and there is no final LayerNorm.
 
 forward(input_ids, attention_mask) -> (raw pooled embeddings (B, D), logits (B, num_labels)); this
 is the TorchScript contract of docs/bundle-format.md. embed_spans(input_ids, attention_mask, spans)
@@ -43,10 +45,15 @@ class EncoderConfig:
     pad_token_id: int = 0
     embedding_dim: int | None = None  # output width D; a final Linear when != d_model
     token_embedding_dim: int | None = None  # factorised embedding: vocab x e, then e -> d_model
+    norm: str = "pre"  # "pre": x + f(LN(x)); "post" (BERT): LN(x + f(x)), no final LayerNorm
+    embedding_norm: bool = False  # a LayerNorm on the token embeddings (BERT's)
+    norm_eps: float = 1e-5
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, not {self.variant!r}")
+        if self.norm not in ("pre", "post"):
+            raise ValueError(f"norm must be 'pre' or 'post', not {self.norm!r}")
         if self.pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', not {self.pooling!r}")
         if self.variant == "conv" and self.kernel_size % 2 != 1:
@@ -75,15 +82,19 @@ def make_attention(cfg: EncoderConfig) -> nn.Module:
 class Block(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
-        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.post_norm = cfg.norm == "post"
+        self.ln1 = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
         self.attn = make_attention(cfg)
-        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.ln2 = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
         self.ff = nn.Sequential(
             nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(), nn.Linear(cfg.d_ff, cfg.d_model)
         )
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        if self.post_norm:
+            x = self.ln1(x + self.drop(self.attn(x, mask)))
+            return self.ln2(x + self.drop(self.ff(x)))
         x = x + self.drop(self.attn(self.ln1(x), mask))
         return x + self.drop(self.ff(self.ln2(x)))
 
@@ -103,9 +114,12 @@ class AFTEncoder(nn.Module):
         self.token_projection = (
             nn.Linear(e, cfg.d_model, bias=False) if cfg.token_embedding_dim else nn.Identity()
         )
+        self.ln_embed = (
+            nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps) if cfg.embedding_norm else nn.Identity()
+        )
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
-        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.ln_f = nn.LayerNorm(cfg.d_model) if cfg.norm == "pre" else nn.Identity()
         D = cfg.out_dim
         self.proj = nn.Linear(cfg.d_model, D) if D != cfg.d_model else nn.Identity()
         self.head = nn.Linear(D, cfg.num_labels) if self.has_head else nn.Identity()
@@ -126,7 +140,7 @@ class AFTEncoder(nn.Module):
         if T > self.max_len:
             raise ValueError("sequence longer than max_len")
         mask = attention_mask > 0
-        x = self.drop(self.token_projection(self.token_embedding(input_ids)))
+        x = self.drop(self.ln_embed(self.token_projection(self.token_embedding(input_ids))))
         for block in self.blocks:
             x = block(x, mask)
         return self.ln_f(x)

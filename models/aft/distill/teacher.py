@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -58,8 +59,18 @@ def batch_ids(tok: Tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Ten
     return ids, mask
 
 
+class LayerTrace(NamedTuple):
+    """What each encoder layer saw and did, for converting its attention (`aft.convert`)."""
+
+    inputs: list[torch.Tensor]  # each layer's input hidden states (B, T, d)
+    mixed: list[torch.Tensor]  # its attention branch, output.dense(context), before the residual
+    states: list[torch.Tensor]  # its output hidden states (after the last LayerNorm)
+
+
 class MiniLM(torch.nn.Module):
-    """BERT encoder forward from the wheel's safetensors; returns mean-pooled hidden states."""
+    """BERT encoder forward from a sentence-transformers folder's safetensors (by default the
+    teacher wheel's); returns mean-pooled hidden states. Any BERT of absolute positions and GELU
+    reads the same way (`aft.convert` converts them)."""
 
     def __init__(self, folder: Path | None = None):
         super().__init__()
@@ -69,39 +80,48 @@ class MiniLM(torch.nn.Module):
         self.n_heads = cfg["num_attention_heads"]
         self.eps = cfg["layer_norm_eps"]
         sd = load_file(str(folder / "model.safetensors"))
-        sd.pop("embeddings.position_ids", None)
+        # BertModel checkpoints name their tensors "embeddings...", BertFor* ones "bert.embeddings".
+        sd = {k.removeprefix("bert."): v for k, v in sd.items() if k != "embeddings.position_ids"}
         # Flat parameter dict (dots are not allowed in module names).
         self.p = torch.nn.ParameterDict(
             {
                 k.replace(".", "__"): torch.nn.Parameter(v, requires_grad=False)
                 for k, v in sd.items()
+                if k.startswith(("embeddings.", "encoder."))
             }
         )
         self.eval()
 
-    def _w(self, name: str) -> torch.Tensor:
+    def weight(self, name: str) -> torch.Tensor:
+        """A tensor by its checkpoint name, e.g. "encoder.layer.0.attention.self.query.weight"."""
         return self.p[name.replace(".", "__")]
 
     def _lin(self, x: torch.Tensor, name: str) -> torch.Tensor:
-        return F.linear(x, self._w(name + ".weight"), self._w(name + ".bias"))
+        return F.linear(x, self.weight(name + ".weight"), self.weight(name + ".bias"))
 
     def _ln(self, x: torch.Tensor, name: str) -> torch.Tensor:
         d = x.shape[-1]
-        return F.layer_norm(x, (d,), self._w(name + ".weight"), self._w(name + ".bias"), self.eps)
+        return F.layer_norm(
+            x, (d,), self.weight(name + ".weight"), self.weight(name + ".bias"), self.eps
+        )
 
     @torch.no_grad()
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def trace(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, LayerTrace]:
+        """The last hidden states (B, T, d), and each layer's input, attention branch, output."""
         b, t = input_ids.shape
         pos = torch.arange(t)
         x = (
-            self._w("embeddings.word_embeddings.weight")[input_ids]
-            + self._w("embeddings.position_embeddings.weight")[pos][None]
-            + self._w("embeddings.token_type_embeddings.weight")[0]
+            self.weight("embeddings.word_embeddings.weight")[input_ids]
+            + self.weight("embeddings.position_embeddings.weight")[pos][None]
+            + self.weight("embeddings.token_type_embeddings.weight")[0]
         )
         x = self._ln(x, "embeddings.LayerNorm")
         h, dh = self.n_heads, x.shape[-1] // self.n_heads
         # Additive mask: padded keys get -inf-like scores.
         bias = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
+        trace = LayerTrace([], [], [])
         for i in range(self.n_layers):
             pre = f"encoder.layer.{i}."
 
@@ -113,17 +133,23 @@ class MiniLM(torch.nn.Module):
             v = heads(self._lin(x, pre + "attention.self.value"))
             att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(dh) + bias, dim=-1)
             ctx = (att @ v).transpose(1, 2).reshape(b, t, h * dh)
-            x = self._ln(
-                x + self._lin(ctx, pre + "attention.output.dense"),
-                pre + "attention.output.LayerNorm",
-            )
+            mixed = self._lin(ctx, pre + "attention.output.dense")
+            trace.inputs.append(x)
+            trace.mixed.append(mixed)
+            x = self._ln(x + mixed, pre + "attention.output.LayerNorm")
             ff = self._lin(F.gelu(self._lin(x, pre + "intermediate.dense")), pre + "output.dense")
             x = self._ln(x + ff, pre + "output.LayerNorm")
+            trace.states.append(x)
+        return x, trace
+
+    @torch.no_grad()
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        x, _ = self.trace(input_ids, attention_mask)
         m = attention_mask.unsqueeze(-1).to(x.dtype)
         return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
 
     def word_embeddings(self) -> torch.Tensor:
-        return self._w("embeddings.word_embeddings.weight").detach()
+        return self.weight("embeddings.word_embeddings.weight").detach()
 
 
 class Teacher:
