@@ -63,7 +63,7 @@ def test_variants_hold_equal_parameters():
     assert max(counts) - min(counts) < 0.001 * max(counts)
 
 
-# --- the training set, batch order, checkpoint and resume (aft.distill.data / train) ---------
+# --- the training set, batch order, checkpoint and resume (aft.distill.data, loop) ----------
 
 WORDS = "the a cat dog sat ran on under mat log red blue big small fast slow".split()
 

@@ -5,9 +5,7 @@ from dataclasses import asdict
 import pytest
 import torch
 import torch.nn.functional as F
-from aft.encoder import AFTEncoder, EncoderConfig
-
-VARIANTS = ["full", "local", "simple", "conv", "decay"]
+from aft.encoder import VARIANTS, AFTEncoder, EncoderConfig
 
 
 def config(variant, **kw):
