@@ -11,19 +11,11 @@ use clap::{Parser, ValueEnum};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scheduling {
     /// Fair between requests (between API keys when keys are configured), by tokens, with the
-    /// `priority` classes; the oldest input is never passed over for more than 7 batches.
+    /// `priority` classes; the oldest input is passed over for a bounded number of batches only
+    /// (docs/API.md, "Scheduling").
     Fair,
     /// Oldest input first, whoever sent it and whatever its priority (for comparison).
     Fifo,
-}
-
-impl From<Scheduling> for crate::core::Policy {
-    fn from(s: Scheduling) -> Self {
-        match s {
-            Scheduling::Fair => Self::Fair,
-            Scheduling::Fifo => Self::Fifo,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -81,7 +73,7 @@ pub struct Config {
     /// Threads libtorch uses inside one forward pass (per worker); 0 = number of CPUs / all
     /// short-input workers (workers x models), so that models busy at once do not oversubscribe
     /// the CPUs; while a long-input pass runs, and always on a long lane, CPUs / every worker.
-    /// Either way, a pass of under 128 tokens (batch x length) runs on one thread.
+    /// Either way, a pass too small to gain from threads runs on one (README, "Configuration").
     #[arg(long, env = "AFT_INTRA_OP_THREADS", default_value_t = 0)]
     pub intra_op_threads: usize,
 
@@ -325,7 +317,86 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use clap::CommandFactory;
+
     use super::*;
+
+    /// Flag -> (variable, default) as a source gives them; a `None` default is "none".
+    type FlagTable = BTreeMap<String, (Option<String>, Option<String>)>;
+
+    /// The text of the first `code span` in a Markdown table cell.
+    fn first_code(cell: &str) -> Option<String> {
+        cell.split('`').nth(1).map(str::to_owned)
+    }
+
+    /// The README's `| flag | env | default | meaning |` table. A default cell that does not
+    /// start with a code span (`none`, "manifest `name`") means no default value.
+    fn readme_flags(readme: &str) -> FlagTable {
+        let mut rows = FlagTable::new();
+        let lines = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("| flag | env | default |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'));
+        for line in lines {
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            let flag = first_code(cells[0]).unwrap_or_else(|| panic!("no flag in {line}"));
+            let default = cells[2]
+                .starts_with('`')
+                .then(|| first_code(cells[2]))
+                .flatten();
+            rows.insert(flag, (first_code(cells[1]), default));
+        }
+        rows
+    }
+
+    /// Every flag `--help` lists, with its variable and default.
+    fn help_flags() -> FlagTable {
+        let command = Config::command();
+        command
+            .get_arguments()
+            .filter_map(|arg| {
+                let long = arg
+                    .get_long()
+                    .filter(|l| !matches!(*l, "help" | "version"))?;
+                let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+                let defaults: Vec<String> = arg
+                    .get_default_values()
+                    .iter()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .collect();
+                let default = (!defaults.is_empty()).then(|| defaults.join(","));
+                Some((format!("--{long}"), (env, default)))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_flag_table_says_what_help_says() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+        let readme = std::fs::read_to_string(path).expect("README.md is readable");
+        let readme = readme_flags(&readme);
+        let help = help_flags();
+        for (flag, row) in &help {
+            assert_eq!(readme.get(flag), Some(row), "{flag}: README vs --help");
+        }
+        for flag in readme.keys() {
+            assert!(help.contains_key(flag), "{flag}: in README, not in --help");
+        }
+    }
+
+    #[test]
+    fn the_readme_table_parser_reads_flags_variables_and_defaults() {
+        let text = "x\n| flag | env | default | meaning |\n|---|---|---|---|\n\
+                    | `--a` (repeatable) | `AFT_A` (comma-separated) | `1` (or so) | m |\n\
+                    | `--b` | `AFT_B` | none | m |\n\ntext\n| `--c` | | | |\n";
+        let rows = readme_flags(text);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows["--a"], (Some("AFT_A".into()), Some("1".into())));
+        assert_eq!(rows["--b"], (Some("AFT_B".into()), None));
+    }
 
     fn parse(args: &[&str]) -> Result<Config, clap::Error> {
         Config::try_parse_from(std::iter::once("aft-serve").chain(args.iter().copied()))

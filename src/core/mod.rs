@@ -12,9 +12,13 @@
 //! on workers of their own, so a long document never holds up the short inputs' workers
 //! (head-of-line blocking); admission (the queue's input and token bounds) is shared.
 
-pub mod batcher;
+mod batcher;
+mod caller;
+mod error;
+mod model;
 mod queue;
-pub mod schedule;
+mod schedule;
+mod select;
 mod worker;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,9 +27,11 @@ use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
-pub use batcher::{select_batch, BatchLimits, Selection};
-pub use queue::{Completed, MAX_KEY_SERIES, OTHER_KEYS};
-pub use schedule::{Caller, ClientId, Policy, Priority, MAX_STRETCH, OLDEST_TURN};
+pub use caller::{Caller, ClientId, Priority};
+pub use error::InferError;
+pub use model::{Backend, BackendError, BackendFactory, ModelInput, ModelOutput, TokenSpan};
+pub use schedule::Policy;
+pub use select::{select_batch, BatchLimits, Selection};
 pub use worker::WorkerState;
 
 use crate::metrics::ModelMetrics;
@@ -41,92 +47,6 @@ struct LaneSpec {
     factory: Arc<dyn BackendFactory>,
     limits: BatchLimits,
     max_wait: Duration,
-}
-
-/// The model's outputs for one sequence.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelOutput {
-    /// Pooled embedding, before normalisation.
-    pub embedding: Vec<f32>,
-    /// Classifier logits; empty for a model without a head.
-    pub logits: Vec<f32>,
-    /// One pooled embedding (before normalisation) per requested [`TokenSpan`], in order; empty
-    /// when none was requested.
-    pub spans: Vec<Vec<f32>>,
-}
-
-/// Token positions `[start, end)` of one sequence (special tokens count), pooled on their own
-/// from the token states of the whole sequence's forward pass (late chunking).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TokenSpan {
-    pub start: usize,
-    pub end: usize,
-}
-
-/// One input to the model: its token ids, and the spans to pool apart (usually none).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ModelInput {
-    pub ids: Vec<u32>,
-    pub spans: Vec<TokenSpan>,
-}
-
-impl From<Vec<u32>> for ModelInput {
-    fn from(ids: Vec<u32>) -> Self {
-        Self {
-            ids,
-            spans: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct BackendError(pub String);
-
-/// Runs forward passes. Each worker owns one, made on (and never leaving) its own thread.
-pub trait Backend {
-    /// One forward pass over unpadded token sequences; one output per sequence, in order.
-    fn forward(&mut self, sequences: &[&[u32]]) -> Result<Vec<ModelOutput>, BackendError>;
-
-    /// [`Backend::forward`], plus one pooled vector per span of each sequence (`spans[i]` are
-    /// sequence `i`'s, within its length), in [`ModelOutput::spans`].
-    fn forward_spans(
-        &mut self,
-        sequences: &[&[u32]],
-        spans: &[&[TokenSpan]],
-    ) -> Result<Vec<ModelOutput>, BackendError> {
-        let _ = (sequences, spans);
-        Err(BackendError("this model cannot pool token spans".into()))
-    }
-}
-
-/// Makes a ready (loaded, warmed-up) backend; called on the worker thread that will own it.
-pub trait BackendFactory: Send + Sync + 'static {
-    fn create(&self, worker: usize) -> Result<Box<dyn Backend>, BackendError>;
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum InferError {
-    #[error("the queue is full")]
-    QueueFull,
-    /// The request alone holds more tokens than the queue may ever hold: it can never run.
-    #[error("the request holds {tokens} tokens, more than the {limit} the queue can hold")]
-    TooManyTokens { tokens: usize, limit: usize },
-    /// The caller's API key already has its share of the queue.
-    #[error("this API key already has {queued} tokens queued; {requested} more would pass its limit of {limit}")]
-    KeyQueueFull {
-        queued: usize,
-        requested: usize,
-        limit: usize,
-    },
-    #[error("the service is shutting down")]
-    ShuttingDown,
-    #[error("{0}")]
-    NotReady(String),
-    #[error("inference failed: {0}")]
-    Backend(String),
-    #[error("the inference worker died while running this input")]
-    WorkerDied,
 }
 
 #[derive(Debug, Clone)]

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::schedule::{Caller, ClientId, Priority};
-use super::{InferError, ModelOutput, TokenSpan};
+use super::caller::{Caller, ClientId, Priority};
+use super::error::InferError;
+use super::model::{ModelOutput, TokenSpan};
 use crate::metrics::ModelMetrics;
 
 /// API keys with a metric series of their own; later keys share the series `other`.

@@ -22,12 +22,14 @@
 //! [`Policy::Fifo`] is the old behaviour (oldest input first, priority ignored), kept for
 //! comparison.
 //!
-//! [`select_batch`]: super::select_batch
+//! [`select_batch`]: super::select::select_batch
 
 use std::collections::HashMap;
 
-use super::batcher::{select_around, BatchLimits, Selection};
+use super::caller::ClientId;
 use super::queue::Entry;
+use super::select::{select_around, BatchLimits, Selection};
+use crate::config::Scheduling;
 
 /// A batch is anchored on the oldest waiting input at least once in this many batches.
 pub const OLDEST_TURN: u32 = 8;
@@ -45,61 +47,14 @@ pub enum Policy {
     Fifo,
 }
 
-/// How urgent a request is. It can only be lowered: priority is the caller's own word, so there is
-/// no level above the default that would let one client push ahead of all the others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Priority {
-    #[default]
-    Normal,
-    /// Bulk work: yields to normal work, but still gets the oldest input's turn (see
-    /// [`OLDEST_TURN`]).
-    Low,
-}
-
-impl Priority {
-    pub const ALL: [Priority; 2] = [Priority::Normal, Priority::Low];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Normal => "normal",
-            Self::Low => "low",
+/// `--scheduling` names the policy; the configuration knows nothing of the core.
+impl From<Scheduling> for Policy {
+    fn from(s: Scheduling) -> Self {
+        match s {
+            Scheduling::Fair => Self::Fair,
+            Scheduling::Fifo => Self::Fifo,
         }
     }
-
-    /// Position in service order: the lower, the sooner.
-    fn rank(self) -> u8 {
-        match self {
-            Self::Normal => 0,
-            Self::Low => 1,
-        }
-    }
-}
-
-/// An API key, by its fingerprint: the first 8 bytes of the key's SHA-256 digest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ClientId(pub u64);
-
-impl ClientId {
-    pub fn from_digest(digest: &[u8; 32]) -> Self {
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&digest[..8]);
-        Self(u64::from_be_bytes(first))
-    }
-
-    /// The first 8 hex digits of the key's SHA-256 (`printf %s KEY | sha256sum | cut -c1-8`):
-    /// enough to tell keys apart on a dashboard, nothing that helps recover a key.
-    pub fn label(self) -> String {
-        format!("{:08x}", self.0 >> 32)
-    }
-}
-
-/// Who sent a request and how urgent it is; decides where its inputs queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Caller {
-    pub priority: Priority,
-    /// The caller's API key, when keys are configured: fairness is then between keys, and the
-    /// per-key queue limit applies.
-    pub client: Option<ClientId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -342,6 +297,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+    use crate::core::{Caller, Priority};
 
     const LIMITS: BatchLimits = BatchLimits {
         max_batch_tokens: 64,

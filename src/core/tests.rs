@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use super::queue::{MAX_KEY_SERIES, OTHER_KEYS};
+use super::schedule::OLDEST_TURN;
 use super::*;
 use crate::metrics::Metrics;
 

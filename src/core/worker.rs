@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use super::batcher::Job;
+use super::error::InferError;
+use super::model::{Backend, BackendFactory};
 use super::queue::Completed;
-use super::{Backend, BackendFactory, InferError};
 use crate::metrics::ModelMetrics;
 
 /// Which lane a pool serves (see [`super::LongLane`]).
