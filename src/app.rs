@@ -3,23 +3,21 @@
 //! then hand the finished objects to [`server::run`]. The one place that knows every layer.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use tch::Device;
 
-use crate::backend::threads::LaneThreads;
+use crate::backend::threads::CpuSharers;
 use crate::backend::torch::{batch_warm_up, device_name, parse_device, TorchFactory};
-use crate::bundle::{Bundle, EMBED_SPANS};
-use crate::config::{Config, ModelDir, Scheduling};
+use crate::bundle::Bundle;
+use crate::config::{Config, ModelDir};
 use crate::core::{BatchLimits, Infer, InferConfig, LongLane};
 use crate::memory;
 use crate::metrics::Metrics;
-use crate::server::types::{Limits, ModelInfo};
 use crate::server::{
-    self, ApiKeys, ConnLimits, HttpConfig, ModelsError, ServedModel, ServedModels,
+    self, ApiKeys, ConnLimits, HttpConfig, ModelInfo, ModelsError, ServedModel, ServedModels,
 };
 use crate::service::{RequestLimits, Service};
 use crate::tokenize::{TextTokenizer, TokenizerPool};
@@ -53,60 +51,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     memory::spawn(config.memory_release_interval)
         .context("cannot start the memory release thread")?;
     server::run(models, metrics, keys, http_config(&config)).await
-}
-
-/// How the CPUs are shared between the workers of every model (see [`CpuSharers::lane_threads`]).
-#[derive(Debug, Clone)]
-pub struct CpuSharers {
-    /// The CPUs this process may use (the cgroup's quota included).
-    pub cpus: usize,
-    /// The short-input workers of every model. Long lanes are left out: they are idle unless a
-    /// long document arrives, and counting them halved a lone short worker's threads (half the
-    /// requests/s at saturation on 2 CPUs, docs/BENCHMARKS.md).
-    pub short: usize,
-    /// Every worker of every model, long lanes included: the share while a long pass runs.
-    pub all: usize,
-    /// Long passes running now, across every model (see [`LaneThreads`]).
-    pub long_running: Arc<AtomicUsize>,
-}
-
-impl CpuSharers {
-    pub fn count(config: &Config, bundles: &[(String, Arc<Bundle>)], cpus: usize) -> Self {
-        let short = config.workers * bundles.len();
-        let long: usize = bundles
-            .iter()
-            .map(|(_, bundle)| {
-                let max_input = config.max_input_tokens(bundle.manifest.max_seq_len);
-                config
-                    .long_lane_threshold(max_input)
-                    .map_or(0, |_| config.long_workers)
-            })
-            .sum();
-        Self {
-            cpus,
-            short,
-            all: short + long,
-            long_running: Arc::new(AtomicUsize::new(0)),
-        }
-    }
-
-    /// The threads of a model's (short, long) lanes: `intra_op_threads` throughout when it is
-    /// set; else the short workers share the CPUs, and every worker does while a long pass runs
-    /// (always, on a long lane), so that the cores are never over-subscribed.
-    pub fn lane_threads(&self, intra_op_threads: usize) -> (LaneThreads, LaneThreads) {
-        let share = |sharers: usize| (self.cpus / sharers.max(1)).max(1);
-        let (alone, beside_long) = match intra_op_threads {
-            0 => (share(self.short), share(self.all)),
-            n => (n, n),
-        };
-        let lane = |alone, long_lane| LaneThreads {
-            alone,
-            beside_long,
-            long_lane,
-            long_running: self.long_running.clone(),
-        };
-        (lane(alone, false), lane(beside_long, true))
-    }
 }
 
 /// Verifies every bundle and names it (the given name, else the manifest's), before any model
@@ -204,34 +148,8 @@ pub fn load_model(
         long_lane,
         model_metrics.clone(),
     );
-    let info = ModelInfo {
-        model: name.clone(),
-        device: device_label,
-        workers: config.workers,
-        scheduling: match config.scheduling {
-            Scheduling::Fair => "fair",
-            Scheduling::Fifo => "fifo",
-        },
-        dimensions: manifest.embedding_dim,
-        labels: manifest.labels.clone(),
-        late_chunking: manifest.has_method(EMBED_SPANS),
-        limits: Limits {
-            max_seq_len: manifest.max_seq_len,
-            max_input_tokens: max_input,
-            max_queued_tokens: config.max_queued_tokens,
-            long_input_tokens: long_above,
-            max_chunks: config.max_chunks,
-            max_client_batch_size: config.max_client_batch_size,
-            max_body_bytes: config.max_body_bytes,
-            max_batch_tokens: config.max_batch_tokens,
-            max_batch_size: config.max_batch_size,
-            max_queue_size: config.max_queue_size,
-            max_queued_tokens_per_key: config.max_queued_tokens_per_key,
-            request_timeout_ms: u64::try_from(config.request_timeout.as_millis())
-                .unwrap_or(u64::MAX),
-        },
-        manifest: serde_json::to_value(manifest).context("manifest")?,
-    };
+    let info = ModelInfo::describe(&name, manifest, config, device_label)
+        .with_context(|| format!("model {name:?}: cannot describe the manifest"))?;
     let service = Service::new(
         name,
         bundle,
@@ -258,46 +176,5 @@ fn http_config(config: &Config) -> HttpConfig {
             keep_alive_timeout: config.keep_alive_timeout,
             max_connections: config.max_connections,
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    fn tiny_bundles(n: usize) -> Vec<(String, Arc<Bundle>)> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-aft");
-        let bundle = Arc::new(Bundle::load(&dir).expect("the tiny fixture bundle loads"));
-        (0..n).map(|i| (format!("m{i}"), bundle.clone())).collect()
-    }
-
-    /// (short lane alone, short lane beside a long pass, long lane) threads on `cpus` CPUs.
-    fn threads(args: &[&str], models: usize, cpus: usize) -> (usize, usize, usize) {
-        let argv = ["aft-serve", "--model-dir", "unused"].iter().chain(args);
-        let config = Config::try_parse_from(argv).expect("valid flags");
-        let sharers = CpuSharers::count(&config, &tiny_bundles(models), cpus);
-        let (short, long) = sharers.lane_threads(config.intra_op_threads);
-        assert!(!short.long_lane && long.long_lane);
-        assert_eq!(long.alone, long.beside_long);
-        (short.alone, short.beside_long, long.alone)
-    }
-
-    #[test]
-    fn short_workers_share_the_cpus_and_yield_to_long_passes() {
-        // tiny-aft takes 128 tokens, so a 64-token threshold gives each model a long lane.
-        let lane = ["--long-input-tokens", "64"];
-        // One model on 2 CPUs: the short worker has both until a long pass runs.
-        assert_eq!(threads(&lane, 1, 2), (2, 1, 1));
-        // Two models of 2 workers each on 16 CPUs: 4 short workers, 6 with the long lanes.
-        let two = ["--workers", "2", "--long-input-tokens", "64"];
-        assert_eq!(threads(&two, 2, 16), (4, 2, 2));
-        // No long lane (none asked for, or inputs that cannot be long): nothing to yield to.
-        let none = ["--long-input-tokens", "64", "--long-workers", "0"];
-        assert_eq!(threads(&none, 2, 16), (8, 8, 8));
-        assert_eq!(threads(&["--long-input-tokens", "512"], 1, 2), (2, 2, 2));
-        // Given threads are kept throughout.
-        let given = ["--intra-op-threads", "3", "--long-input-tokens", "64"];
-        assert_eq!(threads(&given, 1, 2), (3, 3, 3));
     }
 }

@@ -2,6 +2,7 @@
 
 mod common;
 
+use aft_serve::server::{Verb, ROUTES};
 use common::*;
 use serde_json::json;
 
@@ -58,33 +59,43 @@ async fn api_keys_guard_every_route_but_health_and_metrics() {
             assert_eq!(r.status(), 200, "{scheme} {key}");
         }
     }
-    for path in ["/v1/models", "/info", "/openapi.json", "/docs"] {
-        assert_eq!(
-            client.get(server.url(path)).send().await.unwrap().status(),
-            401,
-            "{path}"
-        );
+    // Every route of the table: the open ones answer without a key, every other one wants it.
+    for route in ROUTES {
+        let url = server.url(route.path);
+        let req = match route.method {
+            Verb::Get => client.get(url),
+            Verb::Post => client.post(url).json(&body),
+        };
+        let status = req.send().await.unwrap().status();
+        let expected = if route.open { 200 } else { 401 };
+        assert_eq!(status, expected, "{route:?}");
     }
-    for path in ["/v1/embeddings", "/v1/classify"] {
-        assert_eq!(
-            client
-                .post(server.url(path))
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            401,
-            "{path}"
-        );
-    }
-    for path in ["/health", "/health/live", "/health/ready", "/metrics"] {
-        assert_eq!(
-            client.get(server.url(path)).send().await.unwrap().status(),
-            200,
-            "{path}"
-        );
-    }
+    // The document served lists exactly the routes of the table.
+    let doc: serde_json::Value = client
+        .get(server.url("/openapi.json"))
+        .header("authorization", "Bearer key-from-flag-91bc")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut documented: Vec<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            let methods = item.as_object().unwrap().keys();
+            methods.map(move |m| (m.to_uppercase(), path.clone()))
+        })
+        .collect();
+    documented.sort();
+    let mut routed: Vec<(String, String)> = ROUTES
+        .iter()
+        .map(|r| (r.method.as_str().to_owned(), r.path.to_owned()))
+        .collect();
+    routed.sort();
+    assert_eq!(documented, routed);
 
     // CORS: a preflight from the allowed origin passes without a key; others get no grant.
     let preflight = |origin: &'static str| {

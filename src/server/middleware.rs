@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use tracing::Instrument;
 
 use super::error::ApiError;
-use super::AppState;
+use super::{route_table, AppState};
 use crate::service::Timing;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -88,7 +88,7 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     let total_ms = elapsed.as_secs_f64() * 1000.0;
     span.in_scope(|| {
         // Probes and scrapes arrive every few seconds; keep them out of the info log.
-        if QUIET_ROUTES.contains(&route.as_str()) {
+        if route_table::is_quiet(&route) {
             tracing::debug!(status = status.as_u16(), total_ms, "request done");
         } else {
             tracing::info!(status = status.as_u16(), total_ms, "request done");
@@ -96,8 +96,6 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     });
     response
 }
-
-const QUIET_ROUTES: [&str; 4] = ["/health", "/health/live", "/health/ready", "/metrics"];
 
 /// Bodies larger than this are refused without reading them (the connection is then closed).
 const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;

@@ -6,13 +6,16 @@ mod auth;
 mod conn;
 pub mod error;
 mod extract;
+mod info;
+mod input;
 mod middleware;
 mod models;
 mod openapi;
+mod route_table;
 mod routes;
 mod scheduling;
 mod serve;
-pub mod types;
+mod types;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
@@ -21,7 +24,6 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method};
-use axum::routing::{get, post};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -29,12 +31,13 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 pub use auth::ApiKeys;
 pub use conn::ConnLimits;
 pub use error::ApiError;
+pub use info::ModelInfo;
 pub use models::{ModelsError, ServedModels};
+pub use route_table::{Route, Verb, ROUTES};
 pub use serve::run;
 
 use crate::metrics::Metrics;
 use crate::service::Service;
-use types::ModelInfo;
 
 /// One model as the API serves it: the service that answers for it, and its part of `/info`.
 pub struct ServedModel {
@@ -135,32 +138,28 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-/// Every route, with its layers.
+/// Every route of [`ROUTES`], with its layers.
 fn router(state: AppState, http: &HttpConfig) -> Router {
-    let inference = Router::new()
-        .route("/v1/embed", post(routes::embed))
-        .route("/v1/embeddings", post(routes::openai_embeddings))
-        .route("/v1/classify", post(routes::classify))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::timeout,
-        ));
-    let protected = inference
-        .route("/v1/models", get(routes::models))
-        .route("/info", get(routes::info))
-        .route("/openapi.json", get(openapi::openapi_json))
-        .route("/docs", get(openapi::docs_page))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_api_key,
-        ));
-    let open = Router::new()
-        .route("/health", get(routes::health))
-        .route("/health/live", get(routes::live))
-        .route("/health/ready", get(routes::ready))
-        .route("/metrics", get(routes::metrics));
-    let mut app = protected
-        .merge(open)
+    let mut app = Router::new();
+    for route in ROUTES {
+        let mut endpoint = route.method_router();
+        // `layer`, not `route_layer`: a wrong method on a guarded path is refused (401) before
+        // it is told the method is not allowed, as for any other request without a key.
+        if route.timed {
+            endpoint = endpoint.layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                middleware::timeout,
+            ));
+        }
+        if !route.open {
+            endpoint = endpoint.layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_api_key,
+            ));
+        }
+        app = app.route(route.path, endpoint);
+    }
+    let mut app = app
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(http.max_body_bytes))

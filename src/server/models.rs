@@ -3,7 +3,7 @@
 
 use crate::service::ServiceError;
 
-use super::types::ModelInfo;
+use super::info::ModelInfo;
 use super::ServedModel;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -7,10 +7,11 @@ use axum::Json;
 use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::OpenApi as OpenApiDoc;
-use utoipa::{Modify, OpenApi};
+use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::error::{ErrorBody, ErrorDetail};
-use super::routes;
+use super::input::{OpenAiInput, TextInputs};
+use super::route_table::RoutePaths;
 use super::AppState;
 
 #[derive(OpenApi)]
@@ -22,19 +23,6 @@ use super::AppState;
                        `{\"error\": {\"message\", \"type\", \"code\", \"param\"}}`. Every response \
                        carries `x-request-id`, `x-queue-time`, `x-inference-time` and \
                        `x-total-time` (milliseconds)."
-    ),
-    paths(
-        routes::embed,
-        routes::openai_embeddings,
-        routes::classify,
-        routes::models,
-        routes::info,
-        routes::live,
-        routes::ready,
-        routes::health,
-        routes::metrics,
-        openapi_json,
-        docs_page,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth)
@@ -68,8 +56,10 @@ pub struct Bounds {
     pub late_chunking: bool,
 }
 
+/// The document: the service's description, and every route of the route table.
 pub fn document() -> OpenApiDoc {
     let mut doc = ApiDoc::openapi();
+    doc.merge(RoutePaths::openapi());
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc
 }
@@ -79,16 +69,28 @@ pub fn document() -> OpenApiDoc {
 pub fn bounded(doc: &OpenApiDoc, bounds: &Bounds) -> Result<Value, String> {
     let mut v = serde_json::to_value(doc).map_err(|e| e.to_string())?;
     let largest_id = bounds.vocab_size.saturating_sub(1);
-    let texts = "/components/schemas/TextInputs/oneOf";
-    let input = "/components/schemas/OpenAiInput/oneOf";
-    let patches = [
-        (format!("{texts}/1/maxItems"), json!(bounds.max_inputs)),
-        (format!("{input}/1/maxItems"), json!(bounds.max_inputs)),
-        (format!("{input}/2/items/maximum"), json!(largest_id)),
-        (format!("{input}/3/maxItems"), json!(bounds.max_inputs)),
-        (format!("{input}/3/items/items/maximum"), json!(largest_id)),
+    // The input schemas, rebuilt with this service's bounds.
+    let schemas = "/components/schemas";
+    let bounded_inputs = [
         (
-            "/components/schemas/EmbedRequest/properties/dimensions/maximum".into(),
+            TextInputs::name(),
+            TextInputs::schema_within(Some(bounds.max_inputs)),
+        ),
+        (
+            OpenAiInput::name(),
+            OpenAiInput::schema_within(Some(bounds.max_inputs), Some(largest_id)),
+        ),
+    ];
+    for (name, schema) in bounded_inputs {
+        let schema = serde_json::to_value(schema).map_err(|e| e.to_string())?;
+        v.pointer_mut(schemas)
+            .and_then(Value::as_object_mut)
+            .ok_or_else(|| format!("OpenAPI document: no object at {schemas}"))?
+            .insert(name.into_owned(), schema);
+    }
+    let patches = [
+        (
+            "/components/schemas/EmbedRequest/properties/dimensions/maximum".to_owned(),
             json!(bounds.dimensions),
         ),
         (

@@ -8,6 +8,7 @@ use base64::Engine;
 
 use super::error::{ApiError, ErrorBody, InferenceErrors};
 use super::extract::ApiJson;
+use super::info::Info;
 use super::scheduling::CallerParts;
 use super::types::*;
 use super::AppState;
@@ -39,7 +40,7 @@ pub async fn embed(
     let service = &state.models.get(req.model.as_deref())?.service;
     let options = EmbedOptions {
         truncate: req.truncate,
-        normalize: req.normalize.unwrap_or(service.bundle.manifest.normalize),
+        normalize: req.normalize,
         dimensions: req.dimensions,
         chunking: req.chunking.map(Into::into),
     };
@@ -87,7 +88,7 @@ pub async fn openai_embeddings(
     let service = &state.models.get(req.model.as_deref())?.service;
     let options = EmbedOptions {
         truncate: true,
-        normalize: service.bundle.manifest.normalize,
+        normalize: None,
         dimensions: req.dimensions,
         chunking: None,
     };

@@ -32,7 +32,8 @@ pub struct Timing {
 #[derive(Debug, Clone, Copy)]
 pub struct EmbedOptions {
     pub truncate: bool,
-    pub normalize: bool,
+    /// L2-normalise the vectors; `None` for the model's default (the manifest's `normalize`).
+    pub normalize: Option<bool>,
     /// Keep only the first `dimensions` components (before normalising).
     pub dimensions: Option<usize>,
     /// Late chunking: also one vector per chunk of each input.
@@ -160,9 +161,10 @@ impl Service {
                 ))
             }
         };
+        let normalize = options.normalize.unwrap_or(self.bundle.manifest.normalize);
         let finish = |mut v: Vec<f32>| {
             v.truncate(dimensions);
-            if options.normalize {
+            if normalize {
                 l2_normalize(&mut v);
             }
             v
