@@ -33,20 +33,19 @@ import http.client
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
-ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT / "bench" / "corpus" / "texts.jsonl"
+from harness import CORPUS, HOST, ROOT
+from harness.serve_process import ServeProcess
+
 RESULTS = Path(os.environ.get("AFT_BENCH_RESULTS", ROOT / "bench" / "results"))
-HOST = "127.0.0.1"
 
 
 def log(msg: str) -> None:
@@ -138,65 +137,13 @@ def server_side(before: dict[str, float], after: dict[str, float]) -> dict[str, 
     return d
 
 
-# ----------------------------------------------------------------------------- server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """aft-serve on 127.0.0.1 with the given flags; stopped with SIGTERM on exit."""
-
-    def __init__(self, binary: Path, model_dir: Path, args: list[str], log_path: Path):
-        self.port = free_port()
-        self.cmd = [
-            str(binary),
-            "--host",
-            HOST,
-            "--port",
-            str(self.port),
-            "--model-dir",
-            str(model_dir),
-            "--log-level",
-            "warn",
-            *args,
-        ]
-        self.log_path = log_path
-        self.proc: subprocess.Popen | None = None
-
-    def __enter__(self) -> Server:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AFT_")}
-        with self.log_path.open("w") as logf:
-            self.proc = subprocess.Popen(self.cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"aft-serve exited; see {self.log_path}")
-            try:
-                conn = http.client.HTTPConnection(HOST, self.port, timeout=2)
-                conn.request("GET", "/health/ready")
-                if conn.getresponse().status == 200:
-                    conn.close()
-                    return self
-                conn.close()
-            except OSError:
-                pass
-            time.sleep(0.2)
-        self.__exit__(None, None, None)
-        raise RuntimeError(f"aft-serve never became ready; see {self.log_path}")
-
-    def __exit__(self, *exc) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+def serve(binary: Path, model_dir: Path, args: list[str], log_path: Path) -> ServeProcess:
+    """aft-serve on 127.0.0.1 and a free port with its defaults and `args` only (the caller's
+    AFT_* variables left out); stopped with SIGTERM on leaving the `with` block."""
+    flags = ["--model-dir", str(model_dir), "--log-level", "warn", *args]
+    return ServeProcess(
+        args=flags, binary=binary, log_path=log_path, ready_timeout=180, own_aft_env=False
+    )
 
 
 # ----------------------------------------------------------------------------- workload
@@ -346,8 +293,8 @@ def heavy_stream(
 def run_policy(a: argparse.Namespace, policy: str) -> dict:
     args = ["--scheduling", policy, *a.server_arg]
     log_path = RESULTS / "logs" / f"fairness-{policy}.log"
-    with Server(a.binary, a.model_dir, args, log_path) as server:
-        port = server.port
+    with serve(a.binary, a.model_dir, args, log_path) as server:
+        port = urlparse(server.url).port
         info = get_json(port, "/info")
         if info.get("scheduling") != policy:
             raise RuntimeError(f"the server reports scheduling={info.get('scheduling')}")

@@ -48,9 +48,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from aft.serve_process import ServeProcess
 from harness import ROOT, corpus, load, log
 from harness.sampler import sampling
+from harness.serve_process import ServeProcess
 
 HALF_HEADER = b"POST /v1/embed HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: applic"
 PER_CLIENT = 5000  # connections per client process

@@ -36,7 +36,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -44,15 +43,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "models"))
-from aft.bundle import load_manifest, load_tokenizer  # noqa: E402
-from aft.serve_process import ServeProcess  # noqa: E402
-from harness import log  # noqa: E402
-from harness.bundles import bundle_for_run  # noqa: E402
-from harness.corpus import rows  # noqa: E402
-from harness.metrics import family, scrape  # noqa: E402
+from aft.bundle import load_manifest, load_tokenizer
+from harness import ROOT, log
+from harness.bundles import bundle_for_run
+from harness.corpus import rows
+from harness.metrics import family, scrape
+from harness.serve_process import ServeProcess
 
 RESULTS = Path(os.environ.get("AFT_BENCH_RESULTS", ROOT / "bench" / "results"))
 LONG_FORWARD = family("aft_long_inference_duration_seconds")

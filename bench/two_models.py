@@ -16,11 +16,8 @@ import argparse
 import json
 import statistics
 import subprocess
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
-from aft.serve_process import ServeProcess  # noqa: E402
+from harness.serve_process import ServeProcess
 
 TEXTS = [
     "the committee approved the budget for the new library",

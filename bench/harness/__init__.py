@@ -2,7 +2,9 @@
 
   plan       how long and at which points each part measures (full run or --quick)
   corpus     the fixed texts, oha's request-body files and the corpus' make-up
-  servers    aft-serve and the Python peers on 127.0.0.1, through aft.serve_process
+  serve_process  starting an aft-serve process (or a peer), waiting until ready, stopping it:
+             the one launcher, also for the deployment checks and the tests
+  servers    aft-serve and the Python peers on 127.0.0.1, through serve_process
   load       oha runs (closed and open loop) and their summary
   metrics    /metrics scrapes and the stage figures between two scrapes
   results    results/<part>.json, each with the run's facts (machine, model, plan)
@@ -12,7 +14,9 @@
   sectioned  held-out documents of many sections, their queries, the service's chunk windows
   bundles    a random-weight AFT-decay bundle of aft-mini's shape (cost does not need weights)
 
-Run from bench/ scripts (bench/bench.py, bench/report.py), which put bench/ on sys.path.
+Run from bench/ scripts (python bench/bench.py, bench/report.py ...: bench/ is then the script's
+directory, first on sys.path); elsewhere it is importable because scripts/setup installs it
+(bench/pyproject.toml).
 """
 
 from __future__ import annotations

@@ -13,9 +13,8 @@ import time
 from functools import cache
 from pathlib import Path
 
-from aft.serve_process import ServeProcess
-
 from harness import metrics
+from harness.serve_process import ServeProcess
 
 EMBED = "/v1/embed"
 # oha's error text for requests still in flight when the -z window closes: not an error.

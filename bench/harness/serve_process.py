@@ -5,7 +5,8 @@
 
 The server listens on 127.0.0.1 and a free port unless `args` (or `env`) choose the address. Its
 output goes to a file, never to a pipe nobody reads (a full pipe would stall the server). Only
-the standard library is used, so this works wherever the `aft` package is installed.
+the standard library is used, so this works wherever the harness is importable (scripts/setup
+installs it: bench/pyproject.toml).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class ServeProcess:
     command: the program and its leading arguments, in place of `binary` (e.g. a Python peer
         server: [python, "bench/peers/plain_server.py"]).
     env: variables set on top of this process's environment.
+    own_aft_env: False to leave out this process's AFT_* variables, so that only args and env
+        configure the server (a benchmark of the defaults).
     log_path: where stdout and stderr go; by default a temporary file, read into memory and
         removed at stop (log_text() still works afterwards).
     ready_timeout: seconds to wait for GET /health/ready to answer 200.
@@ -64,6 +67,7 @@ class ServeProcess:
         *,
         command: Sequence[str | os.PathLike] | None = None,
         cwd: str | os.PathLike | None = None,
+        own_aft_env: bool = True,
     ) -> None:
         if command is not None and binary is not None:
             raise ValueError("give either binary or command, not both")
@@ -72,6 +76,7 @@ class ServeProcess:
             hint = " (build it: cargo build --release --locked)" if binary is None else ""
             raise FileNotFoundError(f"{program[0]} does not exist{hint}")
         self.env = dict(env or {})
+        self.own_aft_env = own_aft_env
         argv = [str(a) for a in args]
         self._host = _flag_value(argv, "--host") or self.env.get("AFT_HOST")
         port = _flag_value(argv, "--port") or self.env.get("AFT_PORT")
@@ -111,7 +116,7 @@ class ServeProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.cwd,
-                env={**os.environ, **self.env},
+                env={**self._inherited_env(), **self.env},
                 # Its own process group: a terminal's Ctrl-C reaches only us, and stop() decides.
                 start_new_session=True,
             )
@@ -178,6 +183,11 @@ class ServeProcess:
         return self._log_cache if self._log_cache is not None else self._read_log()
 
     # ------------------------------------------------------------------ internals
+
+    def _inherited_env(self) -> dict[str, str]:
+        if self.own_aft_env:
+            return dict(os.environ)
+        return {k: v for k, v in os.environ.items() if not k.startswith("AFT_")}
 
     def _read_log(self) -> str:
         if self.log_path is None:

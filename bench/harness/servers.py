@@ -1,4 +1,4 @@
-"""The servers under test, each started on 127.0.0.1 and a free port through aft.serve_process:
+"""The servers under test, each started on 127.0.0.1 and a free port through harness.serve_process:
 aft-serve (the release build) and the two Python peers in bench/peers/."""
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from aft.serve_process import DEFAULT_BINARY, ServeProcess
-
 from harness import BENCH, PYTHON, corpus, log
+from harness.serve_process import DEFAULT_BINARY, ServeProcess
 
 KINDS = ("aft-serve", "python-plain", "python-batched")
 PEER_SCRIPTS = {"python-plain": "plain_server.py", "python-batched": "batched_server.py"}

@@ -14,11 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "models"))
-from aft.fixtures import minilm_tokenizer  # noqa: E402
-from harness.sectioned import (  # noqa: E402
+from aft.fixtures import minilm_tokenizer
+from harness.sectioned import (
     Chunk,
     Document,
     Section,
@@ -28,7 +25,9 @@ from harness.sectioned import (  # noqa: E402
     read_pools,
     relevant,
 )
-from tokenizers import Tokenizer  # noqa: E402
+from tokenizers import Tokenizer
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def words_doc(n: int) -> Document:

@@ -5,7 +5,7 @@ import urllib.request
 
 import pytest
 from aft import fixtures
-from aft.serve_process import DEFAULT_BINARY, ServeError, ServeProcess, _flag_value
+from harness.serve_process import DEFAULT_BINARY, ServeError, ServeProcess, _flag_value
 
 needs_binary = pytest.mark.skipif(
     not DEFAULT_BINARY.exists(),

@@ -25,7 +25,7 @@ from aft.head.metrics import score
 from aft.head.progress import Progress
 from aft.head.split import components, stratified_group_split
 from aft.reference import reference_outputs
-from aft.serve_process import DEFAULT_BINARY, ServeProcess
+from harness.serve_process import DEFAULT_BINARY, ServeProcess
 
 TINY = fixtures.TINY_DIR
 MODELS_DIR = Path(__file__).resolve().parents[1]

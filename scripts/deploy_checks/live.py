@@ -6,7 +6,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from aft.serve_process import ServeError, ServeProcess
+from harness.serve_process import ServeError, ServeProcess
 
 from .framework import Check, Context, Skipped, fail
 from .metrics import CATALOG_PATH, Exposition, compare

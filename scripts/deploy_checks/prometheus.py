@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from aft.serve_process import ServeError
+from harness.serve_process import ServeError
 
 from .compose import PROMETHEUS_CONFIG
 from .framework import Check, Context, fail

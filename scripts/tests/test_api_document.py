@@ -54,11 +54,11 @@ def headed_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_service_answers_as_its_openapi_document_says(
     headed_bundle: Path, tmp_path: Path
 ) -> None:
-    from aft.serve_process import ServeProcess
+    from harness.serve_process import ServeProcess
 
     st = shutil.which("schemathesis")
     if st is None:
-        pytest.fail("schemathesis is not installed (models/pyproject.toml [dev])")
+        pytest.fail("schemathesis is not installed (models/pyproject.toml [dev], scripts/setup)")
     if not binary().exists():
         pytest.fail(f"{binary()} does not exist: build it (cargo build --release --locked)")
     args = [
