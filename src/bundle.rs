@@ -383,6 +383,50 @@ mod tests {
         assert!(err.contains("`files.model.pt`"), "{err}");
     }
 
+    /// docs/manifest.schema.json is the one definition of the manifest (the Python exporter and
+    /// reader validate against it): this type reads exactly its fields, needs exactly the ones it
+    /// requires, gives absent ones the schema's defaults and takes every value of its enums.
+    #[test]
+    fn the_manifest_type_follows_the_schema() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/manifest.schema.json");
+        let text = std::fs::read_to_string(&path).expect("the schema is readable");
+        let schema: serde_json::Value = serde_json::from_str(&text).expect("the schema is JSON");
+        let properties = schema["properties"].as_object().expect("properties");
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .expect("required")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let mut full = good_manifest();
+        full["methods"] = serde_json::json!([EMBED_SPANS]);
+        let read = |m: serde_json::Value| serde_json::from_value::<Manifest>(m);
+        let written = serde_json::to_value(read(full.clone()).unwrap()).unwrap();
+        let mut fields: Vec<&String> = written.as_object().unwrap().keys().collect();
+        let mut documented: Vec<&String> = properties.keys().collect();
+        fields.sort();
+        documented.sort();
+        assert_eq!(fields, documented);
+        for (field, rule) in properties {
+            let mut without = full.clone();
+            without.as_object_mut().unwrap().remove(field);
+            match read(without) {
+                Ok(m) => {
+                    assert!(!required.contains(&field.as_str()), "{field}: required");
+                    let value = &serde_json::to_value(m).unwrap()[field];
+                    assert_eq!(Some(value), rule.get("default"), "{field}: default");
+                }
+                Err(err) => assert!(required.contains(&field.as_str()), "{field}: {err}"),
+            }
+            for value in rule["enum"].as_array().into_iter().flatten() {
+                let mut m = full.clone();
+                m[field] = value.clone();
+                let back = serde_json::to_value(read(m).unwrap()).unwrap();
+                assert_eq!(&back[field], value, "{field}");
+            }
+        }
+    }
+
     #[test]
     fn missing_manifest_names_the_file() {
         let dir = temp_dir("absent");

@@ -8,24 +8,7 @@ import torch
 from tokenizers import Tokenizer
 
 from aft.encoder import AFTEncoder, EncoderConfig
-from aft.export import FORMAT_VERSION, MANIFEST, file_entry
-
-REQUIRED = {
-    "format_version": int,
-    "name": str,
-    "description": str,
-    "model": dict,
-    "embedding_dim": int,
-    "max_seq_len": int,
-    "pooling": str,
-    "normalize": bool,
-    "pad_token_id": int,
-    "dtype": str,
-    "labels": (list, type(None)),
-    "files": dict,
-    "torch_version": str,
-    "created_at": str,
-}
+from aft.manifest import MANIFEST, file_entry, validate
 
 
 def _fail(where: str, what: str):
@@ -33,7 +16,8 @@ def _fail(where: str, what: str):
 
 
 def load_manifest(bundle_dir) -> dict:
-    """Parse and validate manifest.json: version, required fields and types, file hashes."""
+    """Parse and validate manifest.json: the schema (docs/manifest.schema.json; absent fields get
+    their defaults), the encoder's fields, the label count, file hashes."""
     d = Path(bundle_dir)
     path = d / MANIFEST
     if not path.is_file():
@@ -43,18 +27,9 @@ def load_manifest(bundle_dir) -> dict:
     except json.JSONDecodeError as e:
         _fail(str(path), f"not JSON ({e})")
     where = str(path)
-    for key, typ in REQUIRED.items():
-        if key not in m:
-            _fail(where, f"field '{key}' missing")
-        # bool is an int subclass: do not accept true for an int field
-        if not isinstance(m[key], typ) or (typ is int and isinstance(m[key], bool)):
-            _fail(where, f"field '{key}' has the wrong type {type(m[key]).__name__}")
-    if m["format_version"] != FORMAT_VERSION:
-        _fail(where, f"field 'format_version' is {m['format_version']}, expected {FORMAT_VERSION}")
-    if m["pooling"] not in ("mean", "cls"):
-        _fail(where, f"field 'pooling' is {m['pooling']!r}")
-    if m["dtype"] not in ("float32", "float16"):
-        _fail(where, f"field 'dtype' is {m['dtype']!r}")
+    if not isinstance(m, dict):
+        _fail(where, "not a JSON object")
+    m = validate(m, where)
     names = {f.name for f in fields(EncoderConfig)}
     unknown = set(m["model"]) - names
     if unknown:
@@ -63,9 +38,6 @@ def load_manifest(bundle_dir) -> dict:
     n_labels = m["model"].get("num_labels", 0)
     if (labels is None and n_labels) or (labels is not None and len(labels) != n_labels):
         _fail(where, f"field 'labels' does not match model.num_labels={n_labels}")
-    for name in ("model.pt", "tokenizer.json"):
-        if name not in m["files"]:
-            _fail(where, f"field 'files' has no entry for {name}")
     for name, entry in m["files"].items():
         f = d / name
         if not f.is_file():

@@ -13,7 +13,6 @@ decay), which run at any length: e.g. 65536 for a model trained on short texts.
 
 import argparse
 import copy
-import hashlib
 import json
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
@@ -23,21 +22,12 @@ import torch
 from tokenizers import Tokenizer
 
 from aft.encoder import POSITION_TABLES, AFTEncoder, EncoderConfig
+from aft.manifest import FORMAT_VERSION, MANIFEST, file_entry, validate
 
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
 # TorchScript methods model.pt exports beyond forward, listed in the manifest's "methods" so that
 # readers know without loading it (a bundle from before embed_spans lists none).
 METHODS = ["embed_spans"]
-
-
-def file_entry(path: Path) -> dict:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return {"sha256": h.hexdigest(), "size": path.stat().st_size}
 
 
 def sample_inputs(cfg: EncoderConfig, seed: int = 0, length: int = 24):
@@ -139,6 +129,7 @@ def export_bundle(
         "torch_version": torch.__version__.split("+")[0],
         "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    validate(manifest, str(out / MANIFEST))
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return out
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from aft import bundle, export, fixtures, reference
+from aft import bundle, export, fixtures, manifest, reference
 from aft.distill.teacher import batch_ids
 from aft.encoder import AFTEncoder, EncoderConfig
 
@@ -171,3 +171,24 @@ def test_reference_cli(tmp_path):
     with torch.no_grad():
         emb = torch.jit.load(str(TINY / "model.pt")).float()(ids, mask)[0]
     torch.testing.assert_close(torch.tensor(r["embeddings"]), emb, rtol=1e-5, atol=1e-6)
+
+
+def test_manifest_schema_checks_types_and_fills_defaults(tmp_path):
+    out = export.export_bundle(small_model(), fixtures.minilm_tokenizer(), tmp_path / "b", "t")
+    good = json.loads((out / "manifest.json").read_text())
+    assert manifest.validate(good, "m") == good  # what the exporter writes passes as written
+    older = {k: v for k, v in good.items() if k not in ("description", "labels", "methods")}
+    filled = manifest.validate(older, "m")
+    assert (filled["description"], filled["labels"], filled["methods"]) == ("", None, [])
+    for field, value, match in [
+        ("format_version", True, "format_version.*wrong type"),
+        ("embedding_dim", 0, "embedding_dim.*less than 1"),
+        ("pooling", "max", "pooling"),
+        ("labels", [], "labels.*fewer than 1"),
+        ("files", {"model.pt": good["files"]["model.pt"]}, "files.tokenizer.json' missing"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            manifest.validate({**good, field: value}, "m")
+    bad_hash = {**good["files"], "model.pt": {"sha256": "xyz", "size": 1}}
+    with pytest.raises(ValueError, match="files.model.pt.sha256"):
+        manifest.validate({**good, "files": bad_hash}, "m")
