@@ -104,8 +104,8 @@ class AFTDecay(_AFTLayer):
     heads look near and some far from the first step.
 
     Chunks of 128 (aft_decay's default is 64): most sentences then fit one chunk and skip the
-    cross-chunk scans; on 44-104-token texts (batch 32, 2 threads) aft-mini's TorchScript forward
-    ran 1.39x faster than with 64 (`aft.distill.evaluate --speed-against`, model card).
+    cross-chunk scans, which is faster on sentence-length inputs (the measurement:
+    docs/MODEL_LIBRARY.md, AFT-decay).
     """
 
     def __init__(self, d_model: int, n_heads: int, causal: bool = False, chunk: int = 128):

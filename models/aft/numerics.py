@@ -27,10 +27,11 @@ def limits(x: Tensor) -> Limits:
 def exp_floored(x: Tensor) -> Tensor:
     """exp of arguments clamped at the bottom of the normal range (float32: exp(-87) ~ 1.6e-38).
 
-    CPU exp is 6-16x slower on inputs whose result underflows to zero or a denormal, and masked
-    entries here are huge negatives. Every argument is already shifted so the largest term is 1,
-    so the clamp moves a term by at most 1.6e-38 (float64: exp(-700) ~ 1e-304) of the largest:
-    far below what the sums resolve or the underflow checks test for."""
+    CPU exp is much slower on inputs whose result underflows to zero or a denormal
+    (docs/MODEL_LIBRARY.md), and masked entries here are huge negatives. Every argument is
+    already shifted so the largest term is 1, so the clamp moves a term by at most 1.6e-38
+    (float64: exp(-700) ~ 1e-304) of the largest: far below what the sums resolve or the
+    underflow checks test for."""
     lo = -700.0 if x.dtype == torch.float64 else -87.0
     return torch.exp(x.clamp_min(lo))
 
