@@ -22,7 +22,13 @@ SYSTEM_LIBS = re.compile(
     r"libstdc\+\+\.so\.6|libgcc_s\.so\.1|libz\.so\.1)$"
 )
 DRIVER_LIBS = {"libcuda.so.1", "libnvidia-ml.so.1"}  # mounted by the NVIDIA container toolkit
-SHELL_SCRIPTS = ("docker/*.sh", "scripts/check-deploy", "scripts/check-image", "scripts/gpu-check")
+SHELL_SCRIPTS = (
+    "docker/*.sh",
+    "scripts/check-deploy",
+    "scripts/check-image",
+    "scripts/check_image/*.sh",  # sourced by check-image: `shellcheck -x` does not lint them there
+    "scripts/gpu-check",
+)
 
 
 def check_hadolint(ctx: Context) -> str:
