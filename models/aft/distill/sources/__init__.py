@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 
 from aft.distill.sources import documents as D
-from aft.distill.sources import games, lexical
+from aft.distill.sources import games, lexical, prose, stories
 from aft.distill.sources.reserved import is_reserved_package
 
 
@@ -126,6 +126,55 @@ SOURCES: list[Source] = [
     ),
     Source("freeorion", ("freeorion-data",), games.freeorion, "FreeOrion encyclopedia texts"),
     Source("freedroid", ("freedroidrpg-data",), games.freedroid, "FreedroidRPG NPC dialogues"),
+    # Everyday English: fiction, essays, news, and the story and dialogue text of games.
+    Source(
+        "austen",
+        ("r-cran-janeaustenr",),
+        prose.austen,
+        "Jane Austen's six novels (narration and dialogue)",
+    ),
+    Source(
+        "anarchist-faq",
+        ("anarchism",),
+        prose.anarchist_faq,
+        "An Anarchist FAQ: essays (quoted passages and citations dropped)",
+    ),
+    Source(
+        "news",
+        ("r-cran-tm",),
+        prose.news,
+        "News: the Reuters-21578 sample articles of the R text-mining package tm",
+    ),
+    _source(
+        "stellarium",
+        D.STELLARIUM,
+        "Stellarium: the sky cultures' and landscapes' descriptions (constellation lore, history)",
+    ),
+    Source(
+        "naev",
+        ("naev-data",),
+        stories.naev,
+        "Naev: mission dialogue, planet, station and bar descriptions",
+    ),
+    Source(
+        "crossfire",
+        ("crossfire-maps",),
+        stories.crossfire,
+        "Crossfire: NPC dialogue, signs and books of the maps",
+    ),
+    Source(
+        "widelands",
+        ("widelands-data",),
+        stories.widelands,
+        "Widelands: campaign and tutorial stories, tribes' encyclopedia",
+    ),
+    Source(
+        "ufoai",
+        ("ufoai-misc",),
+        stories.ufoai,
+        "UFO: Alien Invasion: research reports and letters, encyclopedia",
+    ),
+    Source("dink", ("freedink-data",), stories.dink, "FreeDink (Dink Smallwood) story dialogue"),
 ]
 
 BY_NAME = {s.name: s for s in SOURCES}

@@ -284,3 +284,14 @@ QT_DOC = [
     )
     for m in QT_MODULES
 ]
+# Encyclopedic prose: how other cultures saw the sky, and the places of the landscapes.
+STELLARIUM = [
+    Files(
+        "stellarium-data",
+        (
+            "usr/share/stellarium/skycultures/*/description.en.utf8",
+            "usr/share/stellarium/landscapes/*/description.en.utf8",
+        ),
+        "html",
+    )
+]
