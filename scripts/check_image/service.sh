@@ -97,7 +97,8 @@ stop_server() { # SIGTERM; the exit status goes to STOP_RC (not a subshell: it w
   local rc=0
   if [ "$ENGINE" = docker ]; then
     docker kill --signal TERM "$DOCKER_CTR" >/dev/null
-    rc="$(timeout 60 docker wait "$DOCKER_CTR")" || rc=timeout
+    # shellcheck disable=SC2153 # DOCKER_CLI: set by pick_docker_client (engine.sh)
+    rc="$(timeout 60 "$DOCKER_CLI" wait "$DOCKER_CTR")" || rc=timeout
   else
     kill -TERM "$SERVER_PID"
     local deadline=$((SECONDS + 60))
