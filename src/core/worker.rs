@@ -11,8 +11,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::batcher::Job;
 use super::error::InferError;
-use super::model::{Backend, BackendFactory};
-use super::queue::Completed;
+use super::model::{Backend, BackendFactory, ModelOutput, TokenSpan};
+use super::queue::{Completed, Entry};
 use crate::metrics::ModelMetrics;
 
 /// Which lane a pool serves (see [`super::LongLane`]).
@@ -242,8 +242,7 @@ fn run_job(
     let with_spans = entries.iter().any(|e| !e.spans.is_empty());
     let result = catch_unwind(AssertUnwindSafe(|| {
         if with_spans {
-            let spans: Vec<&[super::TokenSpan]> =
-                entries.iter().map(|e| e.spans.as_slice()).collect();
+            let spans: Vec<&[TokenSpan]> = entries.iter().map(|e| e.spans.as_slice()).collect();
             backend.forward_spans(&sequences, &spans)
         } else {
             backend.forward(&sequences)
@@ -262,7 +261,7 @@ fn run_job(
             metrics.long_input_tokens.observe(entry.ids.len() as f64);
         }
     }
-    let spans_ok = |outputs: &[super::ModelOutput]| {
+    let spans_ok = |outputs: &[ModelOutput]| {
         outputs
             .iter()
             .zip(&entries)
@@ -301,7 +300,7 @@ fn run_job(
     Ok(())
 }
 
-fn fail_all(entries: Vec<super::queue::Entry>, err: InferError) {
+fn fail_all(entries: Vec<Entry>, err: InferError) {
     for entry in entries {
         let _ = entry.reply.send(Err(err.clone()));
     }

@@ -3,6 +3,7 @@
 //! them.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
@@ -12,7 +13,6 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
-use super::AppState;
 use crate::core::ClientId;
 
 #[derive(Default)]
@@ -77,11 +77,11 @@ fn digest(key: &str) -> [u8; 32] {
 /// Refuses requests without a valid key, when keys are configured; marks accepted requests with
 /// their key's [`ClientId`], for fair scheduling and the per-key queue limit.
 pub async fn require_api_key(
-    State(state): State<AppState>,
+    State(keys): State<Arc<ApiKeys>>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    if !state.keys.enabled() {
+    if !keys.enabled() {
         return next.run(req).await;
     }
     let token = req
@@ -91,7 +91,7 @@ pub async fn require_api_key(
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
-    match token.and_then(|t| state.keys.identify(t)) {
+    match token.and_then(|t| keys.identify(t)) {
         Some(client) => {
             req.extensions_mut().insert(client);
             next.run(req).await

@@ -11,7 +11,8 @@ use http_body_util::BodyExt;
 use tracing::Instrument;
 
 use super::error::ApiError;
-use super::{route_table, AppState};
+use super::route_table;
+use super::state::AppState;
 use crate::service::Timing;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

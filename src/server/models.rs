@@ -1,10 +1,14 @@
 //! The models one server answers for: each with its own service (workers, queue, tokenizer), found
 //! by the name a request gives in `model`; the first is the default for requests that give none.
 
-use crate::service::ServiceError;
-
 use super::info::ModelInfo;
-use super::ServedModel;
+use crate::service::{Service, ServiceError};
+
+/// One model as the API serves it: the service that answers for it, and its part of `/info`.
+pub struct ServedModel {
+    pub service: Service,
+    pub info: ModelInfo,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ModelsError {

@@ -1,9 +1,7 @@
 //! The OpenAPI 3 document (`GET /openapi.json`) and a self-contained docs page (`GET /docs`)
-//! rendered from it on the server, so it works without internet access.
+//! rendered from it on the server, so it works without internet access. Both are built once at
+//! start-up; the routes serve the copies in the state.
 
-use axum::extract::State;
-use axum::response::Html;
-use axum::Json;
 use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::OpenApi as OpenApiDoc;
@@ -11,8 +9,9 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::error::{ErrorBody, ErrorDetail};
 use super::input::{OpenAiInput, TextInputs};
+use super::models::ServedModels;
 use super::route_table::RoutePaths;
-use super::AppState;
+use crate::service::Service;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -54,6 +53,22 @@ pub struct Bounds {
     pub models: Vec<String>,
     /// Some served model can do late chunking; without one, `chunking` leaves the document.
     pub late_chunking: bool,
+}
+
+/// `/openapi.json` and `/docs` for `models`: one document for all of them, each bound the
+/// loosest of any served model (a request within it may still be refused by the model it names,
+/// with the documented 422).
+pub fn served(models: &ServedModels) -> Result<(Value, String), String> {
+    let doc = document();
+    let services = || models.iter().map(|m| &m.service);
+    let bounds = Bounds {
+        max_inputs: models.default_model().info.limits.max_client_batch_size,
+        dimensions: services().map(|s| s.embedding_dim()).max().unwrap_or(0),
+        vocab_size: services().map(|s| s.vocab_size()).max().unwrap_or(0),
+        models: services().map(|s| s.model_name.clone()).collect(),
+        late_chunking: services().any(Service::supports_chunking),
+    };
+    Ok((bounded(&doc, &bounds)?, render_docs(&doc)))
 }
 
 /// The document: the service's description, and every route of the route table.
@@ -129,30 +144,6 @@ pub fn bounded(doc: &OpenApiDoc, bounds: &Bounds) -> Result<Value, String> {
         target.insert(key.to_owned(), value);
     }
     Ok(v)
-}
-
-#[utoipa::path(
-    get, path = "/openapi.json", tag = "service", summary = "This document",
-    responses(
-        (status = 200, description = "OpenAPI 3.1 document", body = serde_json::Value),
-        (status = 401, description = "Missing or invalid API key (when keys are configured)", body = ErrorBody),
-    ),
-    security((), ("bearer" = []))
-)]
-pub async fn openapi_json(State(state): State<AppState>) -> Json<Value> {
-    Json(state.openapi.as_ref().clone())
-}
-
-#[utoipa::path(
-    get, path = "/docs", tag = "service", summary = "A page listing every operation",
-    responses(
-        (status = 200, description = "HTML", body = String, content_type = "text/html"),
-        (status = 401, description = "Missing or invalid API key (when keys are configured)", body = ErrorBody),
-    ),
-    security((), ("bearer" = []))
-)]
-pub async fn docs_page(State(state): State<AppState>) -> Html<String> {
-    Html(state.docs_html.as_ref().clone())
 }
 
 fn escape(text: &str) -> String {

@@ -4,7 +4,8 @@
 
 use axum::routing::{on, MethodFilter, MethodRouter};
 
-use super::{openapi, routes, AppState};
+use super::routes;
+use super::state::AppState;
 
 /// The HTTP methods the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,8 +96,8 @@ route_table! {
     Get "/health/ready" => routes::ready { open: true, quiet: true, timed: false },
     Get "/health" => routes::health { open: true, quiet: true, timed: false },
     Get "/metrics" => routes::metrics { open: true, quiet: true, timed: false },
-    Get "/openapi.json" => openapi::openapi_json { open: false, quiet: false, timed: false },
-    Get "/docs" => openapi::docs_page { open: false, quiet: false, timed: false },
+    Get "/openapi.json" => routes::openapi_json { open: false, quiet: false, timed: false },
+    Get "/docs" => routes::docs_page { open: false, quiet: false, timed: false },
 }
 
 /// Whether requests to the route `path` (as matched) are logged at debug only.
@@ -109,6 +110,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
+    use crate::server::openapi;
 
     /// (method, path) of every operation in the OpenAPI document, sorted.
     fn documented(doc: &Value) -> Vec<(String, String)> {

@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::http::{header, Method, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::Engine;
 
@@ -10,8 +10,8 @@ use super::error::{ApiError, ErrorBody, InferenceErrors};
 use super::extract::ApiJson;
 use super::info::Info;
 use super::scheduling::CallerParts;
+use super::state::AppState;
 use super::types::*;
-use super::AppState;
 use crate::service::{EmbedOptions, ServiceError, Timing};
 
 #[utoipa::path(
@@ -273,6 +273,30 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         text,
     )
         .into_response())
+}
+
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "service", summary = "This document",
+    responses(
+        (status = 200, description = "OpenAPI 3.1 document", body = serde_json::Value),
+        (status = 401, description = "Missing or invalid API key (when keys are configured)", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn openapi_json(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(state.openapi.as_ref().clone())
+}
+
+#[utoipa::path(
+    get, path = "/docs", tag = "service", summary = "A page listing every operation",
+    responses(
+        (status = 200, description = "HTML", body = String, content_type = "text/html"),
+        (status = 401, description = "Missing or invalid API key (when keys are configured)", body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn docs_page(State(state): State<AppState>) -> Html<String> {
+    Html(state.docs_html.as_ref().clone())
 }
 
 pub async fn not_found(method: Method, uri: Uri) -> ApiError {

@@ -7,7 +7,11 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::{conn, router, ApiKeys, AppState, HttpConfig, ServedModels};
+use super::auth::ApiKeys;
+use super::models::ServedModels;
+use super::router::router;
+use super::state::{AppState, HttpConfig};
+use super::{conn, openapi};
 use crate::metrics::Metrics;
 
 /// Resolves when SIGTERM or SIGINT arrives.
@@ -69,7 +73,8 @@ pub async fn run(
     keys: ApiKeys,
     http: HttpConfig,
 ) -> anyhow::Result<()> {
-    let state = AppState::new(models, metrics, keys, &http)?;
+    let (openapi_json, docs_html) = openapi::served(&models).map_err(anyhow::Error::msg)?;
+    let state = AppState::new(models, metrics, keys, &http, openapi_json, docs_html);
     let app = router(state.clone(), &http);
     let listener = TcpListener::bind(http.addr)
         .await

@@ -5,7 +5,7 @@
 use crate::core::TokenSpan;
 use crate::tokenize::TextTokens;
 
-use super::ServiceError;
+use super::error::ServiceError;
 
 /// `chunking` of an embed request: windows of `tokens` text tokens, each sharing `overlap`
 /// tokens with the one before.
