@@ -1,5 +1,5 @@
 # Thin front for scripts/: `make run` serves the default model, `make test` runs every check.
-.PHONY: run test setup lint fmt model bench image-check
+.PHONY: run test setup lint fmt model bench image-check compose-check
 # scripts/env.sh (venv on PATH, LIBTORCH_USE_PYTORCH) is bash: it reads BASH_SOURCE.
 SHELL := bash
 
@@ -11,6 +11,9 @@ test:           ## set up, build and run every test and lint (what CI runs)
 
 image-check:    ## build the CPU image (docker, else buildah) and smoke-test it; opt-in: ~11 min, ~9 GB cold
 	scripts/check-image
+
+compose-check:  ## the compose stack on a real Docker engine (started and stopped if none runs), end to end; opt-in
+	scripts/check-compose
 
 setup:          ## Python environment + release build only
 	scripts/setup

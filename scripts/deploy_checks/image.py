@@ -27,6 +27,8 @@ SHELL_SCRIPTS = (
     "scripts/check-deploy",
     "scripts/check-image",
     "scripts/check_image/*.sh",  # sourced by check-image: `shellcheck -x` does not lint them there
+    "scripts/check-compose",
+    "scripts/check_compose/*.sh",  # sourced by check-compose
     "scripts/gpu-check",
 )
 
