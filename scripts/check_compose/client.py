@@ -68,7 +68,7 @@ def long_doc(port: int) -> None:
 
 
 def load(port: int, seconds: float, concurrency: int) -> None:
-    """Closed loop, mixed lengths (1 to 64 texts of 8 to 300 words), for `seconds`."""
+    """Closed loop, mixed lengths (1 to 32 texts of 8 to 200 words), for `seconds`."""
     deadline = time.monotonic() + seconds
     counts: Counter[str] = Counter()
     lock = threading.Lock()
@@ -77,8 +77,8 @@ def load(port: int, seconds: float, concurrency: int) -> None:
         i = 0
         while time.monotonic() < deadline and i < 100_000:
             i += 1
-            k = (n * 31 + i * 17) % 64 + 1
-            inputs = [text(8 + (j * 37 + i) % 292, n + i + j) for j in range(k)]
+            k = (n * 31 + i * 17) % 32 + 1
+            inputs = [text(8 + (j * 37 + i) % 192, n + i + j) for j in range(k)]
             try:
                 status, _ = post(port, "/v1/embed", {"inputs": inputs})
                 key = str(status)
@@ -96,12 +96,12 @@ def load(port: int, seconds: float, concurrency: int) -> None:
 
 
 def inflight(port: int, n: int, out: str) -> None:
-    """N requests at once, each slow enough (32 texts of ~250 words) to be running when the
+    """N requests at once, each slow enough (16 texts of ~250 words) to be running when the
     service is told to stop. Writes one outcome per request: the status or the error."""
     outcomes: list[str] = [""] * n
 
     def one(i: int) -> None:
-        inputs = [text(240 + j, i * 100 + j) for j in range(32)]
+        inputs = [text(240 + j, i * 100 + j) for j in range(16)]
         try:
             status, _ = post(port, "/v1/embed", {"inputs": inputs}, timeout=90)
             outcomes[i] = str(status)

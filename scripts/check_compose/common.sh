@@ -77,20 +77,23 @@ json() { # json EXPR: evaluates EXPR on $WORK/body (bound to b) and prints the r
 
 ctr() { compose ps -q "$1"; } # the container id of a service
 
-state() { # state SERVICE FIELD: a field of `docker inspect`'s .State (Health.Status, Pid, ...)
-  docker inspect --format "{{.State.$2}}" "$(ctr "$1")" 2>/dev/null
+state() { # state SERVICE|ID FIELD: a field of `docker inspect`'s .State (Health.Status, Pid, ...)
+  local id="$1"
+  [[ "$id" =~ ^[0-9a-f]{64}$ ]] || id="$(ctr "$1")"
+  docker inspect --format "{{.State.$2}}" "$id" 2>/dev/null
 }
 
 wait_healthy() { # wait_healthy TIMEOUT_S: until aft-serve's health check says healthy; READY_AT, HEALTHY_AT
-  local deadline=$((SECONDS + $1)) t0 status
+  local deadline=$((SECONDS + $1)) t0 status id
   t0="$(date +%s.%N)"
   READY_AT="" HEALTHY_AT=""
+  id="$(ctr aft-serve)"
   while [ $SECONDS -lt $deadline ]; do
     if [ -z "$READY_AT" ]; then
       read -r status _ < <(http GET "$HTTP_PORT" /health/ready)
       [ "$status" != 200 ] || READY_AT="$(seconds_since "$t0")"
     fi
-    if [ "$(state aft-serve Health.Status)" = healthy ]; then
+    if [ "$(state "$id" Health.Status)" = healthy ]; then
       HEALTHY_AT="$(seconds_since "$t0")"
       [ -n "$READY_AT" ] || READY_AT="$HEALTHY_AT"
       return 0

@@ -51,6 +51,8 @@ start_engine() { # a dockerd that answers: the running one, or one started here
     ip link show docker0 >/dev/null 2>&1 && touch "$HOST_STATE/had-docker0"
     find /sys/fs/cgroup -maxdepth 2 -name docker -type d >"$HOST_STATE/cgroups" 2>/dev/null || true
     say "starting dockerd (log: $CACHE/dockerd.log)"
+    local t0
+    t0="$(date +%s.%N)"
     # setsid: its own session, so a Ctrl-C of this script reaches it only through stop_engine.
     setsid dockerd >"$CACHE/dockerd.log" 2>&1 </dev/null &
     DOCKERD_PID=$!
@@ -62,7 +64,7 @@ start_engine() { # a dockerd that answers: the running one, or one started here
     done
     /usr/bin/docker info >/dev/null 2>&1 || die "dockerd did not answer within 30 s (log: $CACHE/dockerd.log)"
     pick_docker_client
-    ENGINE_NOTE="dockerd started here (pid $DOCKERD_PID), ready in $(seconds_since "$STEP_T0") s"
+    ENGINE_NOTE="dockerd started here (pid $DOCKERD_PID), ready in $(seconds_since "$t0") s"
   fi
   DETAIL="docker $(docker version --format '{{.Server.Version}}'), $(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose /'), client $DOCKER_CLI; $ENGINE_NOTE"
 }

@@ -94,11 +94,11 @@ cgroup_memory() { # cgroup_memory PID: "PEAK CURRENT" bytes of PID's memory cgro
   fi
 }
 
-check_memory() { # a short load (20 s, 8 clients, 1-64 texts of 8-300 words): memory stays under the limit
+check_memory() { # a short load (20 s, 4 clients, 1-32 texts of 8-200 words): memory stays under the limit
   local limit counts pid peak current rss
   limit="$(docker inspect --format '{{.HostConfig.Memory}}' "$(ctr aft-serve)")"
   [ "$limit" -gt 0 ] || die "no memory limit on the aft-serve container (deploy.resources.limits.memory not applied)"
-  counts="$(python3 scripts/check_compose/client.py load "$HTTP_PORT" 20 8)" || die "the load client failed: $counts"
+  counts="$(python3 scripts/check_compose/client.py load "$HTTP_PORT" 20 4)" || die "the load client failed: $counts"
   [[ "$counts" =~ ^\{\"200\":\ [0-9]+\}$ ]] || die "not every request of the load was answered 200: $counts"
   pid="$(state aft-serve Pid)"
   read -r peak current < <(cgroup_memory "$pid")

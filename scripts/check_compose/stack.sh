@@ -68,9 +68,10 @@ check_prometheus() { # up == 1 for aft-serve found by service name; every rule l
 }
 
 check_restart() { # the server SIGKILLed: restart: unless-stopped brings it back, healthy again
-  local pid restarts t0 back_s
-  pid="$(state aft-serve Pid)"
-  restarts="$(docker inspect --format '{{.RestartCount}}' "$(ctr aft-serve)")"
+  local id pid restarts t0 back_s
+  id="$(ctr aft-serve)"
+  pid="$(state "$id" Pid)"
+  restarts="$(docker inspect --format '{{.RestartCount}}' "$id")"
   # From the host: inside the container the server is PID 1, and the kernel ignores a SIGKILL
   # sent to a namespace's init from inside it; `docker kill` would count as a deliberate stop,
   # which restart: unless-stopped does not undo. A SIGKILL to its host pid is what the OOM
@@ -79,14 +80,14 @@ check_restart() { # the server SIGKILLed: restart: unless-stopped brings it back
   kill -KILL "$pid"
   local deadline=$((SECONDS + 60))
   while [ $SECONDS -lt $deadline ]; do
-    [ "$(docker inspect --format '{{.RestartCount}}' "$(ctr aft-serve)")" -gt "$restarts" ] \
-      && [ "$(state aft-serve Running)" = true ] && break
+    [ "$(docker inspect --format '{{.RestartCount}}' "$id")" -gt "$restarts" ] \
+      && [ "$(state "$id" Running)" = true ] && break
     sleep 0.2
   done
-  [ "$(state aft-serve Running)" = true ] || die "not restarted within 60 s of SIGKILL (state: $(state aft-serve Status))"
+  [ "$(state "$id" Running)" = true ] || die "not restarted within 60 s of SIGKILL (state: $(state "$id" Status))"
   back_s="$(seconds_since "$t0")"
   wait_healthy 240
-  DETAIL="SIGKILL to the server (host pid $pid): exit code $(docker inspect --format '{{.State.ExitCode}}' "$(ctr aft-serve)" 2>/dev/null || echo ?) -> restarted after $back_s s (RestartCount $restarts -> $(docker inspect --format '{{.RestartCount}}' "$(ctr aft-serve)")); /health/ready 200 $READY_AT s later, healthy $HEALTHY_AT s later ($(awk -v a="$back_s" -v b="$HEALTHY_AT" 'BEGIN {printf "%.1f", a + b}') s from the kill)"
+  DETAIL="SIGKILL to the server (host pid $pid) -> restarted after $back_s s (RestartCount $restarts -> $(docker inspect --format '{{.RestartCount}}' "$id")); /health/ready 200 $READY_AT s later, healthy $HEALTHY_AT s later ($(awk -v a="$back_s" -v b="$HEALTHY_AT" 'BEGIN {printf "%.1f", a + b}') s from the kill)"
 }
 
 in_flight() { # the service's aft_requests_in_flight (0 when it cannot be read)
@@ -95,7 +96,7 @@ in_flight() { # the service's aft_requests_in_flight (0 when it cannot be read)
 }
 
 check_stop() { # docker-compose stop with requests in flight: every one answered, exit code 0, clean shutdown in the log
-  local n=16 client t0 stop_s seen=0 i
+  local n=12 client t0 stop_s seen=0 i
   python3 scripts/check_compose/client.py inflight "$HTTP_PORT" "$n" "$WORK/inflight.txt" &
   client=$!
   for ((i = 0; i < 150; i++)); do # up to 30 s for all of them to be inside the server
