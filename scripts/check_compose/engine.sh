@@ -96,9 +96,10 @@ stop_engine() { # stops the dockerd started here and restores the host; no-op ot
   local line
   while IFS='=' read -r file value; do printf '%s\n' "$value" >"$file" 2>/dev/null || true; done <"$HOST_STATE/sysctls"
   if [ ! -e "$HOST_STATE/had-docker0" ] && ip link show docker0 >/dev/null 2>&1; then ip link delete docker0 || true; fi
-  # Empty cgroup folders dockerd made (cgroup v1: one per controller).
+  # The cgroup folders dockerd made (cgroup v1: one per controller, with buildkit's inside),
+  # empty now: removed from the bottom up.
   while read -r line; do
-    grep -qx "$line" "$HOST_STATE/cgroups" || rmdir "$line" 2>/dev/null || true
+    grep -qx "$line" "$HOST_STATE/cgroups" || find "$line" -depth -type d -exec rmdir {} + 2>/dev/null || true
   done < <(find /sys/fs/cgroup -maxdepth 2 -name docker -type d 2>/dev/null)
 }
 
