@@ -72,7 +72,8 @@ http() { # http METHOD PORT PATH [BODY]: prints "STATUS SECONDS", the body goes 
 }
 
 json() { # json EXPR: evaluates EXPR on $WORK/body (bound to b) and prints the result
-  python3 -c 'import json, sys; b = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$WORK/body" "$1"
+  python3 -c 'import json, sys; b = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$WORK/body" "$1" \
+    || die "cannot evaluate $1 on the answer: $(head -c 300 "$WORK/body")"
 }
 
 ctr() { compose ps -q "$1"; } # the container id of a service

@@ -138,7 +138,7 @@ check_two_models() { # docker/compose.two-models.yaml with the trained classifie
   [ "$status" = 200 ] || die "/v1/classify with model $SECOND_BUNDLE answered $status: $(head -c 300 "$WORK/body")"
   [ "$(json "all(r['label'] in '$SECTIONS'.split(',') for r in b['results'][0])")" = True ] \
     || die "labels not among $SECTIONS: $(head -c 300 "$WORK/body")"
-  classify="$(json '", ".join(f"{r[\"label\"]} {r[\"score\"]:.2f}" for r in b["results"][0])')"
+  classify="$(json "', '.join(f'{r[\"label\"]} {r[\"score\"]:.2f}' for r in b['results'][0])")"
   read -r status _ < <(http POST "$HTTP_PORT" /v1/embed '{"inputs": ["the default model"]}')
   if [ "$status" != 200 ] || [ "$(json 'b["model"]')" != aft-mini ]; then
     die "/v1/embed without a model: $status, $(head -c 200 "$WORK/body")"

@@ -19,11 +19,11 @@ check_requests() { # embed, classify and a long document with late chunking, thr
   local status secs embed classify longdoc
   read -r status secs < <(http POST "$HTTP_PORT" /v1/embed '{"inputs": ["a cat sat on the mat", "stock prices fell sharply"]}')
   [ "$status" = 200 ] || die "/v1/embed answered $status: $(head -c 300 "$WORK/body")"
-  embed="$(json 'f"{len(b[\"embeddings\"])} x {len(b[\"embeddings\"][0])} dims ({b[\"model\"]})"')"
+  embed="$(json "f'{len(b[\"embeddings\"])} x {len(b[\"embeddings\"][0])} dims ({b[\"model\"]})'")"
   embed="$embed in $(awk -v s="$secs" 'BEGIN {printf "%.0f", s * 1000}') ms"
   read -r status secs < <(http POST "$HTTP_PORT" /v1/classify '{"inputs": ["the dog barked at the postman"], "top_k": 3}')
   [ "$status" = 200 ] || die "/v1/classify answered $status: $(head -c 300 "$WORK/body")"
-  classify="$(json '", ".join(f"{r[\"label\"]} {r[\"score\"]:.2f}" for r in b["results"][0])')"
+  classify="$(json "', '.join(f'{r[\"label\"]} {r[\"score\"]:.2f}' for r in b['results'][0])")"
   longdoc="$(python3 scripts/check_compose/client.py long-doc "$HTTP_PORT" 2>&1)" || die "long document: $longdoc"
   DETAIL="embed $embed; classify top 3: $classify; long document: $longdoc"
 }
@@ -62,7 +62,7 @@ check_prometheus() { # up == 1 for aft-serve found by service name; every rule l
   [ "$got" = "$want" ] || die "Prometheus loaded the rules [$got], docker/prometheus/alerts.yml has [$want]"
   prom /api/v1/alerts
   local active
-  active="$(json '" ".join(f"{a[\"labels\"][\"alertname\"]}={a[\"state\"]}" for a in b["data"]["alerts"])')"
+  active="$(json "' '.join(f'{a[\"labels\"][\"alertname\"]}={a[\"state\"]}' for a in b['data']['alerts'])")"
   [ -z "$active" ] || die "alerts active while the service is healthy: $active"
   DETAIL="up{job=\"aft-serve\",service=\"aft-serve\"} == 1 after $up_s s (target $target, by DNS name); $(wc -w <<<"$want") rules loaded and evaluated, health ok; no alert pending or firing"
 }
