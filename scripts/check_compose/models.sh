@@ -44,7 +44,8 @@ threads_logged() { # the intra_op_threads of every model's "bundle verified" lin
 import json, sys
 for line in sys.stdin:
     try:
-        f = json.loads(line).get("fields", {})
+        rec = json.loads(line)
+        f = rec.get("fields", rec)  # flattened (AFT_LOG_FORMAT=json) or not
     except ValueError:
         continue
     if f.get("message") == "bundle verified; loading the model":
