@@ -1,5 +1,5 @@
 # Thin front for scripts/: `make run` serves the default model, `make test` runs every check.
-.PHONY: run test setup lint fmt model bench image-check compose-check
+.PHONY: run test setup lint fmt model model-base bench image-check compose-check
 # scripts/env.sh (venv on PATH, LIBTORCH_USE_PYTORCH) is bash: it reads BASH_SOURCE.
 SHELL := bash
 
@@ -26,6 +26,9 @@ lint:           ## formatting checks and linters, without tests
 
 model:          ## retrain the default bundle models/aft-mini from registry packages (hours on 2 cores; resumes)
 	scripts/train-aft-mini
+
+model-base:     ## convert all-MiniLM-L6-v2 into models/aft-base (+ int8) with aft.convert (hours; resumes)
+	scripts/convert-aft-base
 
 bench:          ## every benchmark table and plot in docs/BENCHMARKS.md (~40 min, quiet machine)
 	bench/run-all
