@@ -61,7 +61,7 @@ check_threads() { # under the compose file's CPU limit, aft-serve's threads foll
   # One model, one short worker: it gets every usable CPU (the long lane shares them only
   # while a long document runs).
   [ "$logged" = "aft-mini $cpus" ] || die "with a CPU limit of $limit on $(docker info --format '{{.NCPU}}') CPUs, want 'aft-mini $cpus' threads, the log says '$logged'"
-  DETAIL="limit cpus $limit (NanoCpus), engine CPUs $(docker info --format '{{.NCPU}}'): aft-serve logs intra_op_threads=$cpus (min of the two); next check lowers the limit"
+  DETAIL="limit cpus $limit (NanoCpus), engine CPUs $(docker info --format '{{.NCPU}}'): aft-serve logs intra_op_threads=$cpus (the smaller of the two; cpu-limit below sets a limit under the CPUs)"
 }
 
 check_cpu_limit() { # a lower CPU limit (1) than the machine's CPUs: the threads follow it down
@@ -105,7 +105,9 @@ check_memory() { # a short load (20 s, 4 clients, 1-32 texts of 8-200 words): me
   read -r peak current < <(cgroup_memory "$pid")
   rss="$(awk '/^VmRSS:/ {print $2 * 1024}' "/proc/$pid/status")"
   [ "$peak" -lt "$limit" ] || die "memory peaked at $peak bytes, the limit is $limit"
-  DETAIL="load: $(json_count "$counts") requests, all 200; container memory peak $(mib "$peak") MiB, now $(mib "$current") MiB (server RSS $(mib "$rss") MiB), limit $(mib "$limit") MiB"
+  # RSS counts the mapped libraries, whose page cache the cgroup may not be charged for (another
+  # container read them first); the cgroup's figures are what the limit holds to.
+  DETAIL="load: $(json_count "$counts") requests, all 200; container memory (cgroup) peak $(mib "$peak") MiB, now $(mib "$current") MiB, limit $(mib "$limit") MiB; server RSS $(mib "$rss") MiB"
 }
 
 mib() { awk -v b="$1" 'BEGIN {printf "%.0f", b / 1048576}'; }

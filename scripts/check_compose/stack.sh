@@ -132,18 +132,19 @@ check_alert() { # with aft-serve stopped, the alert for a service that is down f
   # DNS discovery (prometheus.yml) drops a stopped container's name, so its target and its `up`
   # series go away instead of turning 0: AftServeAbsent (absent(up{job="aft-serve"})) is the
   # rule that sees this; AftServeDown (up == 0) covers a target that stays but does not answer.
-  local t0 pending_s="" state
+  local t0 pending_s="" state down_seen=""
   t0="$(date +%s.%N)"
   local deadline=$((SECONDS + 240))
   while [ $SECONDS -lt $deadline ]; do
     prom /api/v1/alerts
     state="$(json 'next((a["state"] for a in b["data"]["alerts"] if a["labels"]["alertname"] == "AftServeAbsent"), "")')"
     [ "$state" != pending ] || [ -n "$pending_s" ] || pending_s="$(seconds_since "$t0")"
+    [ -n "$down_seen" ] || down_seen="$(json "next((a['state'] for a in b['data']['alerts'] if a['labels']['alertname'] == 'AftServeDown'), '')")"
     [ "$state" != firing ] || break
     sleep 2
   done
   [ "$state" = firing ] || die "AftServeAbsent not firing within 240 s of the stop (state '${state:-inactive}')"
-  DETAIL="AftServeAbsent pending after ${pending_s:-?} s, firing after $(seconds_since "$t0") s (for: 2m, evaluated every 15 s)"
+  DETAIL="AftServeAbsent pending after ${pending_s:-?} s, firing after $(seconds_since "$t0") s (for: 2m, evaluated every 15 s); AftServeDown ${down_seen:-never active (the target was dropped, not failing)}"
   compose up -d aft-serve >"$WORK/up.log" 2>&1 || { tail -20 "$WORK/up.log" >&2; die "docker-compose up -d aft-serve failed"; }
   wait_healthy 240
 }
