@@ -59,6 +59,18 @@ pub struct TextTokens {
     pub special: Vec<bool>,
 }
 
+/// One token of a text as the tokenizer cut it (`/tokenize`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenPiece {
+    pub id: u32,
+    /// The token as the vocabulary writes it (`[CLS]`, `##ing`, ...).
+    pub token: String,
+    /// Whether the tokenizer added it (`[CLS]`, `[SEP]`, ...).
+    pub special: bool,
+    /// Its bytes `[start, end)` in the text (UTF-8); `(0, 0)` for special tokens.
+    pub bytes: (usize, usize),
+}
+
 /// The bundle's tokenizer twice: once truncating at the model's limit, once not, so an over-long
 /// input refused with `truncate=false` can be told its real length.
 #[derive(Debug, Clone)]
@@ -235,6 +247,54 @@ impl TextTokenizer {
         })
     }
 
+    /// How the (not truncating) tokenizer cuts `text`, with or without the special tokens it
+    /// adds; for inspection (`/tokenize`), never for the model.
+    pub fn pieces(&self, text: &str, add_special: bool) -> Result<Vec<TokenPiece>, TokenizeError> {
+        let encoding = self
+            .full
+            .encode(text, add_special)
+            .map_err(|e| TokenizeError::Tokenizer(e.to_string()))?;
+        Ok(encoding
+            .get_ids()
+            .iter()
+            .zip(encoding.get_tokens())
+            .zip(encoding.get_special_tokens_mask())
+            .zip(encoding.get_offsets())
+            .map(|(((&id, token), &special), &bytes)| TokenPiece {
+                id,
+                token: token.clone(),
+                special: special != 0,
+                bytes,
+            })
+            .collect())
+    }
+
+    /// The text of token ids; `index` is the list's position in the request. Ids outside the
+    /// vocabulary are refused, as they are for the model.
+    pub fn decode(
+        &self,
+        index: usize,
+        ids: &[i64],
+        skip_special: bool,
+    ) -> Result<String, TokenizeError> {
+        let ids = ids
+            .iter()
+            .enumerate()
+            .map(|(position, &id)| match u32::try_from(id) {
+                Ok(v) if (v as usize) < self.vocab_size => Ok(v),
+                _ => Err(TokenizeError::TokenIdOutOfRange {
+                    index,
+                    position,
+                    id,
+                    vocab_size: self.vocab_size,
+                }),
+            })
+            .collect::<Result<Vec<u32>, _>>()?;
+        self.full
+            .decode(&ids, skip_special)
+            .map_err(|e| TokenizeError::Tokenizer(e.to_string()))
+    }
+
     /// Token ids for every input of a request, in order.
     pub fn encode_all(&self, inputs: &[Input], truncate: bool) -> Result<Tokenized, TokenizeError> {
         let ids = inputs
@@ -292,6 +352,57 @@ impl TokenizerPool {
         })
         .await
         .map_err(|e| TokenizeError::Tokenizer(format!("tokenization task failed: {e}")))?
+    }
+
+    /// Runs `work` with the tokenizer on the blocking pool, within the pool's bound.
+    async fn on_pool<T, F>(&self, work: F) -> Result<T, TokenizeError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&TextTokenizer) -> Result<T, TokenizeError> + Send + 'static,
+    {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| TokenizeError::Closed)?;
+        let tokenizer = self.tokenizer.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work(&tokenizer)
+        })
+        .await
+        .map_err(|e| TokenizeError::Tokenizer(format!("tokenization task failed: {e}")))?
+    }
+
+    /// [`TextTokenizer::pieces`] for every text of a request, in order.
+    pub async fn pieces(
+        &self,
+        texts: Vec<String>,
+        add_special: bool,
+    ) -> Result<Vec<Vec<TokenPiece>>, TokenizeError> {
+        self.on_pool(move |t| {
+            texts
+                .iter()
+                .map(|text| t.pieces(text, add_special))
+                .collect()
+        })
+        .await
+    }
+
+    /// [`TextTokenizer::decode`] for every id list of a request, in order.
+    pub async fn decode(
+        &self,
+        ids: Vec<Vec<i64>>,
+        skip_special: bool,
+    ) -> Result<Vec<String>, TokenizeError> {
+        self.on_pool(move |t| {
+            ids.iter()
+                .enumerate()
+                .map(|(i, ids)| t.decode(i, ids, skip_special))
+                .collect()
+        })
+        .await
     }
 
     /// [`TextTokenizer::encode_with_offsets`] for every text of a request, in order.

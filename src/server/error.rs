@@ -1,7 +1,9 @@
 //! The one error type the API answers with, and the one JSON shape every non-2xx response has:
 //! `{"error": {"message", "type", "code", "param"}}` (OpenAI's error shape, so its clients parse it).
 //! Transport failures (routing, auth, body, timeout) are cases of their own; everything the service
-//! refuses arrives as a [`ServiceError`] and keeps its message.
+//! refuses arrives as a [`ServiceError`] and keeps its message. The TEI-compatible routes answer
+//! the same errors, with the same statuses, in TEI's shape instead: `{"error", "error_type"}`
+//! ([`TeiErrorBody`], applied to those routes' responses by `super::tei::error_shape`).
 
 use std::collections::BTreeMap;
 
@@ -69,6 +71,29 @@ pub struct ErrorDetail {
     pub param: Option<String>,
 }
 
+/// TEI's error body, `{"error": "...", "error_type": "Validation"}`, as TEI-compatible routes
+/// answer every error (TEI's clients read `error`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TeiErrorBody {
+    /// Human-readable explanation.
+    pub error: String,
+    pub error_type: TeiErrorType,
+}
+
+/// TEI's error classes that aft-serve answers, spelled as TEI spells them (TEI's `Tokenizer`
+/// and `Empty` are `Validation` here: the status and message tell them apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub enum TeiErrorType {
+    /// Not ready, shutting down, or past the request timeout.
+    Unhealthy,
+    /// Inference failed.
+    Backend,
+    /// The queue is full; retry after `Retry-After` seconds.
+    Overloaded,
+    /// The request is refused (shape, values, limits, model, key).
+    Validation,
+}
+
 /// The error responses every inference route documents alike (the routes add their own 400,
 /// 413 and 422, whose causes differ), all with the [`ErrorBody`] shape: for the OpenAPI document.
 pub struct InferenceErrors;
@@ -88,13 +113,14 @@ impl InferenceErrors {
     ];
 }
 
-impl utoipa::IntoResponses for InferenceErrors {
-    fn responses() -> BTreeMap<String, RefOr<openapi::Response>> {
+impl InferenceErrors {
+    /// The responses, with the body schema `schema`.
+    pub(super) fn responses_with(schema: &str) -> BTreeMap<String, RefOr<openapi::Response>> {
         Self::RESPONSES
             .iter()
             .map(|&(status, description)| {
                 let body = ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .schema(Some(Ref::from_schema_name(schema)))
                     .build();
                 let response = ResponseBuilder::new()
                     .description(description)
@@ -103,6 +129,12 @@ impl utoipa::IntoResponses for InferenceErrors {
                 (status.to_string(), response.into())
             })
             .collect()
+    }
+}
+
+impl utoipa::IntoResponses for InferenceErrors {
+    fn responses() -> BTreeMap<String, RefOr<openapi::Response>> {
+        Self::responses_with("ErrorBody")
     }
 }
 
@@ -119,15 +151,16 @@ impl ApiError {
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Service(err) => match err {
-                ServiceError::NoClassifier(_) | ServiceError::ChunkingUnsupported(_) => {
-                    StatusCode::BAD_REQUEST
-                }
+                ServiceError::NoClassifier(_)
+                | ServiceError::ChunkingUnsupported(_)
+                | ServiceError::TokenVectorsUnsupported(_) => StatusCode::BAD_REQUEST,
                 ServiceError::InvalidInput { .. } | ServiceError::InputTooLong { .. } => {
                     StatusCode::UNPROCESSABLE_ENTITY
                 }
                 ServiceError::TooManyInputs { .. }
                 | ServiceError::TooManyTokens { .. }
-                | ServiceError::TooManyChunks { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                | ServiceError::TooManyChunks { .. }
+                | ServiceError::TooManyTokenVectors { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 ServiceError::ModelNotFound(_) => StatusCode::NOT_FOUND,
                 ServiceError::QueueFull | ServiceError::KeyQueueFull(_) => {
                     StatusCode::TOO_MANY_REQUESTS
@@ -171,6 +204,8 @@ impl ApiError {
                 ServiceError::TooManyTokens { .. } => "too_many_tokens",
                 ServiceError::TooManyChunks { .. } => "too_many_chunks",
                 ServiceError::ChunkingUnsupported(_) => "chunking_unsupported",
+                ServiceError::TooManyTokenVectors { .. } => "too_many_token_vectors",
+                ServiceError::TokenVectorsUnsupported(_) => "token_vectors_unsupported",
                 ServiceError::NoClassifier(_) => "no_classifier",
                 ServiceError::ModelNotFound(_) => "model_not_found",
                 ServiceError::QueueFull => "queue_full",
@@ -189,13 +224,36 @@ impl ApiError {
                 Some(format!("inputs[{index}]"))
             }
             Self::Service(
-                ServiceError::TooManyInputs { .. } | ServiceError::TooManyTokens { .. },
+                ServiceError::TooManyInputs { .. }
+                | ServiceError::TooManyTokens { .. }
+                | ServiceError::TooManyTokenVectors { .. },
             ) => Some("inputs".into()),
             Self::Service(
                 ServiceError::TooManyChunks { .. } | ServiceError::ChunkingUnsupported(_),
             ) => Some("chunking".into()),
             Self::Service(ServiceError::ModelNotFound(_)) => Some("model".into()),
             _ => None,
+        }
+    }
+
+    /// TEI's `error_type` for this error, by its status: `Overloaded` (429), `Unhealthy` (503,
+    /// 504), `Backend` (other 5xx), else `Validation` (TEI's word for a request it refuses).
+    pub fn tei_type(&self) -> TeiErrorType {
+        match self.status() {
+            StatusCode::TOO_MANY_REQUESTS => TeiErrorType::Overloaded,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
+                TeiErrorType::Unhealthy
+            }
+            s if s.is_server_error() => TeiErrorType::Backend,
+            _ => TeiErrorType::Validation,
+        }
+    }
+
+    /// The error in TEI's shape (TEI-compatible routes only).
+    pub fn tei_body(&self) -> TeiErrorBody {
+        TeiErrorBody {
+            error: self.to_string(),
+            error_type: self.tei_type(),
         }
     }
 

@@ -4,6 +4,7 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::tei::TeiInfo;
 use crate::bundle::{Manifest, EMBED_SPANS};
 use crate::config::{Config, Scheduling};
 
@@ -47,6 +48,9 @@ pub struct ModelInfo {
     /// The bundle's manifest.json.
     #[schema(value_type = Object)]
     pub manifest: serde_json::Value,
+    /// text-embeddings-inference's fields for the model, so TEI clients read `/info` too.
+    #[serde(flatten)]
+    pub tei: TeiInfo,
 }
 
 /// The service: the default model's fields at the top level (as when one model was served),
@@ -98,6 +102,7 @@ impl ModelInfo {
                     .unwrap_or(u64::MAX),
             },
             manifest: serde_json::to_value(manifest)?,
+            tei: TeiInfo::describe(name, manifest, config),
         })
     }
 }

@@ -17,6 +17,7 @@ mod routes;
 mod scheduling;
 mod serve;
 mod state;
+mod tei;
 mod types;
 
 pub use auth::ApiKeys;

@@ -7,7 +7,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::OpenApi as OpenApiDoc;
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::error::{ErrorBody, ErrorDetail};
+use super::error::{ErrorBody, ErrorDetail, TeiErrorBody, TeiErrorType};
 use super::input::{OpenAiInput, TextInputs};
 use super::models::ServedModels;
 use super::route_table::RoutePaths;
@@ -23,7 +23,7 @@ use crate::service::Service;
                        carries `x-request-id`, `x-queue-time`, `x-inference-time` and \
                        `x-total-time` (milliseconds)."
     ),
-    components(schemas(ErrorBody, ErrorDetail)),
+    components(schemas(ErrorBody, ErrorDetail, TeiErrorBody, TeiErrorType)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -112,6 +112,10 @@ pub fn bounded(doc: &OpenApiDoc, bounds: &Bounds) -> Result<Value, String> {
             "/components/schemas/OpenAiEmbeddingsRequest/properties/dimensions/maximum".into(),
             json!(bounds.dimensions),
         ),
+        (
+            "/components/schemas/TeiEmbedRequest/properties/dimensions/maximum".into(),
+            json!(bounds.dimensions),
+        ),
         // Any count is served (at most every label comes back); the limit is the integer type's.
         (
             "/components/schemas/ClassifyRequest/properties/top_k/maximum".into(),
@@ -120,7 +124,17 @@ pub fn bounded(doc: &OpenApiDoc, bounds: &Bounds) -> Result<Value, String> {
     ];
     let mut model_names: Vec<Value> = bounds.models.iter().map(|m| json!(m)).collect();
     model_names.push(Value::Null);
-    let model_enums = ["EmbedRequest", "OpenAiEmbeddingsRequest", "ClassifyRequest"].map(|s| {
+    let model_enums = [
+        "EmbedRequest",
+        "OpenAiEmbeddingsRequest",
+        "ClassifyRequest",
+        "TeiEmbedRequest",
+        "TeiEmbedAllRequest",
+        "TeiPredictRequest",
+        "TeiTokenizeRequest",
+        "TeiDecodeRequest",
+    ]
+    .map(|s| {
         (
             format!("/components/schemas/{s}/properties/model/enum"),
             json!(model_names),

@@ -4,8 +4,8 @@
 
 use axum::routing::{on, MethodFilter, MethodRouter};
 
-use super::routes;
 use super::state::AppState;
+use super::{routes, tei};
 
 /// The HTTP methods the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +41,8 @@ pub struct Route {
     pub quiet: bool,
     /// Bounded by `--request-timeout` (the inference routes).
     pub timed: bool,
+    /// A text-embeddings-inference route: TEI's shapes, errors as `{"error", "error_type"}`.
+    pub tei: bool,
     /// The handler, answering `method` only.
     pub(super) handler: fn(MethodFilter) -> MethodRouter<AppState>,
 }
@@ -63,7 +65,8 @@ impl std::fmt::Debug for Route {
 macro_rules! route_table {
     ($(
         $verb:ident $path:literal => $($handler:ident)::+ {
-            open: $open:literal, quiet: $quiet:literal, timed: $timed:literal $(,)?
+            open: $open:literal, quiet: $quiet:literal, timed: $timed:literal,
+            tei: $tei:literal $(,)?
         }
     ),* $(,)?) => {
         /// Every route, in the order the document lists them.
@@ -74,6 +77,7 @@ macro_rules! route_table {
                 open: $open,
                 quiet: $quiet,
                 timed: $timed,
+                tei: $tei,
                 handler: |method| on(method, $($handler)::+),
             }
         ),*];
@@ -87,17 +91,28 @@ macro_rules! route_table {
 }
 
 route_table! {
-    Post "/v1/embed" => routes::embed { open: false, quiet: false, timed: true },
-    Post "/v1/embeddings" => routes::openai_embeddings { open: false, quiet: false, timed: true },
-    Post "/v1/classify" => routes::classify { open: false, quiet: false, timed: true },
-    Get "/v1/models" => routes::models { open: false, quiet: false, timed: false },
-    Get "/info" => routes::info { open: false, quiet: false, timed: false },
-    Get "/health/live" => routes::live { open: true, quiet: true, timed: false },
-    Get "/health/ready" => routes::ready { open: true, quiet: true, timed: false },
-    Get "/health" => routes::health { open: true, quiet: true, timed: false },
-    Get "/metrics" => routes::metrics { open: true, quiet: true, timed: false },
-    Get "/openapi.json" => routes::openapi_json { open: false, quiet: false, timed: false },
-    Get "/docs" => routes::docs_page { open: false, quiet: false, timed: false },
+    Post "/v1/embed" => routes::embed { open: false, quiet: false, timed: true, tei: false },
+    Post "/v1/embeddings" => routes::openai_embeddings { open: false, quiet: false, timed: true, tei: false },
+    Post "/v1/classify" => routes::classify { open: false, quiet: false, timed: true, tei: false },
+    Get "/v1/models" => routes::models { open: false, quiet: false, timed: false, tei: false },
+    Post "/embed" => tei::embed { open: false, quiet: false, timed: true, tei: true },
+    Post "/embed_all" => tei::embed_all { open: false, quiet: false, timed: true, tei: true },
+    Post "/predict" => tei::predict { open: false, quiet: false, timed: true, tei: true },
+    Post "/tokenize" => tei::tokenize { open: false, quiet: false, timed: true, tei: true },
+    Post "/decode" => tei::decode { open: false, quiet: false, timed: true, tei: true },
+    Post "/" => tei::compat { open: false, quiet: false, timed: true, tei: true },
+    Get "/info" => routes::info { open: false, quiet: false, timed: false, tei: false },
+    Get "/health/live" => routes::live { open: true, quiet: true, timed: false, tei: false },
+    Get "/health/ready" => routes::ready { open: true, quiet: true, timed: false, tei: false },
+    Get "/health" => routes::health { open: true, quiet: true, timed: false, tei: false },
+    Get "/metrics" => routes::metrics { open: true, quiet: true, timed: false, tei: false },
+    Get "/openapi.json" => routes::openapi_json { open: false, quiet: false, timed: false, tei: false },
+    Get "/docs" => routes::docs_page { open: false, quiet: false, timed: false, tei: false },
+}
+
+/// Whether the route `path` (as matched) is a TEI route, answering errors in TEI's shape.
+pub(super) fn is_tei(path: &str) -> bool {
+    ROUTES.iter().any(|r| r.tei && r.path == path)
 }
 
 /// Whether requests to the route `path` (as matched) are logged at debug only.

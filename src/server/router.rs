@@ -9,7 +9,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::route_table::ROUTES;
 use super::state::{AppState, HttpConfig};
-use super::{auth, middleware, routes, scheduling};
+use super::{auth, middleware, routes, scheduling, tei};
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {
     if origins.is_empty() {
@@ -70,6 +70,7 @@ pub(super) fn router(state: AppState, http: &HttpConfig) -> Router {
             middleware::body_limit,
         ))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(axum::middleware::from_fn(tei::error_shape))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::observe,

@@ -12,7 +12,7 @@ use super::info::Info;
 use super::scheduling::CallerParts;
 use super::state::AppState;
 use super::types::*;
-use crate::service::{EmbedOptions, ServiceError, Timing};
+use crate::service::{EmbedOptions, Scores, ServiceError, Timing};
 
 #[utoipa::path(
     post, path = "/v1/embed", tag = "inference",
@@ -145,7 +145,13 @@ pub async fn classify(
     let service = &state.models.get(req.model.as_deref())?.service;
     let caller = caller.with_body(req.priority);
     let out = service
-        .classify(req.inputs.into_inputs(), req.top_k, req.truncate, caller)
+        .classify(
+            req.inputs.into_inputs(),
+            req.top_k,
+            Scores::Softmax,
+            req.truncate,
+            caller,
+        )
         .await?;
     let results = out
         .results

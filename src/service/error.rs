@@ -22,6 +22,13 @@ pub enum ServiceError {
     TooManyTokens { tokens: usize, limit: usize },
     #[error("the request asks for {count} chunk vectors, more than the limit of {limit} (--max-chunks); use longer chunks or fewer inputs")]
     TooManyChunks { count: usize, limit: usize },
+    /// Per-token vectors (`/embed_all`) past `--max-chunks`, which bounds every request's pooled
+    /// vectors.
+    #[error("the request asks for {count} token vectors, more than the limit of {limit} (--max-chunks); send fewer or shorter inputs")]
+    TooManyTokenVectors { count: usize, limit: usize },
+    /// Per-token vectors asked of a bundle whose model.pt does not export `embed_spans`.
+    #[error("model {0:?} cannot give per-token vectors: its bundle's model.pt exports no `embed_spans` method (re-export it with the current aft.export)")]
+    TokenVectorsUnsupported(String),
     /// Late chunking asked of a bundle whose model.pt does not export `embed_spans`.
     #[error("model {0:?} cannot do late chunking: its bundle's model.pt exports no `embed_spans` method (re-export it with the current aft.export)")]
     ChunkingUnsupported(String),

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::bundle::{Bundle, EMBED_SPANS};
-use crate::core::{Caller, Infer, Inference, ModelInput};
+use crate::core::{Caller, Infer, Inference, ModelInput, TokenSpan};
 use crate::metrics::ModelMetrics;
-use crate::tokenize::{Input, TokenizerPool};
+use crate::tokenize::{Input, TokenPiece, TokenizerPool};
 
 pub use chunking::{chunk_spans, ChunkSpan, Chunking};
 pub use error::ServiceError;
@@ -59,6 +59,25 @@ pub struct Embeddings {
     pub dimensions: usize,
     pub usage: Usage,
     pub timing: Timing,
+}
+
+/// Per input, one vector per token (special tokens included), as the model's output projection
+/// gives it: not normalised.
+#[derive(Debug, Clone)]
+pub struct TokenEmbeddings {
+    pub vectors: Vec<Vec<Vec<f32>>>,
+    pub usage: Usage,
+    pub timing: Timing,
+}
+
+/// What `classify` scores labels with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scores {
+    /// Softmax probabilities.
+    #[default]
+    Softmax,
+    /// The head's logits as they are.
+    Raw,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -280,14 +299,93 @@ impl Service {
         ))
     }
 
+    /// One vector per token of each input, from one pass over the whole input: each token's
+    /// state pooled as a span of its own (`embed_spans`), so the core batches, schedules and
+    /// bounds these inputs as any other. At most `--max-chunks` vectors per request.
+    pub async fn embed_tokens(
+        &self,
+        inputs: Vec<Input>,
+        truncate: bool,
+        caller: Caller,
+    ) -> Result<TokenEmbeddings, ServiceError> {
+        if !self.supports_chunking() {
+            return Err(ServiceError::TokenVectorsUnsupported(
+                self.model_name.clone(),
+            ));
+        }
+        self.check_count(&inputs)?;
+        let count = inputs.len();
+        let started = Instant::now();
+        let tokenized = self.tokenizers.encode_all(inputs, truncate).await?;
+        self.metrics
+            .tokenization_duration
+            .observe(started.elapsed().as_secs_f64());
+        let tokens = tokenized.total_tokens;
+        if tokens > self.limits.max_chunks {
+            return Err(ServiceError::TooManyTokenVectors {
+                count: tokens,
+                limit: self.limits.max_chunks,
+            });
+        }
+        let model_inputs = tokenized
+            .ids
+            .into_iter()
+            .map(|ids| ModelInput {
+                spans: (0..ids.len())
+                    .map(|t| TokenSpan {
+                        start: t,
+                        end: t + 1,
+                    })
+                    .collect(),
+                ids,
+            })
+            .collect();
+        let inference = self.infer.run_as(model_inputs, caller).await?;
+        self.metrics.inputs.inc_by(count as u64);
+        self.metrics.prompt_tokens.inc_by(tokens as u64);
+        let timing = timing(&inference);
+        Ok(TokenEmbeddings {
+            vectors: inference.outputs.into_iter().map(|o| o.spans).collect(),
+            usage: Usage {
+                prompt_tokens: tokens,
+                total_tokens: tokens,
+            },
+            timing,
+        })
+    }
+
+    /// How the tokenizer cuts each text (no truncation; nothing reaches the model).
+    pub async fn tokenize(
+        &self,
+        texts: Vec<String>,
+        add_special: bool,
+    ) -> Result<Vec<Vec<TokenPiece>>, ServiceError> {
+        self.check_count_of(texts.len())?;
+        Ok(self.tokenizers.pieces(texts, add_special).await?)
+    }
+
+    /// The text of each token-id list (nothing reaches the model).
+    pub async fn decode(
+        &self,
+        ids: Vec<Vec<i64>>,
+        skip_special: bool,
+    ) -> Result<Vec<String>, ServiceError> {
+        self.check_count_of(ids.len())?;
+        Ok(self.tokenizers.decode(ids, skip_special).await?)
+    }
+
     /// A request has at least one input and at most `max_client_batch_size`.
     fn check_count(&self, inputs: &[Input]) -> Result<(), ServiceError> {
-        if inputs.is_empty() {
+        self.check_count_of(inputs.len())
+    }
+
+    fn check_count_of(&self, count: usize) -> Result<(), ServiceError> {
+        if count == 0 {
             return Err(ServiceError::invalid("inputs", "inputs must not be empty"));
         }
-        if inputs.len() > self.limits.max_client_batch_size {
+        if count > self.limits.max_client_batch_size {
             return Err(ServiceError::TooManyInputs {
-                count: inputs.len(),
+                count,
                 limit: self.limits.max_client_batch_size,
             });
         }
@@ -298,6 +396,7 @@ impl Service {
         &self,
         inputs: Vec<Input>,
         top_k: usize,
+        scores: Scores,
         truncate: bool,
         caller: Caller,
     ) -> Result<Classifications, ServiceError> {
@@ -313,7 +412,10 @@ impl Service {
         let results = inference
             .outputs
             .iter()
-            .map(|o| top_k_softmax(&o.logits, labels, top_k))
+            .map(|o| match scores {
+                Scores::Softmax => top_k_softmax(&o.logits, labels, top_k),
+                Scores::Raw => top_k_raw(&o.logits, labels, top_k),
+            })
             .collect();
         Ok(Classifications {
             results,
@@ -382,6 +484,21 @@ pub fn top_k_softmax(logits: &[f32], labels: &[String], k: usize) -> Vec<LabelSc
         .map(|(label, e)| LabelScore {
             label: label.clone(),
             score: (e / sum) as f32,
+        })
+        .collect();
+    scored.sort_by(|a, b| b.score.total_cmp(&a.score));
+    scored.truncate(k);
+    scored
+}
+
+/// The `k` labels of the highest logits, highest first, scored by their logits.
+pub fn top_k_raw(logits: &[f32], labels: &[String], k: usize) -> Vec<LabelScore> {
+    let mut scored: Vec<LabelScore> = labels
+        .iter()
+        .zip(logits)
+        .map(|(label, &score)| LabelScore {
+            label: label.clone(),
+            score,
         })
         .collect();
     scored.sort_by(|a, b| b.score.total_cmp(&a.score));

@@ -1,0 +1,786 @@
+//! text-embeddings-inference (TEI) compatibility: TEI's routes (`/embed`, `/embed_all`,
+//! `/predict`, `/tokenize`, `/decode` and the compat `/`) with TEI's request and response shapes,
+//! TEI's fields in `/info`, and TEI's error shape on these routes ([`error_shape`]). Everything is
+//! served by the same [`crate::service::Service`] as the native routes, so model routing, keys,
+//! limits, fair scheduling and metrics apply alike; aft-serve's own additions (`model`,
+//! `priority`, `dimensions`) are optional fields TEI clients never send.
+
+use std::fmt;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::{Extension, Json};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::{self, RefOr};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, InferenceErrors, TeiErrorBody};
+use super::extract::ApiJson;
+use super::input::{optional_via_string, whole_usize_opt, OpenAiInput, TextInputs};
+use super::route_table;
+use super::scheduling::CallerParts;
+use super::state::AppState;
+use super::types::PriorityField;
+use crate::bundle::{Manifest, Pooling, MODEL_FILE};
+use crate::config::Config;
+use crate::service::{EmbedOptions, Scores, ServiceError, Timing};
+use crate::tokenize::TokenPiece;
+
+fn yes() -> bool {
+    true
+}
+
+/// Re-renders an error answered on a TEI route (by the handler, the key check, the timeout, the
+/// body limit or a panic: every [`ApiError`] response carries its error) in TEI's shape,
+/// `{"error", "error_type"}`, keeping its status and headers. Other routes pass untouched.
+pub async fn error_shape(req: Request, next: Next) -> Response {
+    let tei = req
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|p| route_table::is_tei(p.as_str()));
+    let response = next.run(req).await;
+    if !tei {
+        return response;
+    }
+    let Some(body) = response
+        .extensions()
+        .get::<ApiError>()
+        .map(ApiError::tei_body)
+    else {
+        return response;
+    };
+    let (mut parts, _) = response.into_parts();
+    let bytes = serde_json::to_vec(&body)
+        .unwrap_or_else(|_| br#"{"error":"","error_type":"Backend"}"#.to_vec());
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// The error responses of a TEI inference route, with TEI's body: for the OpenAPI document.
+pub struct TeiErrors;
+
+impl utoipa::IntoResponses for TeiErrors {
+    fn responses() -> std::collections::BTreeMap<String, RefOr<openapi::Response>> {
+        InferenceErrors::responses_with("TeiErrorBody")
+    }
+}
+
+/// TEI's `truncation_direction`. aft-serve truncates at the end only: `Left` is refused (422).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ToSchema)]
+pub enum TruncationDirection {
+    #[serde(alias = "left")]
+    Left,
+    #[default]
+    #[serde(alias = "right")]
+    Right,
+}
+
+/// The options TEI's embedding requests share, checked for what aft-serve cannot do: a
+/// `prompt_name` (aft bundles have no prompts) and left truncation. `truncate` absent or null is
+/// `true`: aft-serve behaves as TEI started with `--auto-truncate` (`auto_truncate` in `/info`).
+fn truncation(
+    truncate: Option<bool>,
+    direction: Option<TruncationDirection>,
+    prompt_name: Option<&str>,
+) -> Result<bool, ServiceError> {
+    if let Some(name) = prompt_name {
+        return Err(ServiceError::invalid(
+            "prompt_name",
+            format!("prompt_name {name:?}: this model has no prompts; prepend the prompt's text to the inputs"),
+        ));
+    }
+    let truncate = truncate.unwrap_or(AUTO_TRUNCATE);
+    if truncate && direction == Some(TruncationDirection::Left) {
+        return Err(ServiceError::invalid(
+            "truncation_direction",
+            "truncation_direction Left is not supported: aft-serve keeps the start of an input (Right); models read up to `max_input_length` tokens (see /info)",
+        ));
+    }
+    Ok(truncate)
+}
+
+/// What `truncate` is when a TEI request leaves it out.
+const AUTO_TRUNCATE: bool = true;
+
+/// TEI's `POST /embed` request (`POST /` takes it too).
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"inputs": ["a cat sat on the mat", "a kitten rested on the rug"], "normalize": true}))]
+pub struct TeiEmbedRequest {
+    pub inputs: OpenAiInput,
+    /// L2-normalise the embeddings (TEI's default: true).
+    #[serde(default = "yes")]
+    pub normalize: bool,
+    /// Truncate inputs longer than `max_input_length`; when false they get 422. Absent or null:
+    /// true (`auto_truncate` in `/info`).
+    #[serde(default)]
+    pub truncate: Option<bool>,
+    /// `Right` (default) only: aft-serve keeps an input's start.
+    #[serde(default, deserialize_with = "optional_via_string")]
+    #[schema(value_type = Option<TruncationDirection>)]
+    pub truncation_direction: Option<TruncationDirection>,
+    /// Refused when set: aft bundles have no prompts.
+    #[serde(default)]
+    pub prompt_name: Option<String>,
+    /// Keep only the first `dimensions` components (then normalise).
+    #[serde(default, deserialize_with = "whole_usize_opt")]
+    #[schema(minimum = 1)]
+    pub dimensions: Option<usize>,
+    /// aft-serve: the model to use (see `GET /v1/models`); the default model when absent.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// aft-serve: `normal` (default) or `low` for bulk work; overrides the `x-priority` header.
+    #[serde(default, deserialize_with = "optional_via_string")]
+    pub priority: Option<PriorityField>,
+}
+
+/// One vector per input, in input order.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!([[0.0, 1.0, 2.0]]))]
+pub struct TeiEmbedResponse(pub Vec<Vec<f32>>);
+
+#[utoipa::path(
+    post, path = "/embed", tag = "tei",
+    summary = "TEI: embeddings",
+    description = "text-embeddings-inference's `/embed`: a list of vectors, one per input. Inputs are \
+                   texts or token-id lists; each runs whole, up to `max_input_length` tokens.",
+    request_body = TeiEmbedRequest,
+    responses(
+        (status = 200, body = TeiEmbedResponse),
+        (status = 400, description = "The body is not JSON", body = TeiErrorBody),
+        (status = 413, description = "More inputs than `max_client_batch_size`, a body over `max_body_bytes`, or more tokens than `max_queued_tokens`", body = TeiErrorBody),
+        (status = 422, description = "JSON of the wrong shape, or a value the model refuses (empty text, `dimensions` out of range, too long with `truncate: false`, `prompt_name`, `truncation_direction: Left`)", body = TeiErrorBody),
+        TeiErrors,
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn embed(
+    State(state): State<AppState>,
+    caller: CallerParts,
+    ApiJson(req): ApiJson<TeiEmbedRequest>,
+) -> Result<(Extension<Timing>, Json<TeiEmbedResponse>), ApiError> {
+    embed_with(&state, caller, req).await
+}
+
+async fn embed_with(
+    state: &AppState,
+    caller: CallerParts,
+    req: TeiEmbedRequest,
+) -> Result<(Extension<Timing>, Json<TeiEmbedResponse>), ApiError> {
+    let service = &state.models.get(req.model.as_deref())?.service;
+    let options = EmbedOptions {
+        truncate: truncation(
+            req.truncate,
+            req.truncation_direction,
+            req.prompt_name.as_deref(),
+        )?,
+        normalize: Some(req.normalize),
+        dimensions: req.dimensions,
+        chunking: None,
+    };
+    let out = service
+        .embed(req.inputs.0, options, caller.with_body(req.priority))
+        .await?;
+    Ok((Extension(out.timing), Json(TeiEmbedResponse(out.vectors))))
+}
+
+#[utoipa::path(
+    post, path = "/", tag = "tei",
+    summary = "TEI: the compat route, answered by the model's kind",
+    description = "text-embeddings-inference answers `POST /` as the route of its model's kind. Every \
+                   aft bundle is an embedding model in TEI's terms (`model_type` in `/info`; a \
+                   classifier head is served by `/predict`), so `/` is `/embed`: same request, same answer.",
+    request_body = TeiEmbedRequest,
+    responses(
+        (status = 200, body = TeiEmbedResponse),
+        (status = 400, description = "The body is not JSON", body = TeiErrorBody),
+        (status = 413, description = "As `/embed`", body = TeiErrorBody),
+        (status = 422, description = "As `/embed`", body = TeiErrorBody),
+        TeiErrors,
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn compat(
+    State(state): State<AppState>,
+    caller: CallerParts,
+    ApiJson(req): ApiJson<TeiEmbedRequest>,
+) -> Result<(Extension<Timing>, Json<TeiEmbedResponse>), ApiError> {
+    let model = state.models.get(req.model.as_deref())?;
+    match TeiModelType::of(&model.service.bundle.manifest) {
+        TeiModelType::Embedding(_) => embed_with(&state, caller, req).await,
+    }
+}
+
+/// TEI's `POST /embed_all` request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"inputs": "a cat sat on the mat"}))]
+pub struct TeiEmbedAllRequest {
+    pub inputs: OpenAiInput,
+    /// As in `/embed`.
+    #[serde(default)]
+    pub truncate: Option<bool>,
+    #[serde(default, deserialize_with = "optional_via_string")]
+    #[schema(value_type = Option<TruncationDirection>)]
+    pub truncation_direction: Option<TruncationDirection>,
+    #[serde(default)]
+    pub prompt_name: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default, deserialize_with = "optional_via_string")]
+    pub priority: Option<PriorityField>,
+}
+
+/// Per input, one vector per token (special tokens included), not normalised.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!([[[0.0, 1.0, 2.0]]]))]
+pub struct TeiEmbedAllResponse(pub Vec<Vec<Vec<f32>>>);
+
+#[utoipa::path(
+    post, path = "/embed_all", tag = "tei",
+    summary = "TEI: one vector per token",
+    description = "text-embeddings-inference's `/embed_all`: per input, the vector of every token \
+                   (special tokens included), from one pass over the whole input, through the \
+                   model's output projection and not normalised: the primitive for late chunking \
+                   on the client side (`/v1/embed` with `chunking` does it on the server). At most \
+                   `limits.max_chunks` vectors per request.",
+    request_body = TeiEmbedAllRequest,
+    responses(
+        (status = 200, body = TeiEmbedAllResponse),
+        (status = 400, description = "The body is not JSON, or the bundle cannot pool token states (no `embed_spans`)", body = TeiErrorBody),
+        (status = 413, description = "More inputs than `max_client_batch_size`, a body over `max_body_bytes`, more tokens than `max_queued_tokens`, or more token vectors than `max_chunks`", body = TeiErrorBody),
+        (status = 422, description = "JSON of the wrong shape, or a value the model refuses (empty text, too long with `truncate: false`, `prompt_name`, `truncation_direction: Left`)", body = TeiErrorBody),
+        TeiErrors,
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn embed_all(
+    State(state): State<AppState>,
+    caller: CallerParts,
+    ApiJson(req): ApiJson<TeiEmbedAllRequest>,
+) -> Result<(Extension<Timing>, Json<TeiEmbedAllResponse>), ApiError> {
+    let service = &state.models.get(req.model.as_deref())?.service;
+    let truncate = truncation(
+        req.truncate,
+        req.truncation_direction,
+        req.prompt_name.as_deref(),
+    )?;
+    let out = service
+        .embed_tokens(req.inputs.0, truncate, caller.with_body(req.priority))
+        .await?;
+    Ok((
+        Extension(out.timing),
+        Json(TeiEmbedAllResponse(out.vectors)),
+    ))
+}
+
+/// One sequence of TEI's `/predict`: a text, or a pair of texts (for cross-encoders).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sequence {
+    Single(String),
+    Pair(String, String),
+}
+
+/// TEI's `inputs` of `/predict`: `"text"` (one input), `["text", "text"]` (one pair), or a batch
+/// `[["text"], ["text", "text"], ...]`. The answer is nested as the question was.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PredictInput {
+    Single(Sequence),
+    Batch(Vec<Sequence>),
+}
+
+impl<'de> Deserialize<'de> for PredictInput {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// An element of the outer array: a text (so the array is one sequence) or an array of
+        /// texts (so the array is a batch).
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Element {
+            Text(String),
+            Texts(Vec<String>),
+        }
+        fn sequence<E: de::Error>(mut texts: Vec<String>) -> Result<Sequence, E> {
+            match (texts.pop(), texts.pop(), texts.is_empty()) {
+                (Some(a), None, _) => Ok(Sequence::Single(a)),
+                (Some(b), Some(a), true) => Ok(Sequence::Pair(a, b)),
+                _ => Err(E::custom(
+                    "a sequence of `inputs` is [text] or [text, text]",
+                )),
+            }
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = PredictInput;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a string, a pair of strings, or a batch of [string] and [string, string]",
+                )
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<PredictInput, E> {
+                Ok(PredictInput::Single(Sequence::Single(s.to_owned())))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PredictInput, A::Error> {
+                match seq.next_element::<Element>()? {
+                    None => Ok(PredictInput::Batch(Vec::new())),
+                    Some(Element::Text(first)) => {
+                        let mut texts = vec![first];
+                        while let Some(text) = seq.next_element::<String>()? {
+                            texts.push(text);
+                        }
+                        sequence(texts).map(PredictInput::Single)
+                    }
+                    Some(Element::Texts(first)) => {
+                        let mut batch = vec![sequence(first)?];
+                        while let Some(texts) = seq.next_element::<Vec<String>>()? {
+                            batch.push(sequence(texts)?);
+                        }
+                        Ok(PredictInput::Batch(batch))
+                    }
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl utoipa::PartialSchema for PredictInput {
+    fn schema() -> RefOr<openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+        let text = || {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+        };
+        let texts = |n: usize| {
+            ArrayBuilder::new()
+                .items(text())
+                .min_items(Some(n))
+                .max_items(Some(n))
+        };
+        OneOfBuilder::new()
+            .item(text().description(Some("One text")))
+            .item(texts(2).description(Some(
+                "One pair of texts (refused: aft models classify single texts)",
+            )))
+            .item(
+                ArrayBuilder::new()
+                    .items(OneOfBuilder::new().item(texts(1)).item(texts(2)))
+                    .min_items(Some(1))
+                    .description(Some("A batch: [text] (or [text, text]) per input")),
+            )
+            .description(Some(
+                "A text, or a batch of one-text lists; answers keep the nesting",
+            ))
+            .into()
+    }
+}
+impl ToSchema for PredictInput {}
+
+/// TEI's `POST /predict` request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"inputs": "the printer is out of toner"}))]
+pub struct TeiPredictRequest {
+    pub inputs: PredictInput,
+    /// As in `/embed`.
+    #[serde(default)]
+    pub truncate: Option<bool>,
+    #[serde(default, deserialize_with = "optional_via_string")]
+    #[schema(value_type = Option<TruncationDirection>)]
+    pub truncation_direction: Option<TruncationDirection>,
+    /// The head's logits instead of softmax probabilities.
+    #[serde(default)]
+    pub raw_scores: bool,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default, deserialize_with = "optional_via_string")]
+    pub priority: Option<PriorityField>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Prediction {
+    #[schema(example = 0.5)]
+    pub score: f32,
+    #[schema(example = "computing")]
+    pub label: String,
+}
+
+/// Every label, highest score first: one list for a single input, one list per input for a batch.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum TeiPredictResponse {
+    Single(Vec<Prediction>),
+    Batch(Vec<Vec<Prediction>>),
+}
+
+#[utoipa::path(
+    post, path = "/predict", tag = "tei",
+    summary = "TEI: classification",
+    description = "text-embeddings-inference's `/predict` over the model's classifier head: every label \
+                   with its softmax probability (or logit, with `raw_scores`), highest first. Sentence \
+                   pairs are refused (422): aft models are bi-encoders.",
+    request_body = TeiPredictRequest,
+    responses(
+        (status = 200, body = TeiPredictResponse),
+        (status = 400, description = "The body is not JSON, or the model has no classifier head", body = TeiErrorBody),
+        (status = 413, description = "More inputs than `max_client_batch_size`, a body over `max_body_bytes`, or more tokens than `max_queued_tokens`", body = TeiErrorBody),
+        (status = 422, description = "JSON of the wrong shape, a sentence pair, or a value the model refuses (empty text, too long with `truncate: false`, `truncation_direction: Left`)", body = TeiErrorBody),
+        TeiErrors,
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn predict(
+    State(state): State<AppState>,
+    caller: CallerParts,
+    ApiJson(req): ApiJson<TeiPredictRequest>,
+) -> Result<(Extension<Timing>, Json<TeiPredictResponse>), ApiError> {
+    let service = &state.models.get(req.model.as_deref())?.service;
+    let truncate = truncation(req.truncate, req.truncation_direction, None)?;
+    let (single, sequences) = match req.inputs {
+        PredictInput::Single(s) => (true, vec![s]),
+        PredictInput::Batch(b) => (false, b),
+    };
+    let texts = sequences
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| match s {
+            Sequence::Single(text) => Ok(crate::tokenize::Input::Text(text)),
+            Sequence::Pair(..) => Err(ServiceError::invalid(
+                format!("inputs[{i}]"),
+                "sentence pairs are not supported: aft models classify single texts (a cross-encoder would be needed)",
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let scores = if req.raw_scores {
+        Scores::Raw
+    } else {
+        Scores::Softmax
+    };
+    let out = service
+        .classify(
+            texts,
+            usize::MAX,
+            scores,
+            truncate,
+            caller.with_body(req.priority),
+        )
+        .await?;
+    let mut results = out.results.into_iter().map(|labels| {
+        labels
+            .into_iter()
+            .map(|s| Prediction {
+                score: s.score,
+                label: s.label,
+            })
+            .collect::<Vec<_>>()
+    });
+    let answer = match (single, results.next()) {
+        (true, Some(one)) => TeiPredictResponse::Single(one),
+        (_, first) => TeiPredictResponse::Batch(first.into_iter().chain(results).collect()),
+    };
+    Ok((Extension(out.timing), Json(answer)))
+}
+
+/// TEI's `POST /tokenize` request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"inputs": "a cat sat on the mat"}))]
+pub struct TeiTokenizeRequest {
+    pub inputs: TextInputs,
+    /// Add the special tokens the model's inputs get (`[CLS]`, `[SEP]`).
+    #[serde(default = "yes")]
+    pub add_special_tokens: bool,
+    /// Refused when set: aft bundles have no prompts.
+    #[serde(default)]
+    pub prompt_name: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+/// One token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SimpleToken {
+    #[schema(example = 2482)]
+    pub id: u32,
+    /// The text it covers (a special token: the token itself).
+    #[schema(example = "cat")]
+    pub text: String,
+    pub special: bool,
+    /// First byte (UTF-8) of `text` in the input; null for a special token.
+    #[schema(example = 2)]
+    pub start: Option<usize>,
+    /// One past its last byte; null for a special token.
+    #[schema(example = 5)]
+    pub stop: Option<usize>,
+}
+
+impl SimpleToken {
+    fn of(text: &str, piece: TokenPiece) -> Self {
+        if piece.special {
+            return Self {
+                id: piece.id,
+                text: piece.token,
+                special: true,
+                start: None,
+                stop: None,
+            };
+        }
+        let (start, stop) = piece.bytes;
+        Self {
+            id: piece.id,
+            text: text.get(start..stop).map_or(piece.token, str::to_owned),
+            special: false,
+            start: Some(start),
+            stop: Some(stop),
+        }
+    }
+}
+
+/// Per input, its tokens in order.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!([[{"id": 101, "text": "[CLS]", "special": true, "start": null, "stop": null}, {"id": 2482, "text": "cat", "special": false, "start": 0, "stop": 3}]]))]
+pub struct TeiTokenizeResponse(pub Vec<Vec<SimpleToken>>);
+
+#[utoipa::path(
+    post, path = "/tokenize", tag = "tei",
+    summary = "TEI: how the model's tokenizer cuts texts",
+    description = "text-embeddings-inference's `/tokenize`, with the model's own tokenizer and no \
+                   truncation. Nothing reaches the model.",
+    request_body = TeiTokenizeRequest,
+    responses(
+        (status = 200, body = TeiTokenizeResponse),
+        (status = 400, description = "The body is not JSON", body = TeiErrorBody),
+        (status = 413, description = "More inputs than `max_client_batch_size`, or a body over `max_body_bytes`", body = TeiErrorBody),
+        (status = 422, description = "JSON of the wrong shape, or `prompt_name`", body = TeiErrorBody),
+        TeiErrors,
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn tokenize(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<TeiTokenizeRequest>,
+) -> Result<Json<TeiTokenizeResponse>, ApiError> {
+    let service = &state.models.get(req.model.as_deref())?.service;
+    truncation(None, None, req.prompt_name.as_deref())?;
+    let texts = req.inputs.0;
+    let pieces = service
+        .tokenize(texts.clone(), req.add_special_tokens)
+        .await?;
+    let tokens = texts
+        .iter()
+        .zip(pieces)
+        .map(|(text, pieces)| {
+            pieces
+                .into_iter()
+                .map(|p| SimpleToken::of(text, p))
+                .collect()
+        })
+        .collect();
+    Ok(Json(TeiTokenizeResponse(tokens)))
+}
+
+/// `ids` of `/decode`: one token-id list, or a list of them.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum InputIds {
+    Single(Vec<i64>),
+    Batch(Vec<Vec<i64>>),
+}
+
+/// TEI's `POST /decode` request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"ids": [101, 1037, 4937, 102]}))]
+pub struct TeiDecodeRequest {
+    pub ids: InputIds,
+    /// Leave out special tokens (`[CLS]`, `[SEP]`, padding).
+    #[serde(default = "yes")]
+    pub skip_special_tokens: bool,
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+/// One text per id list (a single list gives a list of one).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!(["a cat"]))]
+pub struct TeiDecodeResponse(pub Vec<String>);
+
+#[utoipa::path(
+    post, path = "/decode", tag = "tei",
+    summary = "TEI: the text of token ids",
+    description = "text-embeddings-inference's `/decode` with the model's own tokenizer. Nothing \
+                   reaches the model.",
+    request_body = TeiDecodeRequest,
+    responses(
+        (status = 200, body = TeiDecodeResponse),
+        (status = 400, description = "The body is not JSON", body = TeiErrorBody),
+        (status = 413, description = "More id lists than `max_client_batch_size`, or a body over `max_body_bytes`", body = TeiErrorBody),
+        (status = 422, description = "JSON of the wrong shape, or a token id outside the vocabulary", body = TeiErrorBody),
+        TeiErrors,
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn decode(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<TeiDecodeRequest>,
+) -> Result<Json<TeiDecodeResponse>, ApiError> {
+    let service = &state.models.get(req.model.as_deref())?.service;
+    let ids = match req.ids {
+        InputIds::Single(ids) => vec![ids],
+        InputIds::Batch(lists) => lists,
+    };
+    let texts = service.decode(ids, req.skip_special_tokens).await?;
+    Ok(Json(TeiDecodeResponse(texts)))
+}
+
+/// TEI's `model_type`: `{"embedding": {"pooling": "mean"}}`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TeiModelType {
+    Embedding(EmbeddingModel),
+}
+
+impl TeiModelType {
+    /// The kind of a bundle with `manifest`. Every aft bundle pools an embedding, so every one is
+    /// an embedding model in TEI's terms; a classifier head is an extra that `/predict` serves.
+    pub fn of(manifest: &Manifest) -> Self {
+        Self::Embedding(EmbeddingModel {
+            pooling: match manifest.pooling {
+                Pooling::Mean => "mean",
+                Pooling::Cls => "cls",
+            },
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EmbeddingModel {
+    /// `mean` or `cls`.
+    #[schema(example = "mean")]
+    pub pooling: &'static str,
+}
+
+/// TEI's fields of `/info`, beside aft-serve's own (TEI's `version` is aft-serve's `version`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TeiInfo {
+    /// The model's name (what `model` takes).
+    pub model_id: String,
+    /// The SHA-256 of the bundle's model.pt.
+    pub model_sha: Option<String>,
+    /// `float32` or `float16`.
+    pub model_dtype: String,
+    pub model_type: TeiModelType,
+    /// Inputs that may wait at once (`--max-queue-size`).
+    pub max_concurrent_requests: usize,
+    /// Longest input in tokens (`limits.max_input_tokens`).
+    pub max_input_length: usize,
+    pub max_batch_tokens: usize,
+    pub max_batch_requests: Option<usize>,
+    pub max_client_batch_size: usize,
+    /// Whether TEI routes truncate when `truncate` is left out (always true).
+    pub auto_truncate: bool,
+    pub tokenization_workers: usize,
+    /// TEI's build sha and docker label; null.
+    pub sha: Option<&'static str>,
+    pub docker_label: Option<&'static str>,
+}
+
+impl TeiInfo {
+    /// The model `name` served from a bundle with `manifest` under `config`, in TEI's terms.
+    pub fn describe(name: &str, manifest: &Manifest, config: &Config) -> Self {
+        let tokenization_workers = match config.tokenization_workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        Self {
+            model_id: name.to_owned(),
+            model_sha: manifest.files.get(MODEL_FILE).map(|f| f.sha256.clone()),
+            model_dtype: serde_json::to_value(manifest.dtype)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            model_type: TeiModelType::of(manifest),
+            max_concurrent_requests: config.max_queue_size,
+            max_input_length: config.max_input_tokens(manifest.max_seq_len),
+            max_batch_tokens: config.max_batch_tokens,
+            max_batch_requests: Some(config.max_batch_size),
+            max_client_batch_size: config.max_client_batch_size,
+            auto_truncate: AUTO_TRUNCATE,
+            tokenization_workers,
+            sha: None,
+            docker_label: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn predict_input(json: &str) -> Result<PredictInput, String> {
+        serde_json::from_str(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn predict_inputs_read_as_tei_reads_them() {
+        let one = |s: &str| Sequence::Single(s.into());
+        assert_eq!(
+            predict_input(r#""a""#).unwrap(),
+            PredictInput::Single(one("a"))
+        );
+        // Two texts side by side are one pair, not a batch.
+        assert_eq!(
+            predict_input(r#"["a", "b"]"#).unwrap(),
+            PredictInput::Single(Sequence::Pair("a".into(), "b".into()))
+        );
+        assert_eq!(
+            predict_input(r#"[["a"], ["b", "c"]]"#).unwrap(),
+            PredictInput::Batch(vec![one("a"), Sequence::Pair("b".into(), "c".into())])
+        );
+        assert!(predict_input(r#"["a", "b", "c"]"#).is_err());
+        assert!(predict_input(r#"[["a", "b", "c"]]"#).is_err());
+        assert!(predict_input(r#"[[]]"#).is_err());
+        assert!(predict_input("3").is_err());
+    }
+
+    #[test]
+    fn truncation_defaults_to_on_and_refuses_left_and_prompts() {
+        assert_eq!(truncation(None, None, None), Ok(true));
+        assert_eq!(truncation(Some(false), None, None), Ok(false));
+        assert_eq!(
+            truncation(Some(true), Some(TruncationDirection::Right), None),
+            Ok(true)
+        );
+        assert!(truncation(None, Some(TruncationDirection::Left), None).is_err());
+        // Nothing is cut when truncation is off, so the direction does not matter.
+        assert_eq!(
+            truncation(Some(false), Some(TruncationDirection::Left), None),
+            Ok(false)
+        );
+        assert!(truncation(None, None, Some("query")).is_err());
+    }
+
+    #[test]
+    fn truncation_direction_takes_either_case() {
+        let d = |s: &str| serde_json::from_str::<TruncationDirection>(s).ok();
+        assert_eq!(d(r#""Left""#), Some(TruncationDirection::Left));
+        assert_eq!(d(r#""right""#), Some(TruncationDirection::Right));
+        assert_eq!(d(r#""up""#), None);
+    }
+
+    #[test]
+    fn errors_take_teis_shape_and_classes() {
+        let body = |e: ApiError| serde_json::to_value(e.tei_body()).unwrap();
+        let v = body(ServiceError::QueueFull.into());
+        assert_eq!(v["error_type"], "Overloaded");
+        assert_eq!(v.as_object().unwrap().len(), 2);
+        assert!(v["error"].as_str().is_some_and(|m| !m.is_empty()));
+        assert_eq!(body(ApiError::Unauthorized)["error_type"], "Validation");
+        assert_eq!(
+            body(ServiceError::ShuttingDown.into())["error_type"],
+            "Unhealthy"
+        );
+        assert_eq!(
+            body(ServiceError::Inference("x".into()).into())["error_type"],
+            "Backend"
+        );
+    }
+}
