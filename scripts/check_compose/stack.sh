@@ -60,9 +60,9 @@ check_prometheus() { # up == 1 for aft-serve found by service name; every rule l
     || die "rules not all evaluated with health ok within 60 s: $(head -c 400 "$WORK/body")"
   got="$(json '" ".join(sorted(r["name"] for g in b["data"]["groups"] for r in g["rules"])) + " "')"
   [ "$got" = "$want" ] || die "Prometheus loaded the rules [$got], docker/prometheus/alerts.yml has [$want]"
-  # Nothing pending or firing once the rules have seen a scrape (an evaluation before the first
-  # scrape finds no `up` series and sets AftServeAbsent pending; its `for: 2m` is what keeps
-  # that from firing).
+  # Nothing pending or firing once the rules have seen the ready service (an evaluation before
+  # the first scrape finds no `up` series, one during start-up no live worker, and sets
+  # AftServeAbsent or AftServeNoWorkers pending; their `for: 2m` keeps that from firing).
   local active seen="" deadline=$((SECONDS + 60))
   while :; do
     prom /api/v1/alerts
@@ -72,7 +72,7 @@ check_prometheus() { # up == 1 for aft-serve found by service name; every rule l
     [ $SECONDS -lt $deadline ] || die "alerts active 60 s after the first scrape of the healthy service: $active"
     sleep 1
   done
-  DETAIL="up{job=\"aft-serve\",service=\"aft-serve\"} == 1 after $up_s s (target $target, by DNS name); $(wc -w <<<"$want") rules loaded and evaluated, health ok; no alert pending or firing after $(seconds_since "$t0") s${seen:+ (at first: $seen, from the evaluation before the first scrape)}"
+  DETAIL="up{job=\"aft-serve\",service=\"aft-serve\"} == 1 after $up_s s (target $target, by DNS name); $(wc -w <<<"$want") rules loaded and evaluated, health ok; no alert pending or firing after $(seconds_since "$t0") s${seen:+ (pending at first, from the start: $seen)}"
 }
 
 check_restart() { # the server SIGKILLed: restart: unless-stopped brings it back, healthy again
@@ -139,12 +139,15 @@ check_alert() { # with aft-serve stopped, the alert for a service that is down f
     prom /api/v1/alerts
     state="$(json 'next((a["state"] for a in b["data"]["alerts"] if a["labels"]["alertname"] == "AftServeAbsent"), "")')"
     [ "$state" != pending ] || [ -n "$pending_s" ] || pending_s="$(seconds_since "$t0")"
-    [ -n "$down_seen" ] || down_seen="$(json "next((a['state'] for a in b['data']['alerts'] if a['labels']['alertname'] == 'AftServeDown'), '')")"
+    case "$(json "next((a['state'] for a in b['data']['alerts'] if a['labels']['alertname'] == 'AftServeDown'), '')")" in
+      firing) down_seen=firing ;;
+      pending) [ "$down_seen" = firing ] || down_seen=pending ;;
+    esac
     [ "$state" != firing ] || break
     sleep 2
   done
   [ "$state" = firing ] || die "AftServeAbsent not firing within 240 s of the stop (state '${state:-inactive}')"
-  DETAIL="AftServeAbsent pending after ${pending_s:-?} s, firing after $(seconds_since "$t0") s (for: 2m, evaluated every 15 s); AftServeDown ${down_seen:-never active (the target was dropped, not failing)}"
+  DETAIL="AftServeAbsent pending after ${pending_s:-?} s, firing after $(seconds_since "$t0") s (for: 2m, evaluated every 15 s); AftServeDown $(case "$down_seen" in firing) echo "fired too" ;; pending) echo "pending for a moment (up 0 for one scrape, then absent), never firing" ;; *) echo "never active (the target was dropped, not failing)" ;; esac)"
   compose up -d aft-serve >"$WORK/up.log" 2>&1 || { tail -20 "$WORK/up.log" >&2; die "docker-compose up -d aft-serve failed"; }
   wait_healthy 240
 }
