@@ -20,15 +20,17 @@ sysctls() { # the sysctls dockerd sets, as NAME=VALUE lines (those that exist he
   return 0
 }
 
-# iptables-save, normalised: no comments or counters, and without tables that hold nothing
-# (only built-in chains, policy ACCEPT, no rules): with the nft backend a table dockerd created
-# stays behind empty after its rules are gone, which filters nothing.
-iptables_state() { # iptables_state iptables|ip6tables
-  command -v "$1-save" >/dev/null || return 0
-  "$1-save" | sed -e '/^#/d' -e 's/ \[[0-9]*:[0-9]*\]$//' | awk '
+# iptables-save output, normalised for comparing: no comments or counters, and without tables
+# that hold nothing (only built-in chains, policy ACCEPT, no rules): with the nft backend a
+# table dockerd created stays behind empty once its rules are gone, and filters nothing.
+iptables_state() { # iptables-save output on stdin -> the normalised rules
+  sed -e '/^#/d' -e 's/ \[[0-9]*:[0-9]*\]$//' | awk '
     /^\*/ {table = $0; body = ""; keep = 0; next}
     /^COMMIT/ {if (keep) printf "%s\n%s", table, body; next}
     {body = body $0 "\n"; if ($0 !~ /^:(INPUT|FORWARD|OUTPUT|PREROUTING|POSTROUTING) ACCEPT$/) keep = 1}'
+}
+iptables_now() { # iptables_now iptables|ip6tables: the normalised rules in force
+  if command -v "$1-save" >/dev/null; then "$1-save" | iptables_state; fi
 }
 
 start_engine() { # a dockerd that answers: the running one, or one started here
@@ -46,8 +48,10 @@ start_engine() { # a dockerd that answers: the running one, or one started here
     HOST_STATE="$(mktemp -d "$CACHE/host.XXXXXX")"
     TMPDIRS+=("$HOST_STATE")
     sysctls >"$HOST_STATE/sysctls"
-    iptables_state iptables >"$HOST_STATE/iptables"
-    iptables_state ip6tables >"$HOST_STATE/ip6tables"
+    local t
+    for t in iptables ip6tables; do
+      if command -v "$t-save" >/dev/null; then "$t-save" >"$HOST_STATE/$t.save"; else : >"$HOST_STATE/$t.save"; fi
+    done
     ip link show docker0 >/dev/null 2>&1 && touch "$HOST_STATE/had-docker0"
     find /sys/fs/cgroup -maxdepth 2 -name docker -type d >"$HOST_STATE/cgroups" 2>/dev/null || true
     say "starting dockerd (log: $CACHE/dockerd.log)"
@@ -71,29 +75,27 @@ start_engine() { # a dockerd that answers: the running one, or one started here
 
 stop_engine() { # stops the dockerd started here and restores the host; no-op otherwise
   [ -n "$DOCKERD_PID" ] || return 0
-  local pid="$DOCKERD_PID" i
+  local pid="$DOCKERD_PID" i=0
   DOCKERD_PID=""
   say "stopping dockerd (pid $pid) and restoring the host"
   kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 60 && $(kill -0 "$pid" 2>/dev/null && echo 1 || echo 0); i++)); do sleep 0.5; done
+  while kill -0 "$pid" 2>/dev/null && [ $i -lt 60 ]; do sleep 0.5; i=$((i + 1)); done
   if kill -0 "$pid" 2>/dev/null; then
     say "dockerd still running 30 s after SIGTERM: SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
   fi
   wait "$pid" 2>/dev/null || true
   # iptables: what dockerd added goes (its chains in filter and nat), then the saved rules return.
-  local t tables
+  local t tbl chain file value line
   for t in iptables ip6tables; do
     command -v "$t" >/dev/null || continue
-    tables="$("$t-save" 2>/dev/null | sed -n 's/^\*//p')"
-    for tbl in $tables; do
+    for tbl in $("$t-save" 2>/dev/null | sed -n 's/^\*//p'); do
       "$t" -t "$tbl" -F 2>/dev/null || true
       "$t" -t "$tbl" -X 2>/dev/null || true
       for chain in INPUT FORWARD OUTPUT PREROUTING POSTROUTING; do "$t" -t "$tbl" -P "$chain" ACCEPT 2>/dev/null || true; done
     done
-    [ -s "$HOST_STATE/$t" ] && "$t-restore" <"$HOST_STATE/$t"
+    if [ -s "$HOST_STATE/$t.save" ]; then "$t-restore" <"$HOST_STATE/$t.save" || say "WARNING: $t-restore of the saved rules failed"; fi
   done
-  local line
   while IFS='=' read -r file value; do printf '%s\n' "$value" >"$file" 2>/dev/null || true; done <"$HOST_STATE/sysctls"
   if [ ! -e "$HOST_STATE/had-docker0" ] && ip link show docker0 >/dev/null 2>&1; then ip link delete docker0 || true; fi
   # The cgroup folders dockerd made (cgroup v1: one per controller, with buildkit's inside),
@@ -108,8 +110,11 @@ check_host_restored() { # after stop_engine: no dockerd of ours, host state as b
   stop_engine
   local problems=()
   [ "$(sysctls)" = "$(cat "$HOST_STATE/sysctls")" ] || problems+=("sysctls now: $(sysctls | tr '\n' ' ')")
-  [ "$(iptables_state iptables)" = "$(cat "$HOST_STATE/iptables")" ] || problems+=("iptables differ: $(diff <(cat "$HOST_STATE/iptables") <(iptables_state iptables) | head -5 | tr '\n' ' ')")
-  [ "$(iptables_state ip6tables)" = "$(cat "$HOST_STATE/ip6tables")" ] || problems+=("ip6tables differ")
+  local t
+  for t in iptables ip6tables; do
+    [ "$(iptables_now "$t")" = "$(iptables_state <"$HOST_STATE/$t.save")" ] \
+      || problems+=("$t differs: $(diff <(iptables_state <"$HOST_STATE/$t.save") <(iptables_now "$t") | head -5 | tr '\n' ' ')")
+  done
   if [ ! -e "$HOST_STATE/had-docker0" ] && ip link show docker0 >/dev/null 2>&1; then problems+=("docker0 still exists"); fi
   if /usr/bin/docker info >/dev/null 2>&1; then problems+=("a docker daemon still answers"); fi
   [ "${#problems[@]}" = 0 ] || die "host not restored: ${problems[*]}"
