@@ -6,19 +6,8 @@
 say() { printf '[check-image %4ds] %s\n' "$((SECONDS - START))" "$*"; }
 die() { printf '[check-image] FAIL: %s\n' "$*" >&2; exit 1; }
 
-apt_install() {
-  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then die "need $* (apt-get install $*, as root)"; fi
-  say "installing $* (Debian packages)"
-  local log
-  log="$(mktemp)"
-  if ! { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq \
-    && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
-      --no-install-recommends "$@"; } >"$log" 2>&1; then
-    cat "$log" >&2
-    die "apt-get install $* failed"
-  fi
-  rm -f "$log"
-}
+# shellcheck source=scripts/lib/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/apt.sh"
 
 CONTAINERS=()     # buildah working containers to remove
 TMPDIRS=()        # folders to remove

@@ -29,6 +29,7 @@ SHELL_SCRIPTS = (
     "scripts/check_image/*.sh",  # sourced by check-image: `shellcheck -x` does not lint them there
     "scripts/check-compose",
     "scripts/check_compose/*.sh",  # sourced by check-compose
+    "scripts/lib/*.sh",  # sourced by both
     "scripts/gpu-check",
 )
 
