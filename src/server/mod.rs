@@ -4,6 +4,7 @@
 
 mod auth;
 mod conn;
+mod docs;
 pub mod error;
 mod extract;
 mod info;

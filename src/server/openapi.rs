@@ -1,6 +1,5 @@
-//! The OpenAPI 3 document (`GET /openapi.json`) and a self-contained docs page (`GET /docs`)
-//! rendered from it on the server, so it works without internet access. Both are built once at
-//! start-up; the routes serve the copies in the state.
+//! The OpenAPI 3 document (`GET /openapi.json`, which the Swagger UI page at `GET /docs` reads),
+//! built once at start-up; the route serves the copy in the state.
 
 use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -55,10 +54,10 @@ pub struct Bounds {
     pub late_chunking: bool,
 }
 
-/// `/openapi.json` and `/docs` for `models`: one document for all of them, each bound the
-/// loosest of any served model (a request within it may still be refused by the model it names,
-/// with the documented 422).
-pub fn served(models: &ServedModels) -> Result<(Value, String), String> {
+/// `/openapi.json` for `models`: one document for all of them, each bound the loosest of any
+/// served model (a request within it may still be refused by the model it names, with the
+/// documented 422).
+pub fn served(models: &ServedModels) -> Result<Value, String> {
     let doc = document();
     let services = || models.iter().map(|m| &m.service);
     let bounds = Bounds {
@@ -68,7 +67,7 @@ pub fn served(models: &ServedModels) -> Result<(Value, String), String> {
         models: services().map(|s| s.model_name.clone()).collect(),
         late_chunking: services().any(Service::supports_chunking),
     };
-    Ok((bounded(&doc, &bounds)?, render_docs(&doc)))
+    bounded(&doc, &bounds)
 }
 
 /// The document: the service's description, and every route of the route table.
@@ -158,58 +157,6 @@ pub fn bounded(doc: &OpenApiDoc, bounds: &Bounds) -> Result<Value, String> {
         target.insert(key.to_owned(), value);
     }
     Ok(v)
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// A plain HTML page listing every operation with its summary and description; the full schemas
-/// are in /openapi.json.
-pub fn render_docs(doc: &OpenApiDoc) -> String {
-    let mut rows = String::new();
-    for (path, item) in &doc.paths.paths {
-        let ops = [
-            ("GET", &item.get),
-            ("POST", &item.post),
-            ("PUT", &item.put),
-            ("DELETE", &item.delete),
-        ];
-        for (method, op) in ops {
-            let Some(op) = op else { continue };
-            let summary = op.summary.as_deref().unwrap_or("");
-            let description = op.description.as_deref().unwrap_or("");
-            let statuses: Vec<&str> = op.responses.responses.keys().map(String::as_str).collect();
-            rows.push_str(&format!(
-                "<tr><td><code>{method}</code></td><td><code>{}</code></td><td><b>{}</b><br>{}</td><td>{}</td></tr>\n",
-                escape(path),
-                escape(summary),
-                escape(description),
-                escape(&statuses.join(", "))
-            ));
-        }
-    }
-    format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title} API</title>
-<style>body{{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}}
-table{{border-collapse:collapse;width:100%}}td,th{{border:1px solid #ccc;padding:.4em;vertical-align:top;text-align:left}}</style>
-</head><body>
-<h1>{title} {version}</h1>
-<p>{description}</p>
-<p>Machine-readable document: <a href="/openapi.json">/openapi.json</a> (OpenAPI {openapi}).</p>
-<table><tr><th>method</th><th>path</th><th>what</th><th>statuses</th></tr>
-{rows}</table>
-</body></html>
-"#,
-        title = escape(&doc.info.title),
-        version = escape(&doc.info.version),
-        description = escape(doc.info.description.as_deref().unwrap_or("")),
-        openapi = "3.1",
-    )
 }
 
 #[cfg(test)]

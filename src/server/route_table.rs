@@ -5,7 +5,7 @@
 use axum::routing::{on, MethodFilter, MethodRouter};
 
 use super::state::AppState;
-use super::{routes, tei};
+use super::{docs, routes, tei};
 
 /// The HTTP methods the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +107,8 @@ route_table! {
     Get "/health" => routes::health { open: true, quiet: true, timed: false, tei: false },
     Get "/metrics" => routes::metrics { open: true, quiet: true, timed: false, tei: false },
     Get "/openapi.json" => routes::openapi_json { open: false, quiet: false, timed: false, tei: false },
-    Get "/docs" => routes::docs_page { open: false, quiet: false, timed: false, tei: false },
+    Get "/docs" => docs::page { open: false, quiet: false, timed: false, tei: false },
+    Get "/docs/{asset}" => docs::asset { open: false, quiet: false, timed: false, tei: false },
 }
 
 /// Whether the route `path` (as matched) is a TEI route, answering errors in TEI's shape.

@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::http::{header, Method, Uri};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::Engine;
 
@@ -291,18 +291,6 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
 )]
 pub async fn openapi_json(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(state.openapi.as_ref().clone())
-}
-
-#[utoipa::path(
-    get, path = "/docs", tag = "service", summary = "A page listing every operation",
-    responses(
-        (status = 200, description = "HTML", body = String, content_type = "text/html"),
-        (status = 401, description = "Missing or invalid API key (when keys are configured)", body = ErrorBody),
-    ),
-    security((), ("bearer" = []))
-)]
-pub async fn docs_page(State(state): State<AppState>) -> Html<String> {
-    Html(state.docs_html.as_ref().clone())
 }
 
 pub async fn not_found(method: Method, uri: Uri) -> ApiError {

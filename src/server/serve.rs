@@ -73,8 +73,8 @@ pub async fn run(
     keys: ApiKeys,
     http: HttpConfig,
 ) -> anyhow::Result<()> {
-    let (openapi_json, docs_html) = openapi::served(&models).map_err(anyhow::Error::msg)?;
-    let state = AppState::new(models, metrics, keys, &http, openapi_json, docs_html);
+    let openapi_json = openapi::served(&models).map_err(anyhow::Error::msg)?;
+    let state = AppState::new(models, metrics, keys, &http, openapi_json);
     let app = router(state.clone(), &http);
     let listener = TcpListener::bind(http.addr)
         .await

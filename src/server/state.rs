@@ -35,7 +35,6 @@ pub(super) struct AppState {
     pub(super) keys: Arc<ApiKeys>,
     /// `/openapi.json`, bounds filled in.
     pub(super) openapi: Arc<serde_json::Value>,
-    pub(super) docs_html: Arc<String>,
     pub(super) request_timeout: Duration,
     pub(super) max_body_bytes: usize,
     /// Set once shutdown starts, so readiness fails while in-flight work drains.
@@ -43,22 +42,20 @@ pub(super) struct AppState {
 }
 
 impl AppState {
-    /// The state over finished objects; `openapi` and `docs_html` are the documents served at
-    /// `/openapi.json` and `/docs` ([`super::openapi::served`]).
+    /// The state over finished objects; `openapi` is the document served at `/openapi.json`
+    /// ([`super::openapi::served`]).
     pub(super) fn new(
         models: ServedModels,
         metrics: Arc<Metrics>,
         keys: ApiKeys,
         http: &HttpConfig,
         openapi: serde_json::Value,
-        docs_html: String,
     ) -> Self {
         Self {
             models: Arc::new(models),
             metrics,
             keys: Arc::new(keys),
             openapi: Arc::new(openapi),
-            docs_html: Arc::new(docs_html),
             request_timeout: http.request_timeout,
             max_body_bytes: http.max_body_bytes,
             stopping: Arc::new(AtomicBool::new(false)),

@@ -142,7 +142,7 @@ pub struct TeiEmbedRequest {
 pub struct TeiEmbedResponse(pub Vec<Vec<f32>>);
 
 #[utoipa::path(
-    post, path = "/embed", tag = "tei",
+    post, path = "/embed", tag = "tei", operation_id = "tei_embed",
     summary = "TEI: embeddings",
     description = "text-embeddings-inference's `/embed`: a list of vectors, one per input. Inputs are \
                    texts or token-id lists; each runs whole, up to `max_input_length` tokens.",
@@ -187,7 +187,7 @@ async fn embed_with(
 }
 
 #[utoipa::path(
-    post, path = "/", tag = "tei",
+    post, path = "/", tag = "tei", operation_id = "tei_compat",
     summary = "TEI: the compat route, answered by the model's kind",
     description = "text-embeddings-inference answers `POST /` as the route of its model's kind. Every \
                    aft bundle is an embedding model in TEI's terms (`model_type` in `/info`; a \
@@ -238,7 +238,7 @@ pub struct TeiEmbedAllRequest {
 pub struct TeiEmbedAllResponse(pub Vec<Vec<Vec<f32>>>);
 
 #[utoipa::path(
-    post, path = "/embed_all", tag = "tei",
+    post, path = "/embed_all", tag = "tei", operation_id = "tei_embed_all",
     summary = "TEI: one vector per token",
     description = "text-embeddings-inference's `/embed_all`: per input, the vector of every token \
                    (special tokens included), from one pass over the whole input, through the \
@@ -414,7 +414,7 @@ pub enum TeiPredictResponse {
 }
 
 #[utoipa::path(
-    post, path = "/predict", tag = "tei",
+    post, path = "/predict", tag = "tei", operation_id = "tei_predict",
     summary = "TEI: classification",
     description = "text-embeddings-inference's `/predict` over the model's classifier head: every label \
                    with its softmax probability (or logit, with `raw_scores`), highest first. Sentence \
@@ -541,7 +541,7 @@ impl SimpleToken {
 pub struct TeiTokenizeResponse(pub Vec<Vec<SimpleToken>>);
 
 #[utoipa::path(
-    post, path = "/tokenize", tag = "tei",
+    post, path = "/tokenize", tag = "tei", operation_id = "tei_tokenize",
     summary = "TEI: how the model's tokenizer cuts texts",
     description = "text-embeddings-inference's `/tokenize`, with the model's own tokenizer and no \
                    truncation. Nothing reaches the model.",
@@ -604,7 +604,7 @@ pub struct TeiDecodeRequest {
 pub struct TeiDecodeResponse(pub Vec<String>);
 
 #[utoipa::path(
-    post, path = "/decode", tag = "tei",
+    post, path = "/decode", tag = "tei", operation_id = "tei_decode",
     summary = "TEI: the text of token ids",
     description = "text-embeddings-inference's `/decode` with the model's own tokenizer. Nothing \
                    reaches the model.",

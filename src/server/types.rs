@@ -35,6 +35,7 @@ impl From<PriorityField> for crate::core::Priority {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"inputs": ["a cat sat on the mat", "a kitten rested on the rug"]}))]
 pub struct EmbedRequest {
     pub inputs: TextInputs,
     /// The model to use (see `GET /v1/models`); the default model when absent.
@@ -148,6 +149,7 @@ pub enum EncodingFormat {
 
 /// OpenAI's embeddings request.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"input": ["a cat sat on the mat"], "encoding_format": "float"}))]
 pub struct OpenAiEmbeddingsRequest {
     pub input: OpenAiInput,
     /// The model to use (see `GET /v1/models`); the default model when absent.
@@ -196,6 +198,7 @@ pub struct OpenAiEmbeddingsResponse {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"inputs": "the printer is out of toner", "top_k": 3}))]
 pub struct ClassifyRequest {
     pub inputs: TextInputs,
     /// The model to use (see `GET /v1/models`); the default model when absent.
