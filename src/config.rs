@@ -196,6 +196,12 @@ pub struct Config {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `aft_serve=debug,tower_http=info`.
     #[arg(long, env = "AFT_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+
+    /// Export OpenTelemetry traces over OTLP/HTTP to this collector URL, e.g.
+    /// `http://otel-collector:4318` (`/v1/traces` is added); off when unset. `OTEL_SERVICE_NAME`
+    /// and the OTLP exporter's `OTEL_*` variables apply.
+    #[arg(long, env = "AFT_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// One `--model-dir` value: a bundle directory, and the name to serve it under when given as

@@ -13,17 +13,27 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    if let Err(err) = aft_serve::telemetry::init(config.log_format, &config.log_level) {
-        eprintln!("aft-serve: {err:#}");
-        return ExitCode::FAILURE;
-    }
+    let telemetry = match aft_serve::telemetry::init(
+        config.log_format,
+        &config.log_level,
+        config.otlp_endpoint.as_deref(),
+    ) {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("aft-serve: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "aft-serve starting");
-    match aft_serve::app::run(config).await {
+    let code = match aft_serve::app::run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
             eprintln!("aft-serve: {err:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The exporter blocks while it flushes the last spans.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    code
 }

@@ -30,6 +30,7 @@ use tokio::task::JoinHandle;
 pub use caller::{Caller, ClientId, Priority};
 pub use error::InferError;
 pub use model::{Backend, BackendError, BackendFactory, ModelInput, ModelOutput, TokenSpan};
+pub use queue::BatchRun;
 pub use schedule::Policy;
 pub use select::{select_batch, BatchLimits, Selection};
 pub use worker::WorkerState;
@@ -81,6 +82,10 @@ pub struct Inference {
     pub queue_time: Duration,
     /// Longest forward pass any of the inputs was part of.
     pub inference_time: Duration,
+    /// When the request's inputs were admitted to the queue.
+    pub enqueued: std::time::Instant,
+    /// The batches the inputs ran in, each once, in the order their inputs came back.
+    pub batches: Vec<BatchRun>,
 }
 
 /// Handle to the running core; cheap to share behind an `Arc`.
@@ -220,11 +225,16 @@ impl Infer {
             outputs: Vec::with_capacity(replies.len()),
             queue_time: Duration::ZERO,
             inference_time: Duration::ZERO,
+            enqueued: now,
+            batches: Vec::new(),
         };
         for rx in replies {
             let done = rx.await.map_err(|_| InferError::WorkerDied)??;
             inference.queue_time = inference.queue_time.max(done.queue_time);
             inference.inference_time = inference.inference_time.max(done.inference_time);
+            if !inference.batches.contains(&done.batch) {
+                inference.batches.push(done.batch);
+            }
             inference.outputs.push(done.output);
         }
         Ok(inference)

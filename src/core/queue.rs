@@ -27,6 +27,21 @@ pub struct Completed {
     pub output: ModelOutput,
     pub queue_time: Duration,
     pub inference_time: Duration,
+    pub batch: BatchRun,
+}
+
+/// The batch an input ran in: when its forward pass started, how long it took, and its shape
+/// (for traces; see [`crate::telemetry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchRun {
+    pub started: Instant,
+    pub forward: Duration,
+    /// Sequences in the batch.
+    pub size: usize,
+    /// Sequences x the longest.
+    pub padded_tokens: usize,
+    /// `short` or `long`.
+    pub lane: &'static str,
 }
 
 pub(crate) type Reply = oneshot::Sender<Result<Completed, InferError>>;

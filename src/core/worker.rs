@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use super::batcher::Job;
 use super::error::InferError;
 use super::model::{Backend, BackendFactory, ModelOutput, TokenSpan};
-use super::queue::{Completed, Entry};
+use super::queue::{BatchRun, Completed, Entry};
 use crate::metrics::ModelMetrics;
 
 /// Which lane a pool serves (see [`super::LongLane`]).
@@ -289,15 +289,28 @@ fn run_job(
             return Err(format!("panicked during inference: {msg}"));
         }
     };
+    let batch = BatchRun {
+        started,
+        forward: inference_time,
+        size: entries.len(),
+        padded_tokens: entries.len() * sequences_longest(&entries),
+        lane: if long { "long" } else { "short" },
+    };
     for (entry, output) in entries.into_iter().zip(outputs) {
         let queue_time = entry.queue_time(started);
         let _ = entry.reply.send(Ok(Completed {
             output,
             queue_time,
             inference_time,
+            batch,
         }));
     }
     Ok(())
+}
+
+/// The longest sequence of a batch, in tokens.
+fn sequences_longest(entries: &[Entry]) -> usize {
+    entries.iter().map(|e| e.ids.len()).max().unwrap_or(0)
 }
 
 fn fail_all(entries: Vec<Entry>, err: InferError) {

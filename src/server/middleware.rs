@@ -57,6 +57,7 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         .unwrap_or_else(|| UNMATCHED.to_owned());
     let id = request_id(&req);
     let span = tracing::info_span!("request", id = %id, method = %req.method(), route = %route);
+    crate::telemetry::start_request(&span, req.headers(), req.method().as_str(), &route);
     let metrics = state.metrics.clone();
     metrics.requests_in_flight.inc();
     let _in_flight = InFlight(metrics.requests_in_flight.clone());
@@ -78,6 +79,7 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     headers.insert(TOTAL_TIME, millis(elapsed));
 
     let status = response.status();
+    crate::telemetry::end_request(&span, status.as_u16());
     metrics
         .requests
         .with_label_values(&[route.as_str(), status.as_str()])

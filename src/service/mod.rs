@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::bundle::{Bundle, EMBED_SPANS};
 use crate::core::{Caller, Infer, Inference, ModelInput, TokenSpan};
 use crate::metrics::ModelMetrics;
+use crate::telemetry::{self, KeyValue};
 use crate::tokenize::{Input, TokenPiece, TokenizerPool};
 
 pub use chunking::{chunk_spans, ChunkSpan, Chunking};
@@ -265,9 +266,10 @@ impl Service {
             .tokenizers
             .encode_texts_with_offsets(texts, truncate)
             .await?;
+        let tokenized_at = Instant::now();
         self.metrics
             .tokenization_duration
-            .observe(started.elapsed().as_secs_f64());
+            .observe(tokenized_at.duration_since(started).as_secs_f64());
         let spans: Vec<Vec<ChunkSpan>> =
             tokenized.iter().map(|t| chunk_spans(t, chunking)).collect();
         let total_chunks: usize = spans.iter().map(Vec::len).sum();
@@ -289,6 +291,7 @@ impl Service {
         let inference = self.infer.run_as(model_inputs, caller).await?;
         self.metrics.inputs.inc_by(count as u64);
         self.metrics.prompt_tokens.inc_by(tokens as u64);
+        self.trace(started, tokenized_at, count, tokens, &inference);
         Ok((
             inference,
             Usage {
@@ -317,9 +320,10 @@ impl Service {
         let count = inputs.len();
         let started = Instant::now();
         let tokenized = self.tokenizers.encode_all(inputs, truncate).await?;
+        let tokenized_at = Instant::now();
         self.metrics
             .tokenization_duration
-            .observe(started.elapsed().as_secs_f64());
+            .observe(tokenized_at.duration_since(started).as_secs_f64());
         let tokens = tokenized.total_tokens;
         if tokens > self.limits.max_chunks {
             return Err(ServiceError::TooManyTokenVectors {
@@ -343,6 +347,7 @@ impl Service {
         let inference = self.infer.run_as(model_inputs, caller).await?;
         self.metrics.inputs.inc_by(count as u64);
         self.metrics.prompt_tokens.inc_by(tokens as u64);
+        self.trace(started, tokenized_at, count, tokens, &inference);
         let timing = timing(&inference);
         Ok(TokenEmbeddings {
             vectors: inference.outputs.into_iter().map(|o| o.spans).collect(),
@@ -352,6 +357,56 @@ impl Service {
             },
             timing,
         })
+    }
+
+    /// Records a served request in its trace, when traces are on: its tokenization (`started` to
+    /// `tokenized_at`), and per batch its inputs ran in, the wait for it (`queue`), the batch
+    /// and its forward pass.
+    fn trace(
+        &self,
+        started: Instant,
+        tokenized_at: Instant,
+        inputs: usize,
+        tokens: usize,
+        inference: &Inference,
+    ) {
+        let Some(request) = telemetry::current() else {
+            return;
+        };
+        let model = || KeyValue::new("model", self.model_name.clone());
+        request.child(
+            "tokenize",
+            started,
+            tokenized_at,
+            vec![
+                model(),
+                KeyValue::new("inputs", inputs as i64),
+                KeyValue::new("tokens", tokens as i64),
+            ],
+        );
+        for batch in &inference.batches {
+            let lane = KeyValue::new("batch.lane", batch.lane);
+            request.child(
+                "queue",
+                inference.enqueued,
+                batch.started,
+                vec![model(), lane.clone()],
+            );
+            let ended = batch.started + batch.forward;
+            request
+                .child(
+                    "batch",
+                    batch.started,
+                    ended,
+                    vec![
+                        model(),
+                        lane,
+                        KeyValue::new("batch.size", batch.size as i64),
+                        KeyValue::new("batch.padded_tokens", batch.padded_tokens as i64),
+                    ],
+                )
+                .child("forward", batch.started, ended, vec![model()]);
+        }
     }
 
     /// How the tokenizer cuts each text (no truncation; nothing reaches the model).
@@ -435,13 +490,15 @@ impl Service {
         let count = inputs.len();
         let started = Instant::now();
         let tokenized = self.tokenizers.encode_all(inputs, truncate).await?;
+        let tokenized_at = Instant::now();
         self.metrics
             .tokenization_duration
-            .observe(started.elapsed().as_secs_f64());
+            .observe(tokenized_at.duration_since(started).as_secs_f64());
         let tokens = tokenized.total_tokens;
         let inference = self.infer.run_as(tokenized.ids, caller).await?;
         self.metrics.inputs.inc_by(count as u64);
         self.metrics.prompt_tokens.inc_by(tokens as u64);
+        self.trace(started, tokenized_at, count, tokens, &inference);
         Ok((
             inference,
             Usage {
