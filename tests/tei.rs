@@ -128,14 +128,15 @@ async fn tei_truncates_by_default_and_answers_errors_in_teis_shape() {
         assert_eq!(got, status, "{body}: {answer}");
         assert_eq!(tei_error_type(&answer), error_type, "{body}");
     }
-    // Left truncation is only refused when something would be cut.
-    let (status, _) = server
+    // Left truncation is refused whatever `truncate` says (the document lists Right alone).
+    let (status, body) = server
         .post(
             "/embed",
             &json!({"inputs": "x", "truncate": false, "truncation_direction": "left"}),
         )
         .await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(tei_error_type(&body), "Validation");
 
     // Errors raised before the handler (the body is not JSON) take the shape too.
     let r = reqwest::Client::new()

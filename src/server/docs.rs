@@ -35,6 +35,19 @@ const ASSETS: [(&str, &str, &[u8]); 3] = [
     ),
 ];
 
+/// The names under `/docs/`, for the document.
+pub struct DocsAsset;
+
+impl utoipa::PartialSchema for DocsAsset {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(ASSETS.iter().map(|(name, ..)| *name)))
+            .into()
+    }
+}
+impl utoipa::ToSchema for DocsAsset {}
+
 fn with_headers(content_type: &'static str, body: &'static [u8]) -> Response {
     (
         [
@@ -72,9 +85,12 @@ pub async fn page() -> Response {
 #[utoipa::path(
     get, path = "/docs/{asset}", tag = "service", operation_id = "docs_asset",
     summary = "The files of the documentation page",
-    params(("asset" = String, Path, description = "`swagger-ui-bundle.js`, `swagger-ui.css` or `init.js`")),
+    params(("asset" = DocsAsset, Path, description = "A file of the page")),
     responses(
-        (status = 200, description = "The file", body = String),
+        (status = 200, description = "The file", content(
+            (String = "text/javascript"),
+            (String = "text/css"),
+        )),
         (status = 401, description = "Missing or invalid API key (when keys are configured)", body = ErrorBody),
         (status = 404, description = "No such file", body = ErrorBody),
     ),

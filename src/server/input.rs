@@ -123,7 +123,7 @@ impl TextInputs {
 // that depend on the served models and the configuration (most inputs per request, the largest
 // token id) are given when `/openapi.json` is built (`openapi::bounded`).
 
-fn string_schema() -> ObjectBuilder {
+pub(super) fn string_schema() -> ObjectBuilder {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .min_length(Some(1))
@@ -267,6 +267,50 @@ impl<'de> Deserialize<'de> for OpenAiInput {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// Token-id lists as `/decode` takes them: one list (`[1, 2]`, `[]`) or several (`[[1], [2]]`),
+/// ids in any integral notation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdLists(pub Vec<Vec<i64>>);
+
+impl<'de> Deserialize<'de> for IdLists {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = IdLists;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array of token ids, or an array of arrays of token ids")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<IdLists, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(item) = seq.next_element::<Item>()? {
+                    items.push(item);
+                }
+                let mixed = || de::Error::custom("ids mixes token ids and token-id arrays");
+                match items.first() {
+                    None => Ok(IdLists(vec![Vec::new()])),
+                    Some(Item::Ids(_)) => items
+                        .into_iter()
+                        .map(|i| match i {
+                            Item::Ids(ids) => Ok(ids),
+                            _ => Err(mixed()),
+                        })
+                        .collect::<Result<_, _>>()
+                        .map(IdLists),
+                    Some(_) => items
+                        .into_iter()
+                        .map(|i| match i {
+                            Item::Id(id) => Ok(id),
+                            _ => Err(mixed()),
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .map(|ids| IdLists(vec![ids])),
+                }
+            }
+        }
+        d.deserialize_seq(V)
     }
 }
 

@@ -6,10 +6,12 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::OpenApi as OpenApiDoc;
 use utoipa::{Modify, OpenApi, ToSchema};
 
+use super::docs::DocsAsset;
 use super::error::{ErrorBody, ErrorDetail, TeiErrorBody, TeiErrorType};
 use super::input::{OpenAiInput, TextInputs};
 use super::models::ServedModels;
 use super::route_table::RoutePaths;
+use super::tei::{InputIds, PredictInput};
 use crate::service::Service;
 
 #[derive(OpenApi)]
@@ -22,7 +24,7 @@ use crate::service::Service;
                        carries `x-request-id`, `x-queue-time`, `x-inference-time` and \
                        `x-total-time` (milliseconds)."
     ),
-    components(schemas(ErrorBody, ErrorDetail, TeiErrorBody, TeiErrorType)),
+    components(schemas(ErrorBody, ErrorDetail, TeiErrorBody, TeiErrorType, DocsAsset)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -93,6 +95,14 @@ pub fn bounded(doc: &OpenApiDoc, bounds: &Bounds) -> Result<Value, String> {
         (
             OpenAiInput::name(),
             OpenAiInput::schema_within(Some(bounds.max_inputs), Some(largest_id)),
+        ),
+        (
+            PredictInput::name(),
+            PredictInput::schema_within(Some(bounds.max_inputs)),
+        ),
+        (
+            InputIds::name(),
+            InputIds::schema_within(Some(bounds.max_inputs), Some(largest_id)),
         ),
     ];
     for (name, schema) in bounded_inputs {

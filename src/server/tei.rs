@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, InferenceErrors, TeiErrorBody};
 use super::extract::ApiJson;
-use super::input::{optional_via_string, whole_usize_opt, OpenAiInput, TextInputs};
+use super::input::{optional_via_string, whole_usize_opt, IdLists, OpenAiInput, TextInputs};
 use super::route_table;
 use super::scheduling::CallerParts;
 use super::state::AppState;
@@ -31,6 +31,17 @@ use crate::tokenize::TokenPiece;
 
 fn yes() -> bool {
     true
+}
+
+/// `prompt_name`'s schema: null (or absent) only, since aft bundles have no prompts.
+fn no_prompts() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Null)
+        .description(Some(
+            "TEI's prompt name. aft bundles have no prompts: any name is refused (422); put the \
+             prompt's text in front of the inputs.",
+        ))
+        .build()
 }
 
 /// Re-renders an error answered on a TEI route (by the handler, the key check, the timeout, the
@@ -68,8 +79,9 @@ impl utoipa::IntoResponses for TeiErrors {
     }
 }
 
-/// TEI's `truncation_direction`. aft-serve truncates at the end only: `Left` is refused (422).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ToSchema)]
+/// TEI's `truncation_direction`. aft-serve truncates at the end only: `Left` is refused (422),
+/// so the document lists `Right` alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 pub enum TruncationDirection {
     #[serde(alias = "left")]
     Left,
@@ -77,6 +89,21 @@ pub enum TruncationDirection {
     #[serde(alias = "right")]
     Right,
 }
+
+impl utoipa::PartialSchema for TruncationDirection {
+    fn schema() -> RefOr<openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(["Right", "right"]))
+            .description(Some(
+                "Which end of a long input truncation keeps: the start (`Right`, TEI's default). \
+                 TEI's `Left` is refused (422).",
+            ))
+            .into()
+    }
+}
+impl ToSchema for TruncationDirection {}
 
 /// The options TEI's embedding requests share, checked for what aft-serve cannot do: a
 /// `prompt_name` (aft bundles have no prompts) and left truncation. `truncate` absent or null is
@@ -92,14 +119,13 @@ fn truncation(
             format!("prompt_name {name:?}: this model has no prompts; prepend the prompt's text to the inputs"),
         ));
     }
-    let truncate = truncate.unwrap_or(AUTO_TRUNCATE);
-    if truncate && direction == Some(TruncationDirection::Left) {
+    if direction == Some(TruncationDirection::Left) {
         return Err(ServiceError::invalid(
             "truncation_direction",
             "truncation_direction Left is not supported: aft-serve keeps the start of an input (Right); models read up to `max_input_length` tokens (see /info)",
         ));
     }
-    Ok(truncate)
+    Ok(truncate.unwrap_or(AUTO_TRUNCATE))
 }
 
 /// What `truncate` is when a TEI request leaves it out.
@@ -117,12 +143,11 @@ pub struct TeiEmbedRequest {
     /// true (`auto_truncate` in `/info`).
     #[serde(default)]
     pub truncate: Option<bool>,
-    /// `Right` (default) only: aft-serve keeps an input's start.
     #[serde(default, deserialize_with = "optional_via_string")]
     #[schema(value_type = Option<TruncationDirection>)]
     pub truncation_direction: Option<TruncationDirection>,
-    /// Refused when set: aft bundles have no prompts.
     #[serde(default)]
+    #[schema(schema_with = no_prompts)]
     pub prompt_name: Option<String>,
     /// Keep only the first `dimensions` components (then normalise).
     #[serde(default, deserialize_with = "whole_usize_opt")]
@@ -225,6 +250,7 @@ pub struct TeiEmbedAllRequest {
     #[schema(value_type = Option<TruncationDirection>)]
     pub truncation_direction: Option<TruncationDirection>,
     #[serde(default)]
+    #[schema(schema_with = no_prompts)]
     pub prompt_name: Option<String>,
     #[serde(default)]
     pub model: Option<String>,
@@ -344,35 +370,38 @@ impl<'de> Deserialize<'de> for PredictInput {
     }
 }
 
-impl utoipa::PartialSchema for PredictInput {
-    fn schema() -> RefOr<openapi::schema::Schema> {
-        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
-        let text = || {
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .min_length(Some(1))
-        };
-        let texts = |n: usize| {
+impl PredictInput {
+    /// The schema of what is served (pairs are refused, so left out), with at most `max_inputs`
+    /// inputs in a batch when given (the served bound; see `openapi::bounded`).
+    pub fn schema_within(max_inputs: Option<usize>) -> RefOr<openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, OneOfBuilder};
+        let one_text = || {
             ArrayBuilder::new()
-                .items(text())
-                .min_items(Some(n))
-                .max_items(Some(n))
+                .items(super::input::string_schema())
+                .min_items(Some(1))
+                .max_items(Some(1))
         };
         OneOfBuilder::new()
-            .item(text().description(Some("One text")))
-            .item(texts(2).description(Some(
-                "One pair of texts (refused: aft models classify single texts)",
-            )))
+            .item(super::input::string_schema().description(Some("One text")))
+            .item(one_text().description(Some("One text, as a list of one")))
             .item(
                 ArrayBuilder::new()
-                    .items(OneOfBuilder::new().item(texts(1)).item(texts(2)))
+                    .items(one_text())
                     .min_items(Some(1))
-                    .description(Some("A batch: [text] (or [text, text]) per input")),
+                    .max_items(max_inputs)
+                    .description(Some("A batch: [text] per input")),
             )
             .description(Some(
-                "A text, or a batch of one-text lists; answers keep the nesting",
+                "A text, or a batch of one-text lists; answers keep the nesting. TEI's sentence \
+                 pairs ([text, text]) are refused (422): aft models are bi-encoders.",
             ))
             .into()
+    }
+}
+
+impl utoipa::PartialSchema for PredictInput {
+    fn schema() -> RefOr<openapi::schema::Schema> {
+        Self::schema_within(None)
     }
 }
 impl ToSchema for PredictInput {}
@@ -489,8 +518,8 @@ pub struct TeiTokenizeRequest {
     /// Add the special tokens the model's inputs get (`[CLS]`, `[SEP]`).
     #[serde(default = "yes")]
     pub add_special_tokens: bool,
-    /// Refused when set: aft bundles have no prompts.
     #[serde(default)]
+    #[schema(schema_with = no_prompts)]
     pub prompt_name: Option<String>,
     #[serde(default)]
     pub model: Option<String>,
@@ -578,13 +607,49 @@ pub async fn tokenize(
     Ok(Json(TeiTokenizeResponse(tokens)))
 }
 
-/// `ids` of `/decode`: one token-id list, or a list of them.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(untagged)]
-pub enum InputIds {
-    Single(Vec<i64>),
-    Batch(Vec<Vec<i64>>),
+/// `ids` of `/decode`: one token-id list, or a list of them (read by [`IdLists`]).
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct InputIds(IdLists);
+
+impl InputIds {
+    /// The schema, with at most `max_inputs` lists and no id above `largest_id` when given (the
+    /// served bounds; see `openapi::bounded`).
+    pub fn schema_within(
+        max_inputs: Option<usize>,
+        largest_id: Option<usize>,
+    ) -> RefOr<openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+        let ids = || {
+            ArrayBuilder::new().items(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0))
+                    .maximum(largest_id),
+            )
+        };
+        OneOfBuilder::new()
+            .item(ids().description(Some("One token-id list")))
+            .item(
+                ArrayBuilder::new()
+                    .items(ids())
+                    .min_items(Some(1))
+                    .max_items(max_inputs)
+                    .description(Some("Several token-id lists")),
+            )
+            .description(Some(
+                "Token ids below the vocabulary size (see `/tokenize`).",
+            ))
+            .into()
+    }
 }
+
+impl utoipa::PartialSchema for InputIds {
+    fn schema() -> RefOr<openapi::schema::Schema> {
+        Self::schema_within(None, None)
+    }
+}
+impl ToSchema for InputIds {}
 
 /// TEI's `POST /decode` request.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -623,11 +688,9 @@ pub async fn decode(
     ApiJson(req): ApiJson<TeiDecodeRequest>,
 ) -> Result<Json<TeiDecodeResponse>, ApiError> {
     let service = &state.models.get(req.model.as_deref())?.service;
-    let ids = match req.ids {
-        InputIds::Single(ids) => vec![ids],
-        InputIds::Batch(lists) => lists,
-    };
-    let texts = service.decode(ids, req.skip_special_tokens).await?;
+    let texts = service
+        .decode(req.ids.0 .0, req.skip_special_tokens)
+        .await?;
     Ok(Json(TeiDecodeResponse(texts)))
 }
 
@@ -750,11 +813,7 @@ mod tests {
             Ok(true)
         );
         assert!(truncation(None, Some(TruncationDirection::Left), None).is_err());
-        // Nothing is cut when truncation is off, so the direction does not matter.
-        assert_eq!(
-            truncation(Some(false), Some(TruncationDirection::Left), None),
-            Ok(false)
-        );
+        assert!(truncation(Some(false), Some(TruncationDirection::Left), None).is_err());
         assert!(truncation(None, None, Some("query")).is_err());
     }
 

@@ -416,6 +416,12 @@ impl Service {
         add_special: bool,
     ) -> Result<Vec<Vec<TokenPiece>>, ServiceError> {
         self.check_count_of(texts.len())?;
+        if let Some(i) = texts.iter().position(String::is_empty) {
+            return Err(ServiceError::invalid(
+                format!("inputs[{i}]"),
+                format!("inputs[{i}] is empty"),
+            ));
+        }
         Ok(self.tokenizers.pieces(texts, add_special).await?)
     }
 
