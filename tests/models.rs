@@ -330,10 +330,72 @@ async fn the_int8_bundle_serves_what_aft_mini_does_within_quantization_error() {
     // aft-mini-int8 holds dynamically quantized Linear layers (packed int8 weights, CPU only);
     // served through the same loader, its vectors stay within cosine 0.99 of aft-mini's and its
     // topic head picks the same label.
-    let (mini, int8) = (aft_mini(), aft_mini_int8());
-    let mut args = vec!["--model-dir", path(&mini), "--model-dir", path(&int8)];
+    int8_serves_what_float_does(&aft_mini(), &aft_mini_int8()).await;
+}
+
+#[tokio::test]
+async fn the_converted_aft_base_serves_embeddings_topics_and_long_documents() {
+    // aft-base is all-MiniLM-L6-v2 converted by aft.convert: post-LayerNorm blocks and an
+    // embedding LayerNorm around AFT-decay mixers, served by the same loader as every bundle.
+    let server = Server::start_bundle(&repo().join("models/aft-base"), FAST).await;
+    let texts = [
+        "A man is playing a guitar.",
+        "Someone plays the guitar.",
+        "The stock market fell sharply today.",
+    ];
+    let (status, body) = server.post("/v1/embed", &json!({"inputs": texts})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"], "aft-base");
+    let e: Vec<Vec<f32>> = body["embeddings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(as_vec)
+        .collect();
+    let dot = |a: &[f32], b: &[f32]| -> f32 { a.iter().zip(b).map(|(x, y)| x * y).sum() };
+    assert_eq!(e[0].len(), 384);
+    assert!(
+        dot(&e[0], &e[1]) > dot(&e[0], &e[2]) + 0.1,
+        "paraphrase not closer"
+    );
+    let (status, body) = server
+        .post(
+            "/v1/classify",
+            &json!({"inputs": "a small domesticated carnivore"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // A document past the teacher's 256 tokens, embedded whole and in late chunks.
+    let doc = "The river rose after the rain and the old bridge closed for repairs. ".repeat(60);
+    let (status, body) = server
+        .post(
+            "/v1/embed",
+            &json!({"inputs": doc, "chunking": {"tokens": 256, "overlap": 0}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["usage"]["prompt_tokens"].as_u64().unwrap() > 800,
+        "{body}"
+    );
+    assert!(body["chunks"][0].as_array().unwrap().len() >= 3, "{body}");
+}
+
+/// Both bundles served by one server: 384-d vectors within cosine 0.99 of each other (but not
+/// identical: something was quantized) and the same top topic label for every text.
+async fn int8_serves_what_float_does(float_dir: &Path, int8_dir: &Path) {
+    let mut args = vec![
+        "--model-dir",
+        path(float_dir),
+        "--model-dir",
+        path(int8_dir),
+    ];
     args.extend_from_slice(FAST);
     let server = Server::start(&args).await;
+    let names: Vec<String> = [float_dir, int8_dir]
+        .iter()
+        .map(|d| manifest(d)["name"].as_str().unwrap().to_string())
+        .collect();
     let texts = [
         "the committee approved the budget for the new library",
         "a small domesticated carnivore kept as a pet",
@@ -341,12 +403,12 @@ async fn the_int8_bundle_serves_what_aft_mini_does_within_quantization_error() {
     ];
     let mut vectors = Vec::new();
     let mut top_labels = Vec::new();
-    for model in ["aft-mini", "aft-mini-int8"] {
+    for model in &names {
         let (status, body) = server
             .post("/v1/embed", &json!({"inputs": texts, "model": model}))
             .await;
         assert_eq!(status, 200, "{body}");
-        assert_eq!(body["model"], model);
+        assert_eq!(body["model"], model.as_str());
         assert_eq!(body["dimensions"], 384);
         let rows: Vec<Vec<f32>> = body["embeddings"]
             .as_array()
@@ -370,7 +432,7 @@ async fn the_int8_bundle_serves_what_aft_mini_does_within_quantization_error() {
     for (i, (float, int8)) in vectors[0].iter().zip(&vectors[1]).enumerate() {
         // Both are L2-normalised: the dot product is the cosine.
         let cosine: f32 = float.iter().zip(int8).map(|(a, b)| a * b).sum();
-        assert!(cosine > 0.99, "text {i}: cosine {cosine} to aft-mini");
+        assert!(cosine > 0.99, "text {i}: cosine {cosine} to {}", names[0]);
         assert!(
             cosine < 0.999_99,
             "text {i}: identical vectors, nothing quantized?"

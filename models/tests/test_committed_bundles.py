@@ -1,5 +1,5 @@
-"""The committed bundles aft-mini and its int8 copy aft-mini-int8: manifest against files,
-dimensions, labels, a sanity check; and the int8 one against the float one."""
+"""The committed bundles (aft-mini, aft-base and their int8 copies): manifest against files,
+dimensions, labels, a sanity check; and each int8 copy against its float bundle."""
 
 import hashlib
 import json
@@ -11,10 +11,18 @@ from aft.distill.corpus import LEXNAMES
 from tokenizers import Tokenizer
 
 MODELS = Path(__file__).resolve().parents[1]
-MAX_BYTES = 32 * 1024 * 1024
+# Each float bundle, its int8 copy (None: not shipped), the blocks it has and its size limit
+# (float16 weights: the converted MiniLM holds twice aft-mini's parameters).
+FAMILIES = {
+    "aft-mini": ("aft-mini-int8", 4, 32 * 1024 * 1024),
+    "aft-base": (None, 6, 64 * 1024 * 1024),
+}
+BUNDLES = [n for f, (i, _, _) in FAMILIES.items() for n in (f, i) if n]
+MAX_BYTES = {n: limit for f, (i, _, limit) in FAMILIES.items() for n in (f, i) if n}
+WITH_INT8 = [f for f, (i, _, _) in FAMILIES.items() if i]
 
 
-@pytest.fixture(scope="module", params=["aft-mini", "aft-mini-int8"])
+@pytest.fixture(scope="module", params=BUNDLES)
 def bundle(request) -> Path:
     return MODELS / request.param
 
@@ -71,13 +79,14 @@ def test_fields(bundle, manifest):
     assert manifest["format_version"] == 1
     assert manifest["name"] == bundle.name
     assert manifest["dtype"] == "float16"
-    assert manifest["model"]["embedding_dim"] == manifest["embedding_dim"] == 384
+    config = manifest["model"]  # embedding_dim null: the output is d_model wide
+    assert (config["embedding_dim"] or config["d_model"]) == manifest["embedding_dim"] == 384
     assert manifest["max_seq_len"] == manifest["model"]["max_len"]
     assert (bundle / "MODEL_CARD.md").is_file()
 
 
 def test_total_size(bundle):
-    assert sum(p.stat().st_size for p in bundle.iterdir()) <= MAX_BYTES
+    assert sum(p.stat().st_size for p in bundle.iterdir()) <= MAX_BYTES[bundle.name]
 
 
 def test_labels_are_wordnet_lexnames(manifest):
@@ -112,13 +121,15 @@ def test_paraphrase_closer_than_unrelated(model, tok):
     assert e[0] @ e[1] > e[0] @ e[2] + 0.1
 
 
-def test_int8_bundle_quantizes_the_blocks_and_stays_close_to_aft_mini():
-    float_model, int8_model = load(MODELS / "aft-mini"), load(MODELS / "aft-mini-int8")
+@pytest.mark.parametrize("float_name", WITH_INT8)
+def test_int8_copy_quantizes_the_blocks_and_stays_close_to_its_float_bundle(float_name):
+    int8_name, blocks, _ = FAMILIES[float_name]
+    float_model, int8_model = load(MODELS / float_name), load(MODELS / int8_name)
     assert not any(m.original_name == "LinearPackedParams" for m in float_model.modules())
     packed = [m for m in int8_model.modules() if m.original_name == "LinearPackedParams"]
-    assert len(packed) == 24  # 4 blocks x (q, k, v, out, 2 FFN); proj and head stay float
-    assert {"proj.weight", "head.weight"} <= {n for n, _ in int8_model.named_parameters()}
-    tok = Tokenizer.from_file(str(MODELS / "aft-mini-int8" / "tokenizer.json"))
+    assert len(packed) == blocks * 6  # per block q, k, v, out, 2 FFN; proj and head stay float
+    assert "head.weight" in {n for n, _ in int8_model.named_parameters()}
+    tok = Tokenizer.from_file(str(MODELS / int8_name / "tokenizer.json"))
     texts = ["A man is playing a guitar.", "Restart the daemon after editing its config file."]
     (f_emb, f_logits), (q_emb, q_logits) = run(float_model, tok, texts), run(int8_model, tok, texts)
     cos = torch.nn.functional.cosine_similarity(f_emb, q_emb)
