@@ -318,9 +318,17 @@ async fn chunking_errors_name_the_parameter_and_the_reason() {
         assert_eq!(assert_error_shape(&body), "invalid_input");
     }
 
-    // A bundle exported before embed_spans existed (the committed tiny-aft lists no methods)
-    // still serves everything else, and says why it cannot chunk.
-    let old = Server::start(FAST).await;
+    // A bundle exported before embed_spans existed (a copy of tiny-aft whose manifest lists no
+    // methods) still serves everything else, and says why it cannot chunk.
+    let dir = tempdir("no-methods");
+    for file in ["model.pt", "tokenizer.json"] {
+        std::fs::copy(tiny().join(file), dir.join(file)).unwrap();
+    }
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tiny().join("manifest.json")).unwrap()).unwrap();
+    manifest["methods"] = json!([]);
+    std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
+    let old = Server::start_bundle(&dir, FAST).await;
     let (status, body) = old
         .post(
             "/v1/embed",
