@@ -272,12 +272,8 @@ def monitor_fn(model: AFTEncoder, seqs: list[list[int]], teacher_vectors: np.nda
 
 
 def teacher_vectors(teacher, pooling: str, seqs: list[list[int]]) -> np.ndarray:
-    """float32 teacher sentence vectors (full precision: the monitor's reference)."""
-    out = np.zeros((len(seqs), teacher.weight("embeddings.word_embeddings.weight").shape[1]))
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    for s in range(0, len(order), 128):
-        idx = order[s : s + 128]
-        ids, mask = pad([seqs[i] for i in idx], 0)
-        last, _ = teacher.trace(ids, mask)
-        out[idx] = sentence_targets(last, mask, pooling).numpy()
-    return out.astype(np.float32)
+    """float32 teacher sentence vectors in full precision (no bf16): the monitor's reference."""
+    from aft.convert.texts import teacher_labeller
+
+    label = teacher_labeller(teacher, pooling, bf16=False, batch_size=128)
+    return label([np.asarray(s) for s in seqs])
