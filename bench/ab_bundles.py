@@ -22,6 +22,7 @@ from pathlib import Path
 from harness import log
 from harness.corpus import body_files
 from harness.load import fmt_point, measure
+from harness.results import cpu
 from harness.servers import started
 
 POINTS = ("short", "mixed")
@@ -59,6 +60,7 @@ def main() -> None:
                     runs[label][point].append(res)
                     log(f"round {r + 1} {label} ({name}) {point}: {fmt_point(res)}")
     summary = {}
+    print(f"CPU: {cpu()['cpu']}")
     for point in points:
         med = {
             b: {
@@ -79,7 +81,9 @@ def main() -> None:
             label: {"bundle": str(bundle), "binary": str(binary or "release build")}
             for label, bundle, binary in zip(labels, a.bundles, binaries, strict=True)
         }
-        a.json.write_text(json.dumps({"sides": sides, "runs": runs, "summary": summary}, indent=1))
+        a.json.write_text(
+            json.dumps({"sides": sides, "runs": runs, "summary": summary, "cpu": cpu()}, indent=1)
+        )
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from harness import CORPUS, HOST, ROOT
+from harness.results import cpu
 from harness.serve_process import ServeProcess
 
 RESULTS = Path(os.environ.get("AFT_BENCH_RESULTS", ROOT / "bench" / "results"))
@@ -428,7 +429,8 @@ def main() -> None:
     runs = [run_policy(a, p) for p in policies]
     results = {
         "command": "python bench/fairness.py " + " ".join(sys.argv[1:]),
-        "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, {platform.platform()}",
+        "machine": f"{cpu()['cpu']}, {platform.machine()}, {platform.platform()}",
+        "cpu": cpu(),
         "config": {
             "model_dir": str(a.model_dir.resolve().relative_to(ROOT))
             if a.model_dir.resolve().is_relative_to(ROOT)

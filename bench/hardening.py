@@ -49,6 +49,7 @@ import urllib.request
 from pathlib import Path
 
 from harness import ROOT, corpus, load, log
+from harness.results import cpu
 from harness.sampler import sampling
 from harness.serve_process import ServeProcess
 
@@ -314,6 +315,7 @@ def main() -> int:
         run = {"flood": flood, "load": open_loop, "soak": soak, "capacity": capacity}[a.what]
         result = {"what": a.what, "binary": str(a.binary), "server_flags": server_flags}
         result["server_env"] = a.server_env
+        result["cpu"] = cpu()
         result.update(run(srv, a))
     text = json.dumps(result, indent=1)
     if a.out:

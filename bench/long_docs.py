@@ -48,6 +48,7 @@ from harness import ROOT, log
 from harness.bundles import bundle_for_run
 from harness.corpus import rows
 from harness.metrics import family, scrape
+from harness.results import cpu
 from harness.serve_process import ServeProcess
 
 RESULTS = Path(os.environ.get("AFT_BENCH_RESULTS", ROOT / "bench" / "results"))
@@ -241,7 +242,7 @@ def main(argv=None) -> None:
         results = {
             "plan": asdict(plan),
             "bundle": {"dir": str(bundle), "name": manifest["name"], "model": manifest["model"]},
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), **cpu()},
             "load_average_before": os.getloadavg(),
         }
         with serve(bundle, a, []) as srv:
@@ -266,6 +267,7 @@ def main(argv=None) -> None:
                 log(f"{phase}: documents {results[phase]['documents']}")
     if "p99_ratio" in results:
         log(f"short p99 with the stream / alone = {results['p99_ratio']:.2f} (target <= 2)")
+    log(f"CPU: {results['machine']['cpu']}")
     log(f"wrote {a.out}")
 
 

@@ -3,6 +3,8 @@ docs/LONG_DOCUMENTS.md, and the issue's targets each run measures. Pure function
 
 from __future__ import annotations
 
+from harness.results import describe_cpu
+
 SYSTEMS = {
     "late": "(a) AFT, late chunking (one pass)",
     "aft-alone": "(b) AFT, each chunk alone",
@@ -21,8 +23,8 @@ def markdown(res: dict) -> str:
     plan, bundle = res["plan"], res["bundle"]
     m = res["run"]["machine"]
     lines = [
-        f"Measured {m['time']} on {m.get('cpu_model', '?')} ({m['nproc']} CPUs, "
-        f"{plan['threads']} torch threads; load average before "
+        f"Measured {m['time']} on {describe_cpu(m)} with "
+        f"{plan['threads']} torch threads (load average before "
         f"{', '.join(f'{x:.1f}' for x in m['loadavg_before'])}, after "
         f"{', '.join(f'{x:.1f}' for x in res['run']['loadavg_after'])}), commit "
         f"{m['git_commit']}, "
@@ -80,7 +82,7 @@ def markdown(res: dict) -> str:
             lines.append(f"| {int(size):,} | {' | '.join(cells)} | {ratios} |")
         lines += [
             "",
-            "Seconds: median of the repeats per size ("
+            f"CPU: {describe_cpu(m)}. Seconds: median of the repeats per size ("
             + ", ".join(f"{int(s):,}: {c['repeats']}" for s, c in res["cost"].items())
             + "); peak extra memory: first repeat, VmHWM over the RSS of the loaded model "
             "(the service: over its idle RSS after a warm-up request).",

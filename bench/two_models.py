@@ -17,6 +17,7 @@ import json
 import statistics
 import subprocess
 
+from harness.results import cpu
 from harness.serve_process import ServeProcess
 
 TEXTS = [
@@ -78,6 +79,7 @@ def main() -> None:
         print(f"round {r}: two models {two[-1]:8.1f} inputs/s", flush=True)
     m1, m2 = statistics.median(one), statistics.median(two)
     print(f"median: one {m1:.1f}, two {m2:.1f} inputs/s; two/one = {m2 / m1:.3f}")
+    print(f"CPU: {cpu()['cpu']}")
 
 
 if __name__ == "__main__":

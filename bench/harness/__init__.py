@@ -7,7 +7,8 @@
   servers    aft-serve and the Python peers on 127.0.0.1, through serve_process
   load       oha runs (closed and open loop) and their summary
   metrics    /metrics scrapes and the stage figures between two scrapes
-  results    results/<part>.json, each with the run's facts (machine, model, plan)
+  results    results/<part>.json, each with the run's facts (machine, model, plan); cpu() and
+             describe_cpu(): the one description of the CPU that results and tables quote
   context    what one run carries from part to part (the config study's choice, capacity)
   sampler    a process's resident memory, sampled every few milliseconds
   peakmem    the peak resident memory of one pass (the kernel's VmHWM, reset before it)

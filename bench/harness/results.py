@@ -44,11 +44,7 @@ class Results:
 def machine() -> dict:
     """CPU, memory, kernel, tool versions, and what else was running when a part started."""
     info: dict = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    with contextlib.suppress(OSError, AttributeError):
-        cpu = Path("/proc/cpuinfo").read_text()
-        info["cpu_model"] = re.search(r"model name\s*:\s*(.*)", cpu).group(1)  # type: ignore[union-attr]
-        flags = re.search(r"flags\s*:\s*(.*)", cpu).group(1).split()  # type: ignore[union-attr]
-        info["cpu_flags"] = [f for f in flags if f.startswith(("avx", "fma", "amx"))]
+    info |= cpu()
     info["nproc"] = os.cpu_count()
     info["mem_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     info["kernel"] = platform.release()
@@ -63,6 +59,41 @@ def machine() -> dict:
     top = (_output(["ps", "-eo", "pcpu,comm", "--sort=-pcpu"]) or "").splitlines()[1:6]
     info["top_processes_before"] = [t.strip() for t in top]
     return info
+
+
+def cpu() -> dict:
+    """The CPU, the one place that describes it: the model name (/proc/cpuinfo, as lscpu shows it),
+    the vector and matrix flags that decide which kernels torch and libtorch pick (AVX, AVX-512
+    and its VNNI and bf16 parts, AMX), whether it is a virtual machine, and `cpu`, the one-line
+    description every table's caption quotes (`describe_cpu`)."""
+    info: dict = {}
+    with contextlib.suppress(OSError, AttributeError):
+        text = Path("/proc/cpuinfo").read_text()
+        info["cpu_model"] = re.search(r"model name\s*:\s*(.*)", text).group(1)  # type: ignore[union-attr]
+        flags = re.search(r"flags\s*:\s*(.*)", text).group(1).split()  # type: ignore[union-attr]
+        info["cpu_flags"] = [f for f in flags if f.startswith(("avx", "fma", "amx"))]
+        info["cpu_virtual"] = "hypervisor" in flags
+    info["cpu"] = describe_cpu(info | {"nproc": os.cpu_count()})
+    return info
+
+
+def describe_cpu(machine: dict) -> str:
+    """'AMD EPYC (2 vCPUs; AVX-512 incl. VNNI and bf16, no AMX)' from a machine() record (older
+    records without cpu_virtual say CPUs); 'CPU not recorded' when it has no model name."""
+    name = machine.get("cpu_model")
+    if not name:
+        return "CPU not recorded"
+    flags = set(machine.get("cpu_flags") or ())
+    if "avx512f" in flags:
+        parts = [x for f, x in (("avx512_vnni", "VNNI"), ("avx512_bf16", "bf16")) if f in flags]
+        isa = "AVX-512" + (" incl. " + " and ".join(parts) if parts else "")
+    else:
+        isa = "AVX2" if "avx2" in flags else "no AVX2"
+        isa += ", AVX-VNNI" if "avx_vnni" in flags else ""
+    isa += ", AMX" if any(f.startswith("amx") for f in flags) else ", no AMX"
+    n = machine.get("nproc")
+    count = f"{n} {'vCPUs' if machine.get('cpu_virtual') else 'CPUs'}; " if n else ""
+    return f"{name} ({count}{isa})"
 
 
 def model(model_dir: Path) -> dict:

@@ -66,7 +66,7 @@ def section(run: Run) -> str:
         pts = compare["closed"].get(k)
         if pts:
             rows = [[p["concurrency"], *load_cells(p), f(p["client_cpu_s_per_s"], 2)] for p in pts]
-            out += f"**{LABEL[k]}**\n\n" + table(header, rows) + "\n"
+            out += f"**{LABEL[k]}**\n\n" + table(header, rows, run.cpu) + "\n"
     out += "![throughput and latency vs concurrency](bench-closed.png)\n\n"
     out += (
         "### Open loop (constant rate, oha -q with --latency-correction, "
@@ -80,7 +80,7 @@ def section(run: Run) -> str:
         pts = compare.get("open", {}).get(k)
         if pts:
             rows = [[f(p["rate"]), *load_cells(p)] for p in pts]
-            out += f"**{LABEL[k]}**\n\n" + table(header, rows) + "\n"
+            out += f"**{LABEL[k]}**\n\n" + table(header, rows, run.cpu) + "\n"
     out += "![latency vs throughput](bench-latency-throughput.png)\n\n"
     short = compare.get("single_short", {})
     if short:
@@ -90,5 +90,6 @@ def section(run: Run) -> str:
             for k, v in short.items()
         ]
         out += "### One short sentence at concurrency 1\n\n"
-        out += table(["server", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors"], rows) + "\n"
+        header = ["server", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors"]
+        out += table(header, rows, run.cpu) + "\n"
     return out

@@ -31,10 +31,11 @@ def mib(kib: float) -> str:
     return f"{kib / 1024:,.0f} MiB"
 
 
-def table(header: list[str], rows: list[list]) -> str:
+def table(header: list[str], rows: list[list], cpu: str | None = None) -> str:
+    """A Markdown table; `cpu` (Run.cpu), for a table of timings, goes on a line under it."""
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out) + "\n"
+    return "\n".join(out) + "\n" + (f"\nCPU: {cpu}.\n" if cpu else "")
 
 
 def pass_fail(ok: bool) -> str:

@@ -17,7 +17,7 @@ def table_md(run: Run) -> str:
     rows = [*service_rows(run), *overload_rows(run), *soak_rows(run)]
     if not rows:
         return "(no results)\n"
-    return table(["target", "goal", "measured (one run)", ""], rows)
+    return table(["target", "goal", "measured (one run)", ""], rows, run.cpu)
 
 
 def service_rows(run: Run) -> list[list]:

@@ -37,9 +37,10 @@ def section(run: Run) -> str:
     out += "### Machine matmul peak\n\n" + table(
         ["threads", "f32 matmul", "GFLOP/s"],
         [[m["threads"], f"{m['n']}x{m['n']}", f(m["gflops"])] for m in mm],
+        run.cpu,
     )
     out += flops(limit.get("flops", {}))
-    out += shapes(limit)
+    out += shapes(limit, run.cpu)
     for s in (limit.get("single_short_by_threads") or {"": limit.get("single_short")}).values():
         if s:
             out += (
@@ -78,7 +79,7 @@ def flops(fl: dict) -> str:
     return out + "\n"
 
 
-def shapes(limit: dict) -> str:
+def shapes(limit: dict, cpu: str) -> str:
     peak = max((m["gflops"] for m in limit.get("matmul", [])), default=None)
     fpt = limit.get("flops", {}).get("counted_per_token")
     rows = []
@@ -100,7 +101,7 @@ def shapes(limit: dict) -> str:
         )
     header = ["queue depth", "workers", "intra-op threads", "max batch tokens", "sentences/s"]
     header += ["tokens/s", "mean batch", "padding", "model GFLOP/s", "of matmul peak"]
-    out = "### Throughput at the service's batch shapes\n\n" + table(header, rows)
+    out = "### Throughput at the service's batch shapes\n\n" + table(header, rows, cpu)
     sweep = limit.get("batch_size_sweep", [])
     if sweep:
         out += "\nFixed first-come batches (context; first config):\n\n" + table(
@@ -114,5 +115,6 @@ def shapes(limit: dict) -> str:
                 ]
                 for r in sweep
             ],
+            cpu,
         )
     return out

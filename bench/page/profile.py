@@ -29,7 +29,7 @@ def section(run: Run) -> str:
     ]
     out += (
         "Stage times from `/metrics` (histogram _sum/_count deltas):\n\n"
-        + table(["stage", "mean ms", "seconds per second (sum of time in stage)"], rows)
+        + table(["stage", "mean ms", "seconds per second (sum of time in stage)"], rows, run.cpu)
         + "\n"
     )
     threads = profile.get("threads", {})
@@ -37,7 +37,7 @@ def section(run: Run) -> str:
         total = sum(threads.values()) or 1
         rows = [[k, f(v, 1), f"{100 * v / total:.1f}%"] for k, v in list(threads.items())[:10]]
         out += "Server CPU by thread name over the server's life (/proc/PID/task):\n\n"
-        out += table(["thread", "CPU s", "share"], rows) + "\n"
+        out += table(["thread", "CPU s", "share"], rows, run.cpu) + "\n"
     perf = profile.get("perf")
     if perf:
         out += (

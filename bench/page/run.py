@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from statistics import median
 
+from harness.results import describe_cpu
+
 # Where the run's facts are read from, first found wins (every part carries them).
 FACTS_FROM = ("compare", "limit", "config", "profile", "overload", "soak")
 LIMIT_DEPTH = 256  # the limit's queue depth that stands for the service at saturation
@@ -38,6 +40,11 @@ class Run:
     @property
     def machine(self) -> dict:
         return self.facts.get("machine", {})
+
+    @property
+    def cpu(self) -> str:
+        """The CPU in one line (model, count, AVX-512/VNNI/bf16/AMX), for every timing table."""
+        return describe_cpu(self.machine)
 
     @property
     def nproc(self) -> int | None:

@@ -37,8 +37,7 @@ def machine(run: Run) -> str:
     rows = [
         [
             "CPU",
-            f"{m.get('cpu_model')} ({m.get('nproc')} logical CPUs visible), "
-            f"{', '.join(m.get('cpu_flags', []))}",
+            f"{run.cpu}; flags {', '.join(m.get('cpu_flags', []))}",
         ],
         ["memory", f"{m.get('mem_gib')} GiB"],
         ["kernel", m.get("kernel")],

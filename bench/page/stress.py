@@ -7,10 +7,10 @@ from page.run import Run
 
 
 def section(run: Run) -> str:
-    return "## 5. Overload and soak\n\n" + overload(run.overload) + soak(run.soak)
+    return "## 5. Overload and soak\n\n" + overload(run.overload, run.cpu) + soak(run.soak, run.cpu)
 
 
-def overload(o: dict | None) -> str:
+def overload(o: dict | None, cpu: str) -> str:
     if not o:
         return "Overload: (not run)\n\n"
     d, before, after = o["during"], o["before"], o["after"]
@@ -46,10 +46,10 @@ def overload(o: dict | None) -> str:
             f"{f(after['ok_per_s'])}, {f(after['p99_ms'], 1)}, {after['errors']}",
         ],
     ]
-    return out + table(["", "value"], rows) + "\n"
+    return out + table(["", "value"], rows, cpu) + "\n"
 
 
-def soak(s: dict | None) -> str:
+def soak(s: dict | None, cpu: str) -> str:
     if not s:
         return "Soak: (not run)\n\n"
     r = s["result"]
@@ -74,4 +74,4 @@ def soak(s: dict | None) -> str:
         ["peak RSS change", pct(s["rss_growth"], 2, sign=True)],
         ["mean batch size", f(r.get("mean_batch_size"))],
     ]
-    return out + table(["", "value"], rows) + "\n![RSS during the soak](bench-soak.png)\n\n"
+    return out + table(["", "value"], rows, cpu) + "\n![RSS during the soak](bench-soak.png)\n\n"

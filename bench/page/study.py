@@ -47,7 +47,7 @@ def section(run: Run) -> str:
     )
     header = ["workers", "intra-op threads", "max batch tokens", "c1 p50 ms", "c16 req/s"]
     header += ["c16 p99 ms", "c256 req/s", "c256 p99 ms", "c256 mean batch", "errors", "RSS MiB"]
-    out += table(header, rows)
+    out += table(header, rows, run.cpu)
     rec = config.get("recommended")
     if rec:
         d = config.get("defaults_before") or {}
