@@ -44,12 +44,15 @@ def section(run: Run) -> str:
             "`perf record -e cpu-clock -a -g` (software clock: works without hardware "
             "counters), whole machine, by process and library:\n\n"
             + table(
-                ["share", "process / library"], [[f"{a}%", b] for a, b in perf["by_comm_dso"][:15]]
+                ["share", "process / library"],
+                [[f"{a}%", b] for a, b in perf["by_comm_dso"][:15]],
+                run.cpu,
             )
             + "\nTop symbols:\n\n"
             + table(
                 ["share", "process / library / symbol"],
                 [[f"{a}%", b.replace("|", "\\|")[:140]] for a, b in perf["by_symbol"][:25]],
+                run.cpu,
             )
             + "\n"
         )
