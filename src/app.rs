@@ -129,8 +129,8 @@ pub fn load_model(
         workers = config.workers,
         long_lane_above = ?long_above,
         max_input_tokens = max_input,
-        intra_op_threads = factory.threads().alone,
-        intra_op_threads_beside_long = factory.threads().beside_long,
+        intra_op_threads = factory.threads().threads,
+        long_lane_threads = long_threads.threads,
         scheduling = ?config.scheduling,
         "bundle verified; loading the model"
     );

@@ -1,17 +1,17 @@
-//! How many libtorch (OpenMP) threads a replica's forward passes use, and when that changes.
+//! How many libtorch (OpenMP) threads a replica's forward passes use, and at what OS priority.
 //!
-//! [`CpuSharers`] splits the CPUs between the workers of every model. A long-input lane's passes
-//! run for seconds, and short workers that keep every CPU beside one over-subscribe the cores:
-//! their OpenMP threads spin-wait at barriers for cores the long pass holds, and short latency
-//! collapses (measured in docs/LONG_DOCUMENTS.md, "Short requests under a stream of long
-//! documents"). So a short replica runs with `alone` threads while no long pass runs in the
-//! process and with `beside_long` while one does; long replicas count their passes in the
-//! `long_running` they share with every replica.
+//! [`CpuSharers`] splits the CPUs between the short-input workers of every model, and gives the
+//! long-input lanes every CPU as well, at the lowest OS priority ([`Priority::Background`]:
+//! `SCHED_IDLE` on Linux). A long pass runs for seconds and cannot change its thread count
+//! half-way; with the priority, the kernel hands a core to a short pass the moment one is
+//! runnable and gives it back to the long pass when the short pass ends. So a lone long document
+//! uses the whole machine, and short latency under a stream of long documents stays what it is
+//! alone (docs/LONG_DOCUMENTS.md, "Short requests under a stream of long documents"). Before,
+//! each lane kept a share and a lone long pass ran on half the CPUs of a 2-CPU machine.
 //!
 //! A pass too small to split runs on one thread whatever the lane's count: below
 //! [`ONE_THREAD_BELOW_TOKENS`] the threads cost more in synchronisation than they save.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::bundle::Bundle;
@@ -22,14 +22,10 @@ use crate::config::Config;
 pub struct CpuSharers {
     /// The CPUs this process may use (the cgroup's quota included).
     pub cpus: usize,
-    /// The short-input workers of every model. Long lanes are left out: they are idle unless a
-    /// long document arrives, and counting them would take threads from a lone short worker for
-    /// nothing (the cost is measured in docs/BENCHMARKS.md, "The default model changed").
+    /// The short-input workers of every model: they share the CPUs.
     pub short: usize,
-    /// Every worker of every model, long lanes included: the share while a long pass runs.
-    pub all: usize,
-    /// Long passes running now, across every model (see [`LaneThreads`]).
-    pub long_running: Arc<AtomicUsize>,
+    /// The long-input workers of every model: they share the CPUs, at background priority.
+    pub long: usize,
 }
 
 impl CpuSharers {
@@ -45,44 +41,35 @@ impl CpuSharers {
                     .map_or(0, |_| config.long_workers)
             })
             .sum();
-        Self {
-            cpus,
-            short,
-            all: short + long,
-            long_running: Arc::new(AtomicUsize::new(0)),
-        }
+        Self { cpus, short, long }
     }
 
     /// The threads of a model's (short, long) lanes: `intra_op_threads` throughout when it is
-    /// set; else the short workers share the CPUs, and every worker does while a long pass runs
-    /// (always, on a long lane), so that the cores are never over-subscribed.
+    /// set; else the short workers share the CPUs, and so do the long ones (each lane's workers
+    /// never over-subscribe the cores among themselves). Long lanes run in the background.
     pub fn lane_threads(&self, intra_op_threads: usize) -> (LaneThreads, LaneThreads) {
-        let share = |sharers: usize| (self.cpus / sharers.max(1)).max(1);
-        let (alone, beside_long) = match intra_op_threads {
-            0 => (share(self.short), share(self.all)),
-            n => (n, n),
+        let share = |sharers: usize| match intra_op_threads {
+            0 => (self.cpus / sharers.max(1)).max(1),
+            n => n,
         };
-        let lane = |alone, long_lane| LaneThreads {
-            alone,
-            beside_long,
-            long_lane,
-            long_running: self.long_running.clone(),
-        };
-        (lane(alone, false), lane(beside_long, true))
+        (
+            LaneThreads {
+                threads: share(self.short),
+                priority: Priority::Normal,
+            },
+            LaneThreads {
+                threads: share(self.long),
+                priority: Priority::Background,
+            },
+        )
     }
 }
 
-/// The intra-op threads of one lane's replicas.
-#[derive(Debug, Clone)]
+/// The intra-op threads of one lane's replicas, and the OS priority they run at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LaneThreads {
-    /// Threads while no long pass runs anywhere in the process.
-    pub alone: usize,
-    /// Threads while one does (a long lane's own passes use `alone`).
-    pub beside_long: usize,
-    /// This lane's passes are long ones: they count themselves in `long_running`.
-    pub long_lane: bool,
-    /// Long passes running now, across every model's long lane.
-    pub long_running: Arc<AtomicUsize>,
+    pub threads: usize,
+    pub priority: Priority,
 }
 
 /// Passes of fewer tokens than this (batch x padded length) run on one thread: for them more
@@ -91,41 +78,59 @@ pub struct LaneThreads {
 pub const ONE_THREAD_BELOW_TOKENS: usize = 128;
 
 impl LaneThreads {
-    /// The count a pass of `tokens` (batch x padded length) starting now should use.
+    /// The count a pass of `tokens` (batch x padded length) should use.
     pub fn for_pass(&self, tokens: usize) -> usize {
         if tokens < ONE_THREAD_BELOW_TOKENS {
             1
         } else {
-            self.now()
+            self.threads
         }
-    }
-
-    /// The lane's count for a pass starting now, small passes aside.
-    pub fn now(&self) -> usize {
-        let beside_long = !self.long_lane && self.long_running.load(Ordering::Relaxed) > 0;
-        if beside_long {
-            self.beside_long
-        } else {
-            self.alone
-        }
-    }
-
-    /// For a long lane, marks a pass as running until the guard drops; `None` for a short one.
-    pub fn long_pass(&self) -> Option<LongPass> {
-        self.long_lane.then(|| {
-            self.long_running.fetch_add(1, Ordering::Relaxed);
-            LongPass(self.long_running.clone())
-        })
     }
 }
 
-/// A long pass in progress (see [`LaneThreads::long_pass`]).
-pub struct LongPass(Arc<AtomicUsize>);
+/// The OS scheduling priority of a worker thread and of the OpenMP threads it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    Normal,
+    /// Runs only on CPUs nothing else of normal priority wants (`SCHED_IDLE`; where that is
+    /// refused, nice 19).
+    Background,
+}
 
-impl Drop for LongPass {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+impl Priority {
+    /// Applies the priority to the calling thread; the threads it starts later (libgomp's pool,
+    /// created at the first parallel op) inherit it. Returns what was applied, for the log.
+    pub fn apply_to_this_thread(self) -> std::io::Result<&'static str> {
+        match self {
+            Priority::Normal => Ok("normal"),
+            Priority::Background => background(),
+        }
     }
+}
+
+#[cfg(target_os = "linux")]
+fn background() -> std::io::Result<&'static str> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain syscalls on the calling thread (pid 0) with a valid, initialised argument.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0 {
+        return Ok("SCHED_IDLE");
+    }
+    let refused = std::io::Error::last_os_error();
+    // Some seccomp profiles refuse scheduler changes; nice is per thread on Linux (tid below).
+    // SAFETY: as above; gettid cannot fail.
+    let tid = unsafe { libc::gettid() };
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) } == 0 {
+        return Ok("nice 19");
+    }
+    Err(refused)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn background() -> std::io::Result<&'static str> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "background priority is implemented on Linux only",
+    ))
 }
 
 #[cfg(test)]
@@ -140,76 +145,76 @@ mod tests {
         (0..n).map(|i| (format!("m{i}"), bundle.clone())).collect()
     }
 
-    /// (short lane alone, short lane beside a long pass, long lane) threads on `cpus` CPUs.
-    fn threads(args: &[&str], models: usize, cpus: usize) -> (usize, usize, usize) {
+    /// (short lane, long lane) threads on `cpus` CPUs.
+    fn threads(args: &[&str], models: usize, cpus: usize) -> (usize, usize) {
         let argv = ["aft-serve", "--model-dir", "unused"].iter().chain(args);
         let config = Config::try_parse_from(argv).expect("valid flags");
         let sharers = CpuSharers::count(&config, &tiny_bundles(models), cpus);
         let (short, long) = sharers.lane_threads(config.intra_op_threads);
-        assert!(!short.long_lane && long.long_lane);
-        assert_eq!(long.alone, long.beside_long);
-        (short.alone, short.beside_long, long.alone)
+        assert_eq!(short.priority, Priority::Normal);
+        assert_eq!(long.priority, Priority::Background);
+        (short.threads, long.threads)
     }
 
     #[test]
-    fn short_workers_share_the_cpus_and_yield_to_long_passes() {
+    fn short_workers_share_the_cpus_and_long_lanes_take_them_all_in_the_background() {
         // tiny-aft takes 128 tokens, so a 64-token threshold gives each model a long lane.
         let lane = ["--long-input-tokens", "64"];
-        // One model on 2 CPUs: the short worker has both until a long pass runs.
-        assert_eq!(threads(&lane, 1, 2), (2, 1, 1));
-        // Two models of 2 workers each on 16 CPUs: 4 short workers, 6 with the long lanes.
+        // One model on 2 CPUs: each lane has both.
+        assert_eq!(threads(&lane, 1, 2), (2, 2));
+        // Two models of 2 workers each on 16 CPUs: 4 short workers, 2 long ones.
         let two = ["--workers", "2", "--long-input-tokens", "64"];
-        assert_eq!(threads(&two, 2, 16), (4, 2, 2));
-        // No long lane (none asked for, or inputs that cannot be long): nothing to yield to.
-        let none = ["--long-input-tokens", "64", "--long-workers", "0"];
-        assert_eq!(threads(&none, 2, 16), (8, 8, 8));
-        assert_eq!(threads(&["--long-input-tokens", "512"], 1, 2), (2, 2, 2));
+        assert_eq!(threads(&two, 2, 16), (4, 8));
+        // Two long workers per model: the long lanes share the CPUs among themselves too.
+        let many = ["--long-input-tokens", "64", "--long-workers", "2"];
+        assert_eq!(threads(&many, 2, 16), (8, 4));
         // Given threads are kept throughout.
         let given = ["--intra-op-threads", "3", "--long-input-tokens", "64"];
-        assert_eq!(threads(&given, 1, 2), (3, 3, 3));
-    }
-
-    #[test]
-    fn short_lanes_yield_threads_while_a_long_pass_runs() {
-        let running = Arc::new(AtomicUsize::new(0));
-        let short = LaneThreads {
-            alone: 4,
-            beside_long: 2,
-            long_lane: false,
-            long_running: running.clone(),
-        };
-        let long = LaneThreads {
-            alone: 2,
-            beside_long: 2,
-            long_lane: true,
-            long_running: running.clone(),
-        };
-        assert_eq!(short.now(), 4);
-        assert!(short.long_pass().is_none());
-        let pass = long.long_pass();
-        assert_eq!((short.now(), long.now()), (2, 2));
-        drop(pass);
-        assert_eq!(short.now(), 4);
-        assert_eq!(running.load(Ordering::Relaxed), 0);
+        assert_eq!(threads(&given, 1, 2), (3, 3));
     }
 
     #[test]
     fn passes_below_the_threshold_run_on_one_thread() {
-        let short = LaneThreads {
-            alone: 4,
-            beside_long: 2,
-            long_lane: false,
-            long_running: Arc::new(AtomicUsize::new(0)),
+        let lane = LaneThreads {
+            threads: 4,
+            priority: Priority::Normal,
         };
-        assert_eq!(short.for_pass(1), 1);
-        assert_eq!(short.for_pass(ONE_THREAD_BELOW_TOKENS - 1), 1);
-        assert_eq!(short.for_pass(ONE_THREAD_BELOW_TOKENS), 4);
-        let _pass = LaneThreads {
-            long_lane: true,
-            ..short.clone()
+        assert_eq!(lane.for_pass(1), 1);
+        assert_eq!(lane.for_pass(ONE_THREAD_BELOW_TOKENS - 1), 1);
+        assert_eq!(lane.for_pass(ONE_THREAD_BELOW_TOKENS), 4);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn background_priority_applies_to_the_calling_thread_and_the_threads_it_starts() {
+        let before = scheduling();
+        let (applied, own, child) = std::thread::spawn(|| {
+            let applied = Priority::Background
+                .apply_to_this_thread()
+                .expect("an unprivileged thread may lower its own priority");
+            let child = std::thread::spawn(scheduling).join().expect("child runs");
+            (applied, scheduling(), child)
+        })
+        .join()
+        .expect("the thread runs");
+        match applied {
+            "SCHED_IDLE" => assert_eq!(own.0, libc::SCHED_IDLE),
+            _ => assert_eq!(own.1, 19),
         }
-        .long_pass();
-        assert_eq!(short.for_pass(ONE_THREAD_BELOW_TOKENS), 2);
-        assert_eq!(short.for_pass(1), 1);
+        assert_eq!(child, own, "a thread started later inherits the priority");
+        assert_eq!(scheduling(), before, "other threads keep theirs");
+    }
+
+    /// The calling thread's (scheduling policy, nice value).
+    #[cfg(target_os = "linux")]
+    fn scheduling() -> (i32, i32) {
+        // SAFETY: queries on the calling thread.
+        unsafe {
+            let tid = libc::gettid() as libc::id_t;
+            (
+                libc::sched_getscheduler(0),
+                libc::getpriority(libc::PRIO_PROCESS, tid),
+            )
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tch::{CModule, Device, IValue, Kind, Tensor};
 
-use super::threads::{LaneThreads, LongPass};
+use super::threads::{LaneThreads, Priority};
 use crate::bundle::{Bundle, EMBED_SPANS};
 use crate::core::{Backend, BackendError, BackendFactory, BatchLimits, ModelOutput, TokenSpan};
 
@@ -104,9 +104,8 @@ impl TorchBackend {
         // the process-wide value that the last `set_num_threads` of any thread left. Trigger that
         // first (get does), so that a replica starting beside this one cannot set its count.
         let _ = tch::get_num_threads();
-        let n = threads.now();
-        tch::set_num_threads(n as i32);
-        self.threads = Some((threads, n));
+        tch::set_num_threads(threads.threads as i32);
+        self.threads = Some((threads, threads.threads));
     }
 
     /// The OpenMP threads of the calling thread (libtorch keeps the count per thread).
@@ -114,21 +113,17 @@ impl TorchBackend {
         usize::try_from(tch::get_num_threads()).unwrap_or(0)
     }
 
-    /// Before a pass over `sequences`: the count for a pass of its size now, and for a long lane
-    /// the mark that one runs.
-    fn begin_pass(&mut self, sequences: &[&[u32]]) -> Option<LongPass> {
-        let (threads, current) = self.threads.as_mut()?;
+    /// Before a pass over `sequences`: the count for a pass of its size.
+    fn begin_pass(&mut self, sequences: &[&[u32]]) {
+        let Some((threads, current)) = self.threads.as_mut() else {
+            return;
+        };
         let longest = sequences.iter().map(|s| s.len()).max().unwrap_or(0);
         let n = threads.for_pass(sequences.len() * longest);
         if n != *current {
             tch::set_num_threads(n as i32);
             *current = n;
-            tracing::debug!(
-                intra_op_threads = n,
-                "intra-op threads changed for this pass"
-            );
         }
-        threads.long_pass()
     }
 
     pub fn device(&self) -> Device {
@@ -304,7 +299,7 @@ fn to_host(t: &Tensor, batch: usize, width: usize, what: &str) -> Result<Vec<f32
 
 impl Backend for TorchBackend {
     fn forward(&mut self, sequences: &[&[u32]]) -> Result<Vec<ModelOutput>, BackendError> {
-        let _long_pass = self.begin_pass(sequences);
+        self.begin_pass(sequences);
         // Grad mode is thread-local, and this runs on the worker's own thread.
         let (embeddings, logits) = tch::no_grad(|| self.run(sequences))?;
         Ok(self.outputs(sequences.len(), &embeddings, &logits))
@@ -322,7 +317,7 @@ impl Backend for TorchBackend {
                 sequences.len()
             )));
         }
-        let _long_pass = self.begin_pass(sequences);
+        self.begin_pass(sequences);
         let SpanOutputs {
             embeddings,
             logits,
@@ -381,6 +376,16 @@ impl TorchFactory {
 impl BackendFactory for TorchFactory {
     fn create(&self, worker: usize) -> Result<Box<dyn Backend>, BackendError> {
         let started = std::time::Instant::now();
+        // First, so that the OpenMP threads this thread starts (at the warm-up) inherit it. On
+        // a GPU the passes wait on the device: nothing to yield.
+        let priority = match self.device {
+            Device::Cpu => self.threads.priority,
+            _ => Priority::Normal,
+        };
+        let priority = priority.apply_to_this_thread().unwrap_or_else(|err| {
+            tracing::warn!(worker, error = %err, "could not lower this worker's priority");
+            "normal"
+        });
         let mut backend = TorchBackend::load(&self.bundle, self.device)?;
         let (batch, seq_len) = self.warm_up;
         backend.warm_up(batch, seq_len)?;
@@ -391,6 +396,7 @@ impl BackendFactory for TorchFactory {
             worker,
             device = %device_name(self.device),
             intra_op_threads = TorchBackend::calling_thread_threads(),
+            priority,
             warm_up = %format!("{batch}x{seq_len}"),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "model replica loaded and warm"
