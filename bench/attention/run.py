@@ -135,6 +135,7 @@ def load_note(results) -> str:
 
 def write_report(results, out: Path, command: str):
     by = {v: [r for r in results if r["variant"] == v] for v in VARIANTS}
+    cpu = " / ".join(sorted({r.get("cpu", "CPU not recorded") for r in results}))
     lines = [
         "# Attention benchmark: AFT variants against softmax attention (CPU)",
         "",
@@ -171,6 +172,8 @@ def write_report(results, out: Path, command: str):
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     lines += [
         "",
+        f"CPU: {cpu}.",
+        "",
         "Fitted exponent p of T (metric ~ T^p, least squares on log-log), over T >= 1024 and over "
         "T >= 4096 (closer to the asymptote: fixed overheads flatten the small-T end):",
         "",
@@ -184,6 +187,8 @@ def write_report(results, out: Path, command: str):
         ]
         lines.append(f"| {v} | " + " | ".join(f"{f:.2f}" for f in fits) + " |")
     lines += [
+        "",
+        f"CPU: {cpu}.",
         "",
         "Reading: the extra memory of every AFT variant grows about linearly in T (fixed "
         "overheads pull the fitted p below 1), as the paper claims; AFT-full stays linear "
@@ -244,6 +249,7 @@ def main():
         print(json.dumps(case(a.case[0], int(a.case[1]))))
         return
     import torch
+    from harness.results import cpu  # installed by scripts/setup (bench/pyproject.toml)
 
     out = Path(a.out)
     command = ".venv/bin/python bench/attention/run.py --out docs/"
@@ -263,6 +269,7 @@ def main():
             env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", MALLOC_MMAP_THRESHOLD_="1048576")
             r = json.loads(subprocess.run(cmd, check=True, capture_output=True, env=env).stdout)
             r["torch"] = torch.__version__
+            r["cpu"] = cpu()["cpu"]
             r["load1"] = load1
             print(f"{v:10s} T={t:6d} {r['ms']:10.1f} ms {r['peak_extra_mb']:9.1f} MB", flush=True)
             results.append(r)
