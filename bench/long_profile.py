@@ -9,9 +9,12 @@
            (residual adds, the time between groups); checked against model.embed_spans
   scripted model.pt's embed_spans in process, as the service runs it
   service  aft-serve (target/release/aft-serve) answering POST /v1/embed with chunking: the
-           request's wall time and its forward pass (aft_inference_duration_seconds). Give
-           `--precision float` to a binary whose default (auto) serves a bundle's int8 copy,
-           to time the same model.pt as in process
+           request's wall time and its forward pass (aft_inference_duration_seconds), with
+           `--precision float` (model.pt, as in process) unless `--precision` says otherwise:
+           the service's own default serves a bundle's int8 copy where it has one. Inputs
+           over --max-batch-tokens go to its long-input lane, whose threads run at SCHED_IDLE
+           (they yield to any other process, nice 19 included); `--server-arg=--long-workers
+           --server-arg=0` runs them on the short lane instead, for comparison
   matmul   dense float32 torch.mm of T x d x d_ff and T x d x d, same threads, same run
 
 FLOPs per group are counted by torch's FlopCounterMode in a separate pass (matmuls: 2 m n k;
@@ -22,6 +25,10 @@ bundle's tokenizer and cut at T tokens (long_docs.document): real token ids, one
     python bench/long_profile.py --tokens 4096                # about a minute on 2 CPUs
     python bench/long_profile.py --tokens 4096,16384,65536    # the issue's sizes (quiet machine)
     python bench/long_profile.py --tokens 4096 --trace /tmp/tr # + chrome trace, top aten ops
+
+On a shared machine run it with OMP_WAIT_POLICY=PASSIVE (recorded; aft-serve inherits it): idle
+OpenMP threads otherwise spin at barriers while another process holds the other core, and one
+parallel op can take ~12 ms instead of ~1 (bench/attention/run.py found the same).
 
 Results: bench/results/long_profile.json (harness.results, with the machine's CPU) and a Markdown
 table on stdout. Run on a quiet machine: the figures are only as good as its idleness.
@@ -34,6 +41,7 @@ import contextlib
 import json
 import os
 import statistics
+import subprocess
 import time
 import urllib.request
 from collections import defaultdict
@@ -46,7 +54,7 @@ from aft.modules import AFTDecay
 from harness import ROOT, log
 from harness.metrics import family, scrape
 from harness.results import Results, machine, model
-from harness.serve_process import ServeProcess
+from harness.serve_process import DEFAULT_BINARY, ServeProcess
 from long_docs import document
 from torch.profiler import ProfilerActivity, profile, record_function
 from torch.utils.flop_counter import FlopCounterMode
@@ -159,7 +167,7 @@ def matmul_rates(T: int, d: int, dff: int, repeats: int) -> dict[str, float]:
 def service(bundle: Path, texts: dict[int, str], a) -> dict:
     """Per T: the request's wall seconds and its forward pass seconds (server metric)."""
     args = ["--model-dir", str(bundle), "--log-level", "warn", "--intra-op-threads", str(a.threads)]
-    args += ["--precision", a.precision] if a.precision else []
+    args += (["--precision", a.precision] if a.precision else []) + a.server_arg
     args += ["--request-timeout", "1800s", "--max-body-bytes", str(64 * 2**20)]
     out = {}
     with ServeProcess(args=args, ready_timeout=600) as srv:
@@ -240,7 +248,8 @@ def markdown(res: dict) -> str:
         f"{m['loadavg_before'][0]:.1f}); bundle `{res['run']['model']['name']}`, commit "
         f"{m['git_commit']}, {m['time']}; batch 1, {SPAN}-token spans, median of "
         f"{plan['repeats']} after {plan['warmup']} warm-up; service `--precision "
-        f"{plan['precision'] or '(its default)'}`:",
+        f"{' '.join([plan['precision'] or '(its default)', *plan['server_arg']])}`; "
+        f"OMP_WAIT_POLICY {plan['omp_wait_policy']}:",
         "",
     ]
     for T, r in res["tokens"].items():
@@ -288,7 +297,8 @@ def main(argv=None) -> dict:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-service", action="store_true", help="skip the aft-serve measurement")
-    p.add_argument("--precision", help="aft-serve's --precision (float: model.pt, as in process)")
+    p.add_argument("--precision", help="aft-serve's --precision (default float where it has one)")
+    p.add_argument("--server-arg", action="append", default=[], help="extra aft-serve flag")
     p.add_argument("--trace", type=Path, help="also write a chrome trace per length here")
     p.add_argument("--results", type=Path, default=RESULTS)
     a = p.parse_args(argv)
@@ -301,7 +311,11 @@ def main(argv=None) -> dict:
     tok = load_tokenizer(a.bundle)
     tok.no_truncation()
     texts = {T: document(a.bundle, T) for T in sizes}
-    plan = {k: getattr(a, k) for k in ("threads", "warmup", "repeats", "precision")}
+    if not a.no_service and a.precision is None:  # like with like: model.pt, as in process
+        usage = subprocess.run([DEFAULT_BINARY, "--help"], capture_output=True, text=True).stdout
+        a.precision = "float" if "--precision" in usage else None  # older builds: model.pt only
+    plan = {k: getattr(a, k) for k in ("threads", "warmup", "repeats", "precision", "server_arg")}
+    plan["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
     res = {"plan": plan | {"tokens": sizes}, "tokens": {}}
     for T in sizes:
         ids = torch.tensor([tok.encode(texts[T]).ids])
