@@ -1,8 +1,11 @@
 """Two model bundles, or two aft-serve builds, side by side: service throughput and latency.
 
     python bench/ab_bundles.py BUNDLE_A BUNDLE_B [--seconds 15] [--rounds 3] [--connections 128]
+    python bench/ab_bundles.py models/aft-mini@float models/aft-mini@int8   # float vs int8
     python bench/ab_bundles.py BUNDLE BUNDLE --binaries OLD_BUILD target/release/aft-serve
 
+A bundle is `DIR` or `DIR@PRECISION` (auto, float or int8: served with `--precision PRECISION`;
+plain `DIR` gets the server's default, auto: a bundle's int8 copy on the CPU when it has one).
 For each round, and for each side in turn (A, B, A, B, ...: background load on a shared
 machine falls on both alike), starts aft-serve on 127.0.0.1 with that side's bundle (and
 binary: the release build unless --binaries) and its default flags, primes it, and runs
@@ -20,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from harness import log
+from harness.bundles import bundle_spec
 from harness.corpus import body_files
 from harness.load import fmt_point, measure
 from harness.results import cpu
@@ -30,7 +34,7 @@ POINTS = ("short", "mixed")
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("bundles", type=Path, nargs=2)
+    ap.add_argument("bundles", nargs=2, help="DIR or DIR@PRECISION (auto, float, int8)")
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=128)
@@ -47,11 +51,17 @@ def main() -> None:
     if not points or set(points) - set(POINTS):
         raise SystemExit(f"--points: one or both of {POINTS}")
     binaries = a.binaries or (None, None)
+    try:
+        specs = [bundle_spec(b) for b in a.bundles]
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     names = [f"{b} @ {x}" if x else str(b) for b, x in zip(a.bundles, binaries, strict=True)]
     runs: dict[str, dict[str, list[dict]]] = {k: {p: [] for p in points} for k in labels}
     for r in range(a.rounds):
-        for label, bundle, binary, name in zip(labels, a.bundles, binaries, names, strict=True):
-            with started("aft-serve", bundle, work, binary=binary) as srv:
+        for label, (bundle, flags), binary, name in zip(
+            labels, specs, binaries, names, strict=True
+        ):
+            with started("aft-serve", bundle, work, args=flags, binary=binary) as srv:
                 measure(srv, bodies["mixed"], 3.0, 16)  # warm-up, discarded
                 for point in points:
                     res = measure(srv, bodies[point], a.seconds, a.connections)

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use aft_serve::backend::threads::LaneThreads;
 use aft_serve::backend::torch::{batch_warm_up, TorchFactory};
 use aft_serve::bundle::Bundle;
+use aft_serve::config::Precision;
 use aft_serve::core::{select_batch, Backend, BackendFactory, BatchLimits};
 use aft_serve::tokenize::{Input, TextTokenizer};
 use anyhow::{bail, Context, Result};
@@ -38,6 +39,10 @@ struct Args {
     /// Model bundle directory (manifest.json, model.pt, tokenizer.json).
     #[arg(long)]
     model_dir: PathBuf,
+    /// Which model file of the bundle to run, as the service's --precision chooses it on the CPU
+    /// (auto: the bundle's int8 copy when it has one, as the service serves it by default).
+    #[arg(long, value_enum, default_value_t = Precision::Auto)]
+    precision: Precision,
     /// Corpus: JSON lines with a "text" field.
     #[arg(long, default_value = "bench/corpus/texts.jsonl")]
     corpus: PathBuf,
@@ -78,8 +83,10 @@ struct Model {
 }
 
 impl Model {
-    fn load(dir: &std::path::Path) -> Result<Self> {
-        let bundle = Bundle::load(dir).context("invalid model bundle")?;
+    fn load(dir: &std::path::Path, precision: Precision) -> Result<Self> {
+        let bundle = Bundle::load(dir)
+            .context("invalid model bundle")?
+            .with_precision(precision, Device::Cpu)?;
         let tokenizer = TextTokenizer::from_bundle(&bundle).context("cannot load the tokenizer")?;
         Ok(Self {
             bundle: Arc::new(bundle),
@@ -352,7 +359,7 @@ fn single_latency(
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let model = Model::load(&args.model_dir)?;
+    let model = Model::load(&args.model_dir, args.precision)?;
     let manifest = &model.bundle.manifest;
     let (Some(&mbt0), Some(&depth0)) = (args.max_batch_tokens.first(), args.queue_depths.first())
     else {
@@ -404,6 +411,7 @@ fn main() -> Result<()> {
 
     let mut out = json!({
         "model_dir": args.model_dir.display().to_string(),
+        "precision": model.bundle.precision().as_str(),
         "model_name": manifest.name,
         "manifest_model": manifest.model,
         "max_seq_len": manifest.max_seq_len,

@@ -12,7 +12,7 @@ use tch::Device;
 use crate::backend::threads::CpuSharers;
 use crate::backend::torch::{batch_warm_up, device_name, parse_device, TorchFactory};
 use crate::bundle::Bundle;
-use crate::config::{Config, ModelDir};
+use crate::config::{Config, ModelDir, Precision};
 use crate::core::{BatchLimits, Infer, InferConfig, LongLane};
 use crate::memory;
 use crate::metrics::Metrics;
@@ -40,7 +40,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if config.max_queued_tokens_per_key > 0 && !keys.enabled() {
         tracing::warn!("--max-queued-tokens-per-key has no effect without API keys");
     }
-    let bundles = verify_bundles(&config.models())?;
+    let bundles = verify_bundles(&config.models(), config.precision, device)?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cpu_sharers = CpuSharers::count(&config, &bundles, cpus);
     let models = bundles
@@ -53,13 +53,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     server::run(models, metrics, keys, http_config(&config)).await
 }
 
-/// Verifies every bundle and names it (the given name, else the manifest's), before any model
-/// starts: a bad bundle or a name given twice is a start-up error.
-pub fn verify_bundles(models: &[ModelDir]) -> anyhow::Result<Vec<(String, Arc<Bundle>)>> {
+/// Verifies every bundle, names it (the given name, else the manifest's) and chooses the model
+/// file it is served from (`--precision` on `device`: [`Bundle::with_precision`]), before any
+/// model starts: a bad bundle, a precision it cannot be served at, or a name given twice is a
+/// start-up error.
+pub fn verify_bundles(
+    models: &[ModelDir],
+    precision: Precision,
+    device: Device,
+) -> anyhow::Result<Vec<(String, Arc<Bundle>)>> {
     let mut out: Vec<(String, Arc<Bundle>)> = Vec::with_capacity(models.len());
     for model in models {
         let bundle = Bundle::load(&model.dir)
-            .with_context(|| format!("invalid model bundle {}", model.dir.display()))?;
+            .with_context(|| format!("invalid model bundle {}", model.dir.display()))?
+            .with_precision(precision, device)?;
         let name = model
             .name
             .clone()
@@ -126,6 +133,9 @@ pub fn load_model(
         model = %name,
         dir = %bundle.dir.display(),
         device = %device_label,
+        precision = %bundle.precision(),
+        precision_requested = ?config.precision,
+        model_file = bundle.model_file(),
         workers = config.workers,
         long_lane_above = ?long_above,
         max_input_tokens = max_input,
@@ -148,7 +158,7 @@ pub fn load_model(
         long_lane,
         model_metrics.clone(),
     );
-    let info = ModelInfo::describe(&name, manifest, config, device_label)
+    let info = ModelInfo::describe(&name, &bundle, config, device_label)
         .with_context(|| format!("model {name:?}: cannot describe the manifest"))?;
     let service = Service::new(
         name,

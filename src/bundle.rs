@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tch::Device;
+
+use crate::backend::torch::device_name;
+use crate::config::Precision;
 
 /// The manifest version this service reads.
 pub const FORMAT_VERSION: u64 = 1;
@@ -33,6 +37,64 @@ pub enum BundleError {
     },
 }
 
+/// Why a bundle cannot be served at the `--precision` asked for.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PrecisionError {
+    #[error(
+        "--precision int8: bundle {dir} has no int8 model (its manifest has no `int8_model`); \
+         serve it with --precision float (or auto), or add one with \
+         `python -m aft.distill.quantize --bundle {dir}`"
+    )]
+    NoInt8Model { dir: String },
+    #[error(
+        "--precision int8: bundle {dir}'s int8 model runs on the CPU only (quantized Linear \
+         layers have no CUDA kernels), and the device is {device}; use --precision float (or \
+         auto) on {device}, or --device cpu"
+    )]
+    Int8NotOnCpu { dir: String, device: String },
+}
+
+/// The precision a bundle's model is served at, as `/info` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ServedPrecision {
+    /// `model.pt` (parameters run in float32).
+    Float,
+    /// The bundle's int8 copy (manifest `int8_model`): int8 dynamically quantized Linear layers.
+    Int8,
+}
+
+impl ServedPrecision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Float => "float",
+            Self::Int8 => "int8",
+        }
+    }
+}
+
+impl std::fmt::Display for ServedPrecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The one rule behind `--precision`: `auto` is int8 where a bundle with an int8 copy runs on
+/// the CPU (its quantized Linear layers have no CUDA kernels), float elsewhere; `float` always
+/// holds; `int8` needs both, and `None` says it cannot be had.
+pub fn choose_precision(
+    requested: Precision,
+    has_int8: bool,
+    on_cpu: bool,
+) -> Option<ServedPrecision> {
+    match requested {
+        Precision::Float => Some(ServedPrecision::Float),
+        Precision::Auto if has_int8 && on_cpu => Some(ServedPrecision::Int8),
+        Precision::Auto => Some(ServedPrecision::Float),
+        Precision::Int8 => (has_int8 && on_cpu).then_some(ServedPrecision::Int8),
+    }
+}
+
 /// `manifest.json`, as docs/bundle-format.md defines it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
@@ -53,6 +115,10 @@ pub struct Manifest {
     /// bundles written before there were any.
     #[serde(default)]
     pub methods: Vec<String>,
+    /// The bundle's int8 copy of `model.pt` (a file listed in `files`), served on CPU by
+    /// `--precision auto` and `int8`; `None` without one.
+    #[serde(default)]
+    pub int8_model: Option<String>,
     pub files: BTreeMap<String, FileEntry>,
     pub torch_version: String,
     pub created_at: String,
@@ -78,11 +144,13 @@ pub struct FileEntry {
     pub size: u64,
 }
 
-/// A validated bundle: the manifest and where its files are.
+/// A validated bundle: the manifest, where its files are, and the precision it is served at
+/// (float from [`Bundle::load`]; [`Bundle::with_precision`] chooses).
 #[derive(Debug, Clone)]
 pub struct Bundle {
     pub dir: PathBuf,
     pub manifest: Manifest,
+    precision: ServedPrecision,
 }
 
 impl Manifest {
@@ -123,13 +191,55 @@ impl Bundle {
             source,
         })?;
         let manifest = parse_manifest(&manifest_path, &text)?;
-        let bundle = Bundle { dir, manifest };
+        let bundle = Bundle {
+            dir,
+            manifest,
+            precision: ServedPrecision::Float,
+        };
         bundle.verify_files()?;
         Ok(bundle)
     }
 
+    /// The bundle served at the precision `requested` on `device` ([`choose_precision`]); an
+    /// error names the bundle and the device, and says what to do instead.
+    pub fn with_precision(
+        mut self,
+        requested: Precision,
+        device: Device,
+    ) -> Result<Self, PrecisionError> {
+        let has_int8 = self.manifest.int8_model.is_some();
+        let on_cpu = device == Device::Cpu;
+        self.precision = choose_precision(requested, has_int8, on_cpu).ok_or_else(|| {
+            let dir = self.dir.display().to_string();
+            if has_int8 {
+                PrecisionError::Int8NotOnCpu {
+                    dir,
+                    device: device_name(device),
+                }
+            } else {
+                PrecisionError::NoInt8Model { dir }
+            }
+        })?;
+        Ok(self)
+    }
+
+    /// The precision the model is served at.
+    pub fn precision(&self) -> ServedPrecision {
+        self.precision
+    }
+
+    /// The bundle file that holds the model at its precision: `model.pt`, or the int8 copy.
+    pub fn model_file(&self) -> &str {
+        match (self.precision, &self.manifest.int8_model) {
+            (ServedPrecision::Int8, Some(file)) => file,
+            // with_precision never chooses int8 for a bundle without an int8 copy.
+            _ => MODEL_FILE,
+        }
+    }
+
+    /// Where the served model file is ([`Bundle::model_file`]).
     pub fn model_path(&self) -> PathBuf {
-        self.dir.join(MODEL_FILE)
+        self.dir.join(self.model_file())
     }
 
     pub fn tokenizer_path(&self) -> PathBuf {
@@ -260,6 +370,16 @@ fn validate(path: &Path, m: &Manifest) -> Result<(), BundleError> {
     for required in [MODEL_FILE, TOKENIZER_FILE] {
         if !m.files.contains_key(required) {
             return Err(field_error(path, &format!("files.{required}"), "missing"));
+        }
+    }
+    if let Some(int8) = &m.int8_model {
+        // Listed, so that verify_files checks its size and sha256 as it checks model.pt's.
+        if int8 == MODEL_FILE || !m.files.contains_key(int8) {
+            return Err(field_error(
+                path,
+                "int8_model",
+                format!("{int8:?} is not a file listed in `files` other than {MODEL_FILE}"),
+            ));
         }
     }
     for (name, entry) in &m.files {
@@ -400,6 +520,8 @@ mod tests {
             .collect();
         let mut full = good_manifest();
         full["methods"] = serde_json::json!([EMBED_SPANS]);
+        full["int8_model"] = "model-int8.pt".into();
+        full["files"]["model-int8.pt"] = full["files"]["model.pt"].clone();
         let read = |m: serde_json::Value| serde_json::from_value::<Manifest>(m);
         let written = serde_json::to_value(read(full.clone()).unwrap()).unwrap();
         let mut fields: Vec<&String> = written.as_object().unwrap().keys().collect();
@@ -425,6 +547,101 @@ mod tests {
                 assert_eq!(&back[field], value, "{field}");
             }
         }
+    }
+
+    #[test]
+    fn int8_model_names_a_listed_file_that_is_checked() {
+        let dir = temp_dir("int8");
+        let mut m = good_manifest();
+        m["int8_model"] = "model-int8.pt".into();
+        m["files"]["model-int8.pt"] = serde_json::json!({"sha256": sha(b"int8"), "size": 4});
+        write_bundle(&dir, m.clone());
+        std::fs::write(dir.join("model-int8.pt"), b"int8").unwrap();
+        let bundle = Bundle::load(&dir).unwrap();
+        assert_eq!(bundle.manifest.int8_model.as_deref(), Some("model-int8.pt"));
+        // Served in float until a precision is chosen; int8 on the CPU is the int8 file.
+        assert_eq!(bundle.model_path(), dir.join("model.pt"));
+        let int8 = bundle.with_precision(Precision::Int8, Device::Cpu).unwrap();
+        assert_eq!(int8.precision(), ServedPrecision::Int8);
+        assert_eq!(int8.model_path(), dir.join("model-int8.pt"));
+        // Its sha256 and size are checked like model.pt's.
+        std::fs::write(dir.join("model-int8.pt"), b"INT8").unwrap();
+        let err = Bundle::load(&dir).unwrap_err().to_string();
+        assert!(err.contains("`files.model-int8.pt.sha256`"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+        for (value, name) in [("model.pt", "int8self"), ("absent.pt", "int8absent")] {
+            let err = error_for(name, |m| m["int8_model"] = value.into());
+            assert!(err.contains("`int8_model`") && err.contains(value), "{err}");
+        }
+    }
+
+    /// Every `--precision` on a CPU and a CUDA device, with and without an int8 copy.
+    #[test]
+    fn precision_resolves_by_request_device_and_int8_copy() {
+        use ServedPrecision::{Float, Int8};
+        let cases = [
+            // (requested, has int8, on cpu) -> served, None = start-up error
+            (Precision::Auto, true, true, Some(Int8)),
+            (Precision::Auto, true, false, Some(Float)),
+            (Precision::Auto, false, true, Some(Float)),
+            (Precision::Auto, false, false, Some(Float)),
+            (Precision::Float, true, true, Some(Float)),
+            (Precision::Float, true, false, Some(Float)),
+            (Precision::Float, false, true, Some(Float)),
+            (Precision::Float, false, false, Some(Float)),
+            (Precision::Int8, true, true, Some(Int8)),
+            (Precision::Int8, true, false, None),
+            (Precision::Int8, false, true, None),
+            (Precision::Int8, false, false, None),
+        ];
+        for (requested, has_int8, on_cpu, want) in cases {
+            let got = choose_precision(requested, has_int8, on_cpu);
+            assert_eq!(
+                got, want,
+                "{requested:?}, int8 copy {has_int8}, cpu {on_cpu}"
+            );
+        }
+    }
+
+    /// The errors name the bundle and the device and say what to do; no files are needed.
+    #[test]
+    fn precision_errors_name_the_bundle_and_the_device() {
+        let manifest = |int8: bool| {
+            let mut m = good_manifest();
+            if int8 {
+                m["int8_model"] = "model-int8.pt".into();
+            }
+            serde_json::from_value::<Manifest>(m).unwrap()
+        };
+        let bundle = |int8: bool| Bundle {
+            dir: PathBuf::from("/srv/my-bundle"),
+            manifest: manifest(int8),
+            precision: ServedPrecision::Float,
+        };
+        let cuda = Device::Cuda(1);
+        let served = |int8, requested, device| {
+            bundle(int8)
+                .with_precision(requested, device)
+                .map(|b| (b.precision(), b.model_file().to_owned()))
+        };
+        let int8 = (ServedPrecision::Int8, "model-int8.pt".to_owned());
+        let float = (ServedPrecision::Float, MODEL_FILE.to_owned());
+        assert_eq!(served(true, Precision::Auto, Device::Cpu), Ok(int8));
+        assert_eq!(served(true, Precision::Auto, cuda), Ok(float.clone()));
+        assert_eq!(served(false, Precision::Auto, Device::Cpu), Ok(float));
+        let err = served(false, Precision::Int8, Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/srv/my-bundle") && err.contains("no int8 model"),
+            "{err}"
+        );
+        assert!(err.contains("--precision float"), "{err}");
+        let err = served(true, Precision::Int8, cuda).unwrap_err().to_string();
+        assert!(
+            err.contains("/srv/my-bundle") && err.contains("cuda:1") && err.contains("CPU only"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -18,6 +18,18 @@ pub enum Scheduling {
     Fifo,
 }
 
+/// `--precision`: which of a bundle's model files is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Precision {
+    /// The bundle's int8 copy (manifest `int8_model`) when it has one and the device is the CPU,
+    /// else float.
+    Auto,
+    /// The float model (`model.pt`), on any device.
+    Float,
+    /// The bundle's int8 copy; a start-up error for a bundle without one or on a CUDA device.
+    Int8,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// Human-readable, coloured when stdout is a terminal.
@@ -65,6 +77,12 @@ pub struct Config {
     /// Device to run on: cpu, cuda, cuda:N, or auto (CUDA when available, else CPU).
     #[arg(long, env = "AFT_DEVICE", default_value = "cpu")]
     pub device: String,
+
+    /// Which model file of each bundle to serve: auto (the bundle's int8 copy, manifest
+    /// `int8_model`, when it has one and the device is the CPU, else float), float (model.pt,
+    /// any device) or int8 (the int8 copy: CPU only; an error for a bundle without one).
+    #[arg(long, env = "AFT_PRECISION", value_enum, default_value_t = Precision::Auto)]
+    pub precision: Precision,
 
     /// Inference threads per model, each owning a replica of that model.
     #[arg(long, env = "AFT_WORKERS", default_value_t = 1)]
@@ -446,5 +464,19 @@ mod tests {
         config.validate().unwrap();
         let clash = parse(&["--model-dir", "x=a", "--model-name", "y"]).unwrap();
         assert!(clash.validate().unwrap_err().contains("--model-name"));
+    }
+
+    #[test]
+    fn precision_is_auto_unless_given() {
+        let with = |args: &[&str]| parse(&[&["--model-dir", "m"], args].concat());
+        assert_eq!(with(&[]).unwrap().precision, Precision::Auto);
+        for (value, want) in [
+            ("auto", Precision::Auto),
+            ("float", Precision::Float),
+            ("int8", Precision::Int8),
+        ] {
+            assert_eq!(with(&["--precision", value]).unwrap().precision, want);
+        }
+        assert!(with(&["--precision", "fp16"]).is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! Several models behind one endpoint: the real binary serving two bundles, requests routed by
 //! `model` on every inference route, listing, metrics per model, unknown models, readiness, and
-//! the start-up errors of naming.
+//! the start-up errors of naming; and `--precision`: aft-mini served from its int8 copy by
+//! default on CPU, close to its float model.
 
 mod common;
 
@@ -13,10 +14,6 @@ use sha2::{Digest, Sha256};
 
 fn aft_mini() -> PathBuf {
     repo().join("models/aft-mini")
-}
-
-fn aft_mini_int8() -> PathBuf {
-    repo().join("models/aft-mini-int8")
 }
 
 fn path(p: &Path) -> &str {
@@ -32,10 +29,11 @@ fn manifest_labels(bundle: &Path) -> Vec<String> {
 }
 
 /// tiny-aft (the default: 32 dimensions, no classifier head) beside aft-mini (384 dimensions,
-/// a classifier head).
+/// a classifier head), both in float (aft-mini's own output is checked against its eager float
+/// model; its int8 copy, the default on CPU, is checked by `precision_*` below).
 async fn two_models() -> Server {
     let mini = aft_mini();
-    let mut args = vec!["--model-dir", path(&mini)];
+    let mut args = vec!["--model-dir", path(&mini), "--precision", "float"];
     args.extend_from_slice(FAST);
     Server::start(&args).await
 }
@@ -187,6 +185,7 @@ async fn models_and_info_list_every_model_with_the_default_first() {
         .collect();
     assert_eq!(ids, ["tiny-aft", "aft-mini"]);
     assert!(list["data"][1]["created"].as_u64().unwrap() > 0);
+    assert_eq!(list["data"][1]["precision"], "float");
 
     let (status, info) = server.get("/info").await;
     assert_eq!(status, 200);
@@ -207,6 +206,13 @@ async fn models_and_info_list_every_model_with_the_default_first() {
     assert_eq!(models[1]["workers"], 1);
     assert_eq!(models[1]["labels"], json!(manifest_labels(&aft_mini())));
     assert_eq!(models[1]["manifest"]["name"], "aft-mini");
+    // --precision float: both run model.pt (tiny-aft has no int8 copy anyway).
+    assert_eq!(info["precision"], "float");
+    assert_eq!(models[1]["precision"], "float");
+    assert_eq!(
+        models[1]["model_sha"],
+        manifest(&aft_mini())["files"]["model.pt"]["sha256"]
+    );
 }
 
 #[tokio::test]
@@ -326,11 +332,73 @@ async fn readiness_waits_for_every_model_and_a_model_that_cannot_load_stops_the_
 }
 
 #[tokio::test]
-async fn the_int8_bundle_serves_what_aft_mini_does_within_quantization_error() {
-    // aft-mini-int8 holds dynamically quantized Linear layers (packed int8 weights, CPU only);
-    // served through the same loader, its vectors stay within cosine 0.99 of aft-mini's and its
-    // topic head picks the same label.
-    int8_serves_what_float_does(&aft_mini(), &aft_mini_int8()).await;
+async fn precision_default_on_cpu_serves_aft_mini_in_int8_close_to_float() {
+    // aft-mini carries an int8 copy (manifest `int8_model`: dynamically quantized Linear layers,
+    // packed int8 weights, CPU only). With default flags on the CPU it is what is served, and
+    // its vectors stay within cosine 0.99 of the float model's (`--precision float`), with the
+    // same top topic label.
+    let mini = aft_mini();
+    let default = Server::start_bundle(&mini, FAST).await;
+    let mut float_args = vec!["--precision", "float"];
+    float_args.extend_from_slice(FAST);
+    let float = Server::start_bundle(&mini, &float_args).await;
+    let files = &manifest(&mini)["files"];
+    let int8_file = manifest(&mini)["int8_model"].as_str().unwrap().to_string();
+    for (server, precision, file) in [
+        (&default, "int8", int8_file.as_str()),
+        (&float, "float", "model.pt"),
+    ] {
+        let (status, info) = server.get("/info").await;
+        assert_eq!(status, 200);
+        assert_eq!(info["model"], "aft-mini");
+        assert_eq!(info["device"], "cpu");
+        assert_eq!(info["precision"], precision, "{info}");
+        assert_eq!(info["models"][0]["precision"], precision);
+        // TEI's model_sha is the served file's.
+        assert_eq!(info["model_sha"], files[file]["sha256"]);
+        let (_, list) = server.get("/v1/models").await;
+        assert_eq!(list["data"][0]["precision"], precision);
+        // The start-up log says which file and why.
+        let logs = server.log_text();
+        assert!(
+            logs.contains(&format!("precision={precision}")) && logs.contains(file),
+            "{logs}"
+        );
+    }
+    int8_serves_what_float_does(&float, &default).await;
+}
+
+#[test]
+fn precision_int8_without_an_int8_copy_is_a_start_up_error_naming_the_bundle() {
+    let tiny = tiny();
+    let (code, text) = run_to_exit(None, &["--model-dir", path(&tiny), "--precision", "int8"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(path(&tiny)) && text.contains("no int8 model"),
+        "{text}"
+    );
+    assert!(text.contains("--precision float"), "{text}");
+    assert!(
+        !text.contains("listening on"),
+        "it must fail before listening: {text}"
+    );
+    // The same through the variable; and `float` or `auto` serve the bundle without one.
+    let out = std::process::Command::new(BIN)
+        .env("AFT_PRECISION", "int8")
+        .env_remove("AFT_MODEL_DIR")
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--model-dir",
+            path(&tiny),
+        ])
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no int8 model"), "{stderr}");
 }
 
 #[tokio::test]
@@ -381,21 +449,10 @@ async fn the_converted_aft_base_serves_embeddings_topics_and_long_documents() {
     assert!(body["chunks"][0].as_array().unwrap().len() >= 3, "{body}");
 }
 
-/// Both bundles served by one server: 384-d vectors within cosine 0.99 of each other (but not
-/// identical: something was quantized) and the same top topic label for every text.
-async fn int8_serves_what_float_does(float_dir: &Path, int8_dir: &Path) {
-    let mut args = vec![
-        "--model-dir",
-        path(float_dir),
-        "--model-dir",
-        path(int8_dir),
-    ];
-    args.extend_from_slice(FAST);
-    let server = Server::start(&args).await;
-    let names: Vec<String> = [float_dir, int8_dir]
-        .iter()
-        .map(|d| manifest(d)["name"].as_str().unwrap().to_string())
-        .collect();
+/// One model served in float by one server and in int8 by another: 384-d vectors within
+/// cosine 0.99 of each other (but not identical: something was quantized) and the same top
+/// topic label for every text.
+async fn int8_serves_what_float_does(float: &Server, int8: &Server) {
     let texts = [
         "the committee approved the budget for the new library",
         "a small domesticated carnivore kept as a pet",
@@ -403,12 +460,9 @@ async fn int8_serves_what_float_does(float_dir: &Path, int8_dir: &Path) {
     ];
     let mut vectors = Vec::new();
     let mut top_labels = Vec::new();
-    for model in &names {
-        let (status, body) = server
-            .post("/v1/embed", &json!({"inputs": texts, "model": model}))
-            .await;
+    for server in [float, int8] {
+        let (status, body) = server.post("/v1/embed", &json!({"inputs": texts})).await;
         assert_eq!(status, 200, "{body}");
-        assert_eq!(body["model"], model.as_str());
         assert_eq!(body["dimensions"], 384);
         let rows: Vec<Vec<f32>> = body["embeddings"]
             .as_array()
@@ -417,9 +471,7 @@ async fn int8_serves_what_float_does(float_dir: &Path, int8_dir: &Path) {
             .map(as_vec)
             .collect();
         vectors.push(rows);
-        let (status, body) = server
-            .post("/v1/classify", &json!({"inputs": texts, "model": model}))
-            .await;
+        let (status, body) = server.post("/v1/classify", &json!({"inputs": texts})).await;
         assert_eq!(status, 200, "{body}");
         let labels: Vec<String> = body["results"]
             .as_array()
@@ -432,7 +484,10 @@ async fn int8_serves_what_float_does(float_dir: &Path, int8_dir: &Path) {
     for (i, (float, int8)) in vectors[0].iter().zip(&vectors[1]).enumerate() {
         // Both are L2-normalised: the dot product is the cosine.
         let cosine: f32 = float.iter().zip(int8).map(|(a, b)| a * b).sum();
-        assert!(cosine > 0.99, "text {i}: cosine {cosine} to {}", names[0]);
+        assert!(
+            cosine > 0.99,
+            "text {i}: cosine {cosine} between float and int8"
+        );
         assert!(
             cosine < 0.999_99,
             "text {i}: identical vectors, nothing quantized?"

@@ -11,6 +11,21 @@ from aft.bundle import load_manifest
 from harness import ROOT
 
 LONG_SEQ_LEN = 65536
+# aft-serve's --precision values (a bundle spec's `@PRECISION`).
+PRECISIONS = ("auto", "float", "int8")
+
+
+def bundle_spec(spec: str) -> tuple[Path, list[str]]:
+    """A bundle as a benchmark names it: `DIR`, or `DIR@PRECISION` (auto, float or int8) to
+    serve it at that precision, e.g. `models/aft-mini@int8` (its int8 copy) against
+    `models/aft-mini@float`. Returns the directory and the aft-serve flags (`--precision P`, or
+    none: the server's default, auto)."""
+    head, at, tail = spec.rpartition("@")
+    if at and tail in PRECISIONS and head:
+        return Path(head), ["--precision", tail]
+    if at and "/" not in tail:
+        raise ValueError(f"{spec!r}: after '@' comes one of {', '.join(PRECISIONS)}")
+    return Path(spec), []
 
 
 def random_decay_bundle(out: Path, max_seq_len: int = LONG_SEQ_LEN, origin: str = "") -> Path:

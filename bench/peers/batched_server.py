@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--max-batch-size", type=int, default=64)
     ap.add_argument("--max-batch-tokens", type=int, default=8192)
     args = ap.parse_args()
-    bundle = common.load_bundle(args.model_dir, args.threads)
+    bundle = common.load_bundle(args.model_dir, args.threads, args.precision)
     common.serve(build_app(bundle, args.max_batch_size, args.max_batch_tokens), args)
 
 

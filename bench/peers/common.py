@@ -28,14 +28,18 @@ class Bundle:
     dim: int
 
 
-def load_bundle(model_dir: Path, threads: int) -> Bundle:
-    """The bundle as aft-serve loads it (aft.bundle), on `threads` torch intra-op threads."""
+def load_bundle(model_dir: Path, threads: int, precision: str = "auto") -> Bundle:
+    """The bundle as aft-serve loads it on the CPU (aft.bundle), on `threads` torch intra-op
+    threads: `precision` as aft-serve's --precision (auto: the bundle's int8 copy when it has
+    one, as aft-serve serves it by default on the CPU; float: model.pt)."""
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
     manifest = load_manifest(model_dir)
+    if precision == "auto":
+        precision = "int8" if manifest["int8_model"] else "float"
     return Bundle(
         name=manifest["name"],
-        model=load_scripted(model_dir),
+        model=load_scripted(model_dir, precision),
         tokenizer=load_tokenizer(model_dir, manifest),
         max_seq_len=manifest["max_seq_len"],
         pad_id=manifest["pad_token_id"],
@@ -113,4 +117,10 @@ def arg_parser(description: str) -> argparse.ArgumentParser:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8090)
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    ap.add_argument(
+        "--precision",
+        choices=("auto", "float", "int8"),
+        default="auto",
+        help="as aft-serve's: auto (the bundle's int8 copy when it has one), float or int8",
+    )
     return ap

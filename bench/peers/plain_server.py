@@ -48,7 +48,7 @@ def main() -> None:
     ap = common.arg_parser(__doc__.splitlines()[0])
     ap.add_argument("--mode", choices=["async", "sync"], default="async")
     args = ap.parse_args()
-    bundle = common.load_bundle(args.model_dir, args.threads)
+    bundle = common.load_bundle(args.model_dir, args.threads, args.precision)
     common.serve(build_app(bundle, args.mode), args)
 
 

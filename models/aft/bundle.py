@@ -8,7 +8,7 @@ import torch
 from tokenizers import Tokenizer
 
 from aft.encoder import AFTEncoder, EncoderConfig
-from aft.manifest import MANIFEST, file_entry, validate
+from aft.manifest import MANIFEST, file_entry, model_file, validate
 
 
 def _fail(where: str, what: str):
@@ -70,7 +70,11 @@ def load_tokenizer(bundle_dir, manifest: dict | None = None) -> Tokenizer:
     return tok
 
 
-def load_scripted(bundle_dir) -> torch.jit.ScriptModule:
-    """model.pt as the service runs it: float32 (parameters may be stored in float16), eval mode."""
-    scripted = torch.jit.load(str(Path(bundle_dir) / "model.pt"), map_location="cpu")
+def load_scripted(bundle_dir, precision: str = "float") -> torch.jit.ScriptModule:
+    """The model file as the service runs it: float32 (parameters may be stored in float16), eval
+    mode. `precision` "int8" loads the bundle's int8 copy (manifest `int8_model`) instead of
+    model.pt."""
+    d = Path(bundle_dir)
+    name = model_file(load_manifest(d), precision) if precision != "float" else "model.pt"
+    scripted = torch.jit.load(str(d / name), map_location="cpu")
     return scripted.float().eval()

@@ -85,11 +85,42 @@ def _check(value, rule: dict, field: str) -> str | None:
     return None
 
 
+MODEL_FILE = "model.pt"
+INT8_MODEL = "int8_model"
+
+
+def _check_int8_model(manifest: dict) -> str | None:
+    """What JSON Schema cannot say of `int8_model`: it names another file listed in `files`
+    (so that its sha256 and size are checked like model.pt's)."""
+    name = manifest.get(INT8_MODEL)
+    if name is None:
+        return None
+    if name == MODEL_FILE or name not in manifest["files"]:
+        return f"field '{INT8_MODEL}' is {name!r}: not a file in 'files' other than {MODEL_FILE}"
+    return None
+
+
+def model_file(manifest: dict, precision: str = "float") -> str:
+    """The bundle file holding the model at `precision`: "float" (model.pt) or "int8" (the
+    manifest's `int8_model`); ValueError when the bundle has no int8 copy."""
+    if precision == "float":
+        return MODEL_FILE
+    if precision != "int8":
+        raise ValueError(f"precision {precision!r}: expected 'float' or 'int8'")
+    name = manifest.get(INT8_MODEL)
+    if name is None:
+        raise ValueError(
+            f"bundle {manifest['name']!r} has no int8 model (manifest field '{INT8_MODEL}'); "
+            "add one with python -m aft.distill.quantize --bundle DIR"
+        )
+    return name
+
+
 def validate(manifest: dict, where: str) -> dict:
     """`manifest` checked against the schema, with absent fields set to their defaults; raises
     ValueError naming `where` and the field."""
     rules = schema()
-    why = _check(manifest, rules, "")
+    why = _check(manifest, rules, "") or _check_int8_model(manifest)
     if why:
         raise ValueError(f"{where}: {why}")
     filled = dict(manifest)

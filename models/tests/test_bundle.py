@@ -176,7 +176,8 @@ def test_reference_cli(tmp_path):
 def test_manifest_schema_checks_types_and_fills_defaults(tmp_path):
     out = export.export_bundle(small_model(), fixtures.minilm_tokenizer(), tmp_path / "b", "t")
     good = json.loads((out / "manifest.json").read_text())
-    assert manifest.validate(good, "m") == good  # what the exporter writes passes as written
+    # What the exporter writes passes as written; it writes no int8 copy (aft.distill.quantize).
+    assert manifest.validate(good, "m") == {**good, "int8_model": None}
     older = {k: v for k, v in good.items() if k not in ("description", "labels", "methods")}
     filled = manifest.validate(older, "m")
     assert (filled["description"], filled["labels"], filled["methods"]) == ("", None, [])
@@ -189,6 +190,19 @@ def test_manifest_schema_checks_types_and_fills_defaults(tmp_path):
     ]:
         with pytest.raises(ValueError, match=match):
             manifest.validate({**good, field: value}, "m")
+    # int8_model names another listed file.
+    with_int8 = {**good, "int8_model": "model-int8.pt"}
+    with_int8["files"] = {**good["files"], "model-int8.pt": good["files"]["model.pt"]}
+    assert manifest.validate(with_int8, "m")["int8_model"] == "model-int8.pt"
+    assert manifest.model_file(with_int8, "int8") == "model-int8.pt"
+    assert manifest.model_file(with_int8) == manifest.model_file(good) == "model.pt"
+    for value in ["model.pt", "absent.pt"]:
+        with pytest.raises(ValueError, match="int8_model.*not a file in 'files'"):
+            manifest.validate({**with_int8, "int8_model": value}, "m")
+    with pytest.raises(ValueError, match="int8_model.*wrong type"):
+        manifest.validate({**with_int8, "int8_model": 8}, "m")
+    with pytest.raises(ValueError, match="no int8 model"):
+        manifest.model_file(good, "int8")
     bad_hash = {**good["files"], "model.pt": {"sha256": "xyz", "size": 1}}
     with pytest.raises(ValueError, match="files.model.pt.sha256"):
         manifest.validate({**good, "files": bad_hash}, "m")

@@ -1,5 +1,6 @@
-"""The committed bundles (aft-mini, aft-base and their int8 copies): manifest against files,
-dimensions, labels, a sanity check; and each int8 copy against its float bundle."""
+"""The committed bundles (aft-mini, aft-base; aft-mini carries an int8 copy, manifest
+`int8_model`): manifest against files, dimensions, labels, a sanity check; and each int8 copy
+against its bundle's float model."""
 
 import hashlib
 import json
@@ -11,15 +12,16 @@ from aft.distill.corpus import LEXNAMES
 from tokenizers import Tokenizer
 
 MODELS = Path(__file__).resolve().parents[1]
-# Each float bundle, its int8 copy (None: not shipped), the blocks it has and its size limit
-# (float16 weights: the converted MiniLM holds twice aft-mini's parameters).
+# Each bundle, the file of its int8 copy (None: not shipped), the blocks it has and its size
+# limit (float16 weights: the converted MiniLM holds twice aft-mini's parameters; aft-mini holds
+# its float and int8 models).
 FAMILIES = {
-    "aft-mini": ("aft-mini-int8", 4, 32 * 1024 * 1024),
+    "aft-mini": ("model-int8.pt", 4, 48 * 1024 * 1024),
     "aft-base": (None, 6, 64 * 1024 * 1024),
 }
-BUNDLES = [n for f, (i, _, _) in FAMILIES.items() for n in (f, i) if n]
-MAX_BYTES = {n: limit for f, (i, _, limit) in FAMILIES.items() for n in (f, i) if n}
-WITH_INT8 = [f for f, (i, _, _) in FAMILIES.items() if i]
+BUNDLES = list(FAMILIES)
+MAX_BYTES = {n: limit for n, (_, _, limit) in FAMILIES.items()}
+WITH_INT8 = [n for n, (i, _, _) in FAMILIES.items() if i]
 
 
 @pytest.fixture(scope="module", params=BUNDLES)
@@ -32,9 +34,9 @@ def manifest(bundle) -> dict:
     return json.loads((bundle / "manifest.json").read_text())
 
 
-def load(bundle: Path):
+def load(bundle: Path, file: str = "model.pt"):
     torch.set_num_threads(2)
-    return torch.jit.load(str(bundle / "model.pt"), map_location="cpu").float().eval()
+    return torch.jit.load(str(bundle / file), map_location="cpu").float().eval()
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,9 @@ def test_files_match_manifest(bundle, manifest):
 def test_library_validates_manifest(bundle):
     from aft.bundle import load_manifest
 
-    assert load_manifest(bundle)["name"] == bundle.name
+    m = load_manifest(bundle)
+    assert m["name"] == bundle.name
+    assert m["int8_model"] == FAMILIES[bundle.name][0]  # the int8 copy each bundle ships, or None
 
 
 def test_fields(bundle, manifest):
@@ -122,14 +126,20 @@ def test_paraphrase_closer_than_unrelated(model, tok):
 
 
 @pytest.mark.parametrize("float_name", WITH_INT8)
-def test_int8_copy_quantizes_the_blocks_and_stays_close_to_its_float_bundle(float_name):
-    int8_name, blocks, _ = FAMILIES[float_name]
-    float_model, int8_model = load(MODELS / float_name), load(MODELS / int8_name)
+def test_int8_copy_quantizes_the_blocks_and_stays_close_to_its_float_model(float_name):
+    from aft.bundle import load_scripted
+
+    int8_file, blocks, _ = FAMILIES[float_name]
+    float_model, int8_model = load(MODELS / float_name), load(MODELS / float_name, int8_file)
+    # aft.bundle loads the same file for precision "int8" (the manifest's int8_model).
+    assert load_scripted(MODELS / float_name, "int8").state_dict().keys() == (
+        int8_model.state_dict().keys()
+    )
     assert not any(m.original_name == "LinearPackedParams" for m in float_model.modules())
     packed = [m for m in int8_model.modules() if m.original_name == "LinearPackedParams"]
     assert len(packed) == blocks * 6  # per block q, k, v, out, 2 FFN; proj and head stay float
     assert "head.weight" in {n for n, _ in int8_model.named_parameters()}
-    tok = Tokenizer.from_file(str(MODELS / int8_name / "tokenizer.json"))
+    tok = Tokenizer.from_file(str(MODELS / float_name / "tokenizer.json"))
     texts = ["A man is playing a guitar.", "Restart the daemon after editing its config file."]
     (f_emb, f_logits), (q_emb, q_logits) = run(float_model, tok, texts), run(int8_model, tok, texts)
     cos = torch.nn.functional.cosine_similarity(f_emb, q_emb)

@@ -270,6 +270,39 @@ def test_int8_bundle_validates_and_stays_close_to_the_float_bundle(tmp_path):
     assert cos.min() > 0.99
 
 
+def test_int8_copy_goes_into_the_bundle_it_quantizes(tmp_path):
+    import shutil
+    import warnings
+
+    from aft import bundle, fixtures
+    from aft.distill.quantize import add_int8
+
+    tiny = shutil.copytree(fixtures.TINY_DIR, tmp_path / "tiny")
+    with warnings.catch_warnings():  # torch.ao's quantization deprecation notices
+        warnings.simplefilter("ignore")
+        path = add_int8(tiny)
+        m = bundle.load_manifest(tiny)  # hashes and sizes of every listed file, the new one's too
+        q, f = bundle.load_scripted(tiny, "int8"), bundle.load_scripted(tiny)
+    assert path == tiny / "model-int8.pt" and m["int8_model"] == "model-int8.pt"
+    assert set(m["files"]) == {"model.pt", "model-int8.pt", "tokenizer.json"}
+    assert m["name"] == "tiny-aft"  # the same bundle: name and model.pt as they were
+    assert (
+        m["files"]["model.pt"]
+        == json.loads((fixtures.TINY_DIR / "manifest.json").read_text())["files"]["model.pt"]
+    )
+    assert any(x.original_name == "LinearPackedParams" for x in q.modules())
+    assert not any(x.original_name == "LinearPackedParams" for x in f.modules())
+    ids = torch.tensor([[101, 7592, 2088, 102], [101, 2088, 102, 0]])
+    mask = (ids > 0).long()
+    with torch.no_grad():
+        cos = F.cosine_similarity(q(ids, mask)[0], f(ids, mask)[0])
+    assert cos.min() > 0.99
+    with warnings.catch_warnings():  # again: the file and its entry are replaced, not doubled
+        warnings.simplefilter("ignore")
+        add_int8(tiny)
+    assert bundle.load_manifest(tiny)["files"].keys() == m["files"].keys()
+
+
 def test_int8_keeps_the_output_projection_and_head_float():
     import warnings
 

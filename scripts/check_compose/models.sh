@@ -1,6 +1,6 @@
 # shellcheck shell=bash disable=SC2034 # globals set here (DETAIL, ...) are read by the other files
 # The checks about what the service runs: the classifier for the two-models overlay, CPU
-# threads against the container's CPU limit, memory against its memory limit, the int8 bundle,
+# threads against the container's CPU limit, memory against its memory limit, the precision,
 # and the two-models overlay. Each sets DETAIL or dies. Sourced by scripts/check-compose.
 
 SECOND_BUNDLE=debian-sections # the classifier's bundle folder (in $BUNDLES) and model name
@@ -114,18 +114,26 @@ mib() { awk -v b="$1" 'BEGIN {printf "%.0f", b / 1048576}'; }
 
 json_count() { python3 -c 'import json, sys; print(sum(json.loads(sys.argv[1]).values()))' "$1"; }
 
-check_int8() { # the image's int8 bundle: AFT_MODEL_DIR=/opt/aft-serve/models/aft-mini-int8
-  AFT_MODEL_DIR=/opt/aft-serve/models/aft-mini-int8 compose up -d aft-serve >"$WORK/up.log" 2>&1 \
-    || { tail -20 "$WORK/up.log" >&2; die "up with the int8 bundle failed"; }
-  wait_healthy 240
-  local status model
-  read -r status _ < <(http GET "$HTTP_PORT" /info)
-  [ "$status" = 200 ] || die "/info answered $status"
-  model="$(json 'b["model"]')"
-  [ "$model" = aft-mini-int8 ] || die "/info says model $model, want aft-mini-int8"
-  read -r status _ < <(http POST "$HTTP_PORT" /v1/embed '{"inputs": ["an int8 model"]}')
-  [ "$status" = 200 ] || die "/v1/embed answered $status with the int8 bundle"
-  DETAIL="AFT_MODEL_DIR=/opt/aft-serve/models/aft-mini-int8: /info model aft-mini-int8, embed $(json 'len(b["embeddings"][0])') dims; healthy after $HEALTHY_AT s"
+check_int8() { # the CPU image serves aft-mini's int8 copy by default; AFT_PRECISION=float its model.pt
+  local precision want status model got detail=""
+  for precision in auto float; do
+    want=int8
+    [ "$precision" = float ] && want=float
+    AFT_PRECISION=$precision compose up -d aft-serve >"$WORK/up.log" 2>&1 \
+      || { tail -20 "$WORK/up.log" >&2; die "up with AFT_PRECISION=$precision failed"; }
+    wait_healthy 240
+    read -r status _ < <(http GET "$HTTP_PORT" /info)
+    [ "$status" = 200 ] || die "/info answered $status"
+    model="$(json 'b["model"]')"
+    got="$(json 'b["precision"]')"
+    if [ "$model" != aft-mini ] || [ "$got" != "$want" ]; then
+      die "AFT_PRECISION=$precision: /info says model $model precision $got, want aft-mini $want"
+    fi
+    read -r status _ < <(http POST "$HTTP_PORT" /v1/embed '{"inputs": ["an int8 model"]}')
+    [ "$status" = 200 ] || die "/v1/embed answered $status with AFT_PRECISION=$precision"
+    detail+="AFT_PRECISION=$precision: /info aft-mini $got, embed $(json 'len(b["embeddings"][0])') dims, healthy after $HEALTHY_AT s; "
+  done
+  DETAIL="${detail%; }"
 }
 
 check_two_models() { # docker/compose.two-models.yaml with the trained classifier from /models

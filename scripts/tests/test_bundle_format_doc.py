@@ -25,7 +25,7 @@ def documented_fields(text: str) -> dict[str, str]:
         if in_table and not line.startswith("|"):
             break
         cells = [c.strip() for c in line.strip("|").split("|")]
-        match = re.fullmatch(r"`([a-z_]+)`", cells[0]) if in_table else None
+        match = re.fullmatch(r"`([a-z0-9_]+)`", cells[0]) if in_table else None
         if match:
             rows[match.group(1)] = cells[1]
     return rows
@@ -43,5 +43,6 @@ def test_the_field_table_lists_the_schema_fields():
 
 def test_the_table_parser_sees_every_row():
     text = "## manifest.json\n\n| field | type | meaning |\n| --- | --- | --- |\n"
-    text += "| `a` | int | x |\n| `b_c` | string, optional | y |\n\nprose\n| `d` | e | f |\n"
-    assert documented_fields(text) == {"a": "int", "b_c": "string, optional"}
+    text += "| `a` | int | x |\n| `b_c` | string, optional | y |\n| `int8_d` | string | z |\n"
+    text += "\nprose\n| `d` | e | f |\n"
+    assert documented_fields(text) == {"a": "int", "b_c": "string, optional", "int8_d": "string"}

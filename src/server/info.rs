@@ -5,7 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::tei::TeiInfo;
-use crate::bundle::{Manifest, EMBED_SPANS};
+use crate::bundle::{Bundle, ServedPrecision, EMBED_SPANS};
 use crate::config::{Config, Scheduling};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -35,6 +35,8 @@ pub struct Limits {
 pub struct ModelInfo {
     pub model: String,
     pub device: String,
+    /// `float` (`model.pt`) or `int8` (the bundle's int8 copy), as `--precision` chose.
+    pub precision: ServedPrecision,
     /// Inference workers of this model.
     pub workers: usize,
     /// `fair` or `fifo` (`--scheduling`).
@@ -66,18 +68,20 @@ pub struct Info {
 }
 
 impl ModelInfo {
-    /// `/info`'s account of the model `name`, served from a bundle with `manifest` under `config`
-    /// on `device`.
+    /// `/info`'s account of the model `name`, served from `bundle` (at its precision) under
+    /// `config` on `device`.
     pub fn describe(
         name: &str,
-        manifest: &Manifest,
+        bundle: &Bundle,
         config: &Config,
         device: String,
     ) -> Result<Self, serde_json::Error> {
+        let manifest = &bundle.manifest;
         let max_input_tokens = config.max_input_tokens(manifest.max_seq_len);
         Ok(Self {
             model: name.to_owned(),
             device,
+            precision: bundle.precision(),
             workers: config.workers,
             scheduling: match config.scheduling {
                 Scheduling::Fair => "fair",
@@ -102,7 +106,7 @@ impl ModelInfo {
                     .unwrap_or(u64::MAX),
             },
             manifest: serde_json::to_value(manifest)?,
-            tei: TeiInfo::describe(name, manifest, config),
+            tei: TeiInfo::describe(name, manifest, bundle.model_file(), config),
         })
     }
 }

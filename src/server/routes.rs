@@ -200,6 +200,7 @@ pub async fn models(State(state): State<AppState>) -> Json<ModelList> {
                 object: "model",
                 created,
                 owned_by: "aft-serve",
+                precision: service.bundle.precision(),
             }
         })
         .collect();

@@ -24,7 +24,7 @@ use super::route_table;
 use super::scheduling::CallerParts;
 use super::state::AppState;
 use super::types::PriorityField;
-use crate::bundle::{Manifest, Pooling, MODEL_FILE};
+use crate::bundle::{Manifest, Pooling};
 use crate::config::Config;
 use crate::service::{EmbedOptions, Scores, ServiceError, Timing};
 use crate::tokenize::TokenPiece;
@@ -726,7 +726,7 @@ pub struct EmbeddingModel {
 pub struct TeiInfo {
     /// The model's name (what `model` takes).
     pub model_id: String,
-    /// The SHA-256 of the bundle's model.pt.
+    /// The SHA-256 of the bundle's model file served (model.pt, or its int8 copy).
     pub model_sha: Option<String>,
     /// `float32` or `float16`.
     pub model_dtype: String,
@@ -747,15 +747,16 @@ pub struct TeiInfo {
 }
 
 impl TeiInfo {
-    /// The model `name` served from a bundle with `manifest` under `config`, in TEI's terms.
-    pub fn describe(name: &str, manifest: &Manifest, config: &Config) -> Self {
+    /// The model `name` served from `model_file` of a bundle with `manifest` under `config`, in
+    /// TEI's terms.
+    pub fn describe(name: &str, manifest: &Manifest, model_file: &str, config: &Config) -> Self {
         let tokenization_workers = match config.tokenization_workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
         Self {
             model_id: name.to_owned(),
-            model_sha: manifest.files.get(MODEL_FILE).map(|f| f.sha256.clone()),
+            model_sha: manifest.files.get(model_file).map(|f| f.sha256.clone()),
             model_dtype: serde_json::to_value(manifest.dtype)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))

@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::bundle::ServedPrecision;
+
 use super::input::{optional_via_string, whole_usize, whole_usize_opt, OpenAiInput, TextInputs};
 
 fn yes() -> bool {
@@ -238,6 +240,8 @@ pub struct ModelCard {
     /// Unix time the bundle was exported.
     pub created: u64,
     pub owned_by: &'static str,
+    /// `float` or `int8`: the bundle's model file served (`--precision`); an aft-serve field.
+    pub precision: ServedPrecision,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -189,13 +189,24 @@ def loso(loso_dir: Path, tok, recs: list[dict], t: np.ndarray, main_scores: dict
 
 
 def int8_bundle_scores(
-    bundle: Path, tok, texts: list[str], t: np.ndarray, n_pairs: int, keep_float: tuple[str, ...]
+    bundle: Path,
+    tok,
+    texts: list[str],
+    t: np.ndarray,
+    n_pairs: int,
+    keep_float: tuple[str, ...] | None = None,
 ):
-    """The bundle's encoder with int8 dynamic quantization of its Linear layers but
-    `keep_float` (aft.distill.quantize), scripted."""
-    from aft.distill.quantize import quantized_scripted
+    """The bundle's int8 copy (manifest `int8_model`, as aft-serve's `--precision int8` runs
+    it), or with `keep_float` the bundle's encoder quantized here with int8 dynamic quantization
+    of its Linear layers but those (aft.distill.quantize), scripted."""
+    if keep_float is None:
+        from aft.bundle import load_scripted
 
-    q = quantized_scripted(load_eager(bundle), keep_float)
+        q = load_scripted(bundle, "int8")
+    else:
+        from aft.distill.quantize import quantized_scripted
+
+        q = quantized_scripted(load_eager(bundle), keep_float)
     s, _ = student_outputs(q, tok, texts)
     return q, {"pairs": pair_metrics(s, t, n_pairs), "retrieval": retrieval(s, t)}
 
@@ -302,12 +313,17 @@ def main() -> None:
     ap.add_argument("--speed-texts", type=int, default=320)
     ap.add_argument("--speed-runs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--int8", action="store_true", help="also score int8 dynamic quantization")
+    ap.add_argument(
+        "--int8",
+        action="store_true",
+        help="also score the bundle's int8 copy (manifest int8_model, aft.distill.quantize)",
+    )
     ap.add_argument(
         "--int8-keep-float",
-        default="proj,head",
-        help="Linear layers --int8 leaves float: names or last name parts, comma-separated "
-        "(default proj,head, as aft.distill.quantize; '' quantizes every one)",
+        default=None,
+        help="score instead the bundle's model quantized here, leaving these Linear layers "
+        "float: names or last name parts, comma-separated (aft.distill.quantize leaves "
+        "proj,head; '' quantizes every one); implies --int8",
     )
     ap.add_argument(
         "--speed-against", type=Path, default=None, help="another bundle, timed in the same runs"
@@ -332,8 +348,10 @@ def main() -> None:
     r["lee"] = lee(student, tok, teacher)
     r["class"] = classification(student, tok, manifest, args.corpus, args.max_class)
     models = {"student": student, "eager": load_eager(args.bundle), "teacher": teacher.model}
-    if args.int8:
-        keep = tuple(x for x in args.int8_keep_float.split(",") if x)
+    if args.int8 or args.int8_keep_float is not None:
+        keep = None
+        if args.int8_keep_float is not None:
+            keep = tuple(x for x in args.int8_keep_float.split(",") if x)
         models["int8"], r["int8"] = int8_bundle_scores(
             args.bundle, tok, texts, t, args.n_pairs, keep
         )

@@ -1,9 +1,11 @@
 """int8 dynamic quantization of a bundle's Linear layers (weights int8, activations quantized
-per batch at run time), scripted as the service runs model.pt; CPU only (quantized Linear
-layers have no CUDA kernels).
+per batch at run time), scripted as the service runs model.pt, written into the same bundle as
+its int8 copy; CPU only (quantized Linear layers have no CUDA kernels).
 
-    python -m aft.distill.quantize --bundle models/aft-mini --out models/aft-mini-int8
+    python -m aft.distill.quantize --bundle models/aft-mini
 
+adds `model-int8.pt` to the bundle, lists it in the manifest's `files` (sha256, size) and names
+it in `int8_model` (docs/bundle-format.md); aft-serve's `--precision auto` serves it on CPU.
 The token table, layer norms and position biases stay floating point (stored float16, as the
 float bundle stores them; loaders cast them to float32), and so do the output projection and
 the classification head (`KEEP_FLOAT`). `aft.distill.evaluate --int8` scores the quantized
@@ -20,12 +22,16 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from aft.bundle import load_eager
+from aft.bundle import load_eager, load_manifest
 from aft.export import MANIFEST, file_entry, sample_inputs
+from aft.manifest import INT8_MODEL, MODEL_FILE, validate
+
+# The int8 copy's file name inside the bundle.
+INT8_FILE = "model-int8.pt"
 
 # The encoder's last projection to the embedding, and the head on it, stay float: quantizing
 # them too cost aft-mini (stage 3) -0.0055 random-pair Spearman against the teacher, keeping
-# them float -0.0023, at the same speed (MODEL_CARD.md of aft-mini-int8;
+# them float -0.0023, at the same speed (aft-mini's MODEL_CARD.md, "int8";
 # `aft.distill.evaluate --int8 --int8-keep-float ...` scores other choices).
 KEEP_FLOAT = ("proj", "head")
 
@@ -52,7 +58,7 @@ def quantized_scripted(
 
 
 def check_close(eager: nn.Module, path: Path, min_cos: float = 0.99) -> None:
-    """Reload model.pt as the service does (float32) and compare its embeddings with the float
+    """Reload the int8 file as the service does (float32) and compare its embeddings with the float
     model's by cosine: int8 weights move every output a little, so elementwise bounds do not fit."""
     loaded = torch.jit.load(str(path), map_location="cpu").float().eval()
     ids, mask = sample_inputs(eager.config)
@@ -62,17 +68,42 @@ def check_close(eager: nn.Module, path: Path, min_cos: float = 0.99) -> None:
         raise RuntimeError(f"int8 embeddings: cosine {cos.min().item():.4f} to float < {min_cos}")
 
 
-def export_int8(bundle: Path, out: Path) -> Path:
-    """A copy of `bundle` whose model.pt is the int8-quantized encoder; same manifest otherwise."""
-    eager = load_eager(bundle)
+def write_int8(eager: nn.Module, path: Path) -> None:
+    """The int8-quantized `eager` encoder, scripted, saved at `path` and checked against it."""
     scripted = quantized_scripted(eager)
-    out.mkdir(parents=True, exist_ok=True)
     scripted.half()  # float parameters (table, norms, biases) as float16; packed int8 untouched
-    scripted.save(str(out / "model.pt"))
-    check_close(eager, out / "model.pt")
+    scripted.save(str(path))
+    check_close(eager, path)
+
+
+def add_int8(bundle: Path) -> Path:
+    """Quantizes `bundle`'s model.pt into `bundle`/model-int8.pt (replacing an earlier one) and
+    records it in the manifest: `int8_model` and its `files` entry. Returns the file's path."""
+    eager = load_eager(bundle)  # validates the bundle, hashes included
+    path = bundle / INT8_FILE
+    write_int8(eager, path)
+    manifest_path = bundle / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    manifest[INT8_MODEL] = INT8_FILE
+    files = {k: v for k, v in manifest["files"].items() if k != INT8_FILE}
+    manifest["files"] = {MODEL_FILE: files.pop(MODEL_FILE), INT8_FILE: file_entry(path), **files}
+    validate(manifest, str(manifest_path))
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    load_manifest(bundle)  # as readers see it: every listed file's hash
+    return path
+
+
+def export_int8(bundle: Path, out: Path) -> Path:
+    """A separate bundle at `out` whose model.pt is `bundle`'s encoder int8-quantized; same
+    manifest otherwise. The layout before bundles carried their int8 copy (`add_int8`); kept for
+    `aft.convert --int8`."""
+    eager = load_eager(bundle)
+    out.mkdir(parents=True, exist_ok=True)
+    write_int8(eager, out / "model.pt")
     shutil.copy(bundle / "tokenizer.json", out / "tokenizer.json")
     manifest = json.loads((bundle / MANIFEST).read_text())
     manifest["name"] = out.name
+    manifest.pop(INT8_MODEL, None)
     manifest["description"] += (
         " (int8 dynamic quantization of the Linear layers but the output projection and head;"
         " CPU only)"
@@ -84,10 +115,9 @@ def export_int8(bundle: Path, out: Path) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundle", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--bundle", type=Path, required=True, help="the bundle to add model-int8.pt to")
     args = ap.parse_args()
-    print(f"wrote {export_int8(args.bundle, args.out)}")
+    print(f"wrote {add_int8(args.bundle)} and {args.bundle / MANIFEST}")
 
 
 if __name__ == "__main__":
