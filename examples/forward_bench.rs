@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aft_serve::backend::threads::LaneThreads;
+use aft_serve::backend::threads::{LaneThreads, Priority};
 use aft_serve::backend::torch::{batch_warm_up, TorchFactory};
 use aft_serve::bundle::Bundle;
 use aft_serve::config::Precision;
@@ -107,10 +107,8 @@ impl Model {
     fn replica(&self, threads: usize, limits: BatchLimits) -> Result<Box<dyn Backend>> {
         let warm_up = batch_warm_up(self.bundle.manifest.max_seq_len, limits);
         let threads = LaneThreads {
-            alone: threads,
-            beside_long: threads,
-            long_lane: false,
-            long_running: Default::default(),
+            threads,
+            priority: Priority::Normal,
         };
         let factory = TorchFactory::new(self.bundle.clone(), Device::Cpu, threads, warm_up);
         Ok(factory.create(0)?)

@@ -560,10 +560,7 @@ async fn a_long_document_takes_every_cpu_at_background_priority_and_short_work_k
     let background = |&(_, policy, nice): &(String, u32, i32)| policy == SCHED_IDLE || nice == 19;
     let threads = thread_scheduling(server.pid());
     let named = |prefix: &'static str| threads.iter().filter(move |t| t.0.starts_with(prefix));
-    assert!(
-        named("aft-long-worke").all(|t| background(&t)),
-        "{threads:?}"
-    );
+    assert!(named("aft-long-worke").all(background), "{threads:?}");
     assert!(!named("aft-worker").any(background), "{threads:?}");
     // The long worker and its OpenMP threads (which are named after the thread that started them).
     let in_background = threads.iter().filter(|t| background(t)).count();

@@ -23,26 +23,18 @@ fn tei_error_type(body: &Value) -> String {
         .to_owned()
 }
 
-fn matrix(v: &Value) -> Vec<Vec<f32>> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not a list: {v}"))
-        .iter()
-        .map(as_vec)
-        .collect()
-}
-
 #[tokio::test]
 async fn tei_embed_and_the_compat_root_match_v1_embed() {
     let server = Server::start(FAST).await;
     let texts = sample_texts();
     let (status, native) = server.post("/v1/embed", &json!({"inputs": texts})).await;
     assert_eq!(status, 200, "{native}");
-    let native = matrix(&native["embeddings"]);
+    let native = as_rows(&native["embeddings"]);
 
     for path in ["/embed", "/"] {
         let (status, tei) = server.post(path, &json!({"inputs": texts})).await;
         assert_eq!(status, 200, "{path}: {tei}");
-        let tei = matrix(&tei);
+        let tei = as_rows(&tei);
         assert_eq!(tei.len(), texts.len(), "{path}");
         for (i, (a, b)) in tei.iter().zip(&native).enumerate() {
             assert!(max_abs_diff(a, b) <= 1e-6, "{path} input {i}");
@@ -52,8 +44,8 @@ async fn tei_embed_and_the_compat_root_match_v1_embed() {
     // One text gives a list of one vector, as TEI answers it.
     let (status, one) = server.post("/embed", &json!({"inputs": texts[0]})).await;
     assert_eq!(status, 200);
-    assert_eq!(matrix(&one).len(), 1);
-    assert!(max_abs_diff(&matrix(&one)[0], &native[0]) <= 1e-6);
+    assert_eq!(as_rows(&one).len(), 1);
+    assert!(max_abs_diff(&as_rows(&one)[0], &native[0]) <= 1e-6);
 
     // normalize: false and dimensions, as /v1/embed gives them.
     for extra in [json!({"normalize": false}), json!({"dimensions": 8})] {
@@ -66,7 +58,7 @@ async fn tei_embed_and_the_compat_root_match_v1_embed() {
         let (_, tei) = server.post("/embed", &tei_body).await;
         native_body["inputs"] = tei_body["inputs"].clone();
         let (_, native) = server.post("/v1/embed", &native_body).await;
-        let (tei, native) = (matrix(&tei), matrix(&native["embeddings"]));
+        let (tei, native) = (as_rows(&tei), as_rows(&native["embeddings"]));
         for (a, b) in tei.iter().zip(&native) {
             assert!(max_abs_diff(a, b) <= 1e-6, "{extra}");
         }
@@ -81,7 +73,7 @@ async fn tei_embed_and_the_compat_root_match_v1_embed() {
         .await;
     assert_eq!(status, 200, "{ids}");
     let (_, hello) = server.post("/embed", &json!({"inputs": "hello"})).await;
-    assert!(max_abs_diff(&matrix(&ids)[0], &matrix(&hello)[0]) <= 1e-6);
+    assert!(max_abs_diff(&as_rows(&ids)[0], &as_rows(&hello)[0]) <= 1e-6);
 
     // The routes are counted under their own templates.
     let metrics = server.metrics().await;
@@ -99,7 +91,7 @@ async fn tei_truncates_by_default_and_answers_errors_in_teis_shape() {
     let (_, truncated) = server
         .post("/v1/embed", &json!({"inputs": long, "truncate": true}))
         .await;
-    assert!(max_abs_diff(&matrix(&body)[0], &as_vec(&truncated["embeddings"][0])) <= 1e-6);
+    assert!(max_abs_diff(&as_rows(&body)[0], &as_vec(&truncated["embeddings"][0])) <= 1e-6);
 
     let cases = [
         (
@@ -169,7 +161,7 @@ async fn tei_embed_all_gives_one_vector_per_token_that_pool_to_the_embedding() {
         .post("/v1/embed", &json!({"inputs": texts, "normalize": false}))
         .await;
     for (i, per_token) in all.as_array().unwrap().iter().enumerate() {
-        let per_token = matrix(per_token);
+        let per_token = as_rows(per_token);
         assert_eq!(
             per_token.len(),
             tokens[i].as_array().unwrap().len(),

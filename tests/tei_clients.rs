@@ -49,14 +49,6 @@ out["errors"] = errors
 print(json.dumps(out))
 "#;
 
-fn rows(v: &Value) -> Vec<Vec<f32>> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not a list: {v}"))
-        .iter()
-        .map(as_vec)
-        .collect()
-}
-
 #[tokio::test]
 async fn langchain_and_llamaindex_tei_embedders_match_v1_embed() {
     let key = "tei-client-key";
@@ -80,7 +72,7 @@ async fn langchain_and_llamaindex_tei_embedders_match_v1_embed() {
         .json()
         .await
         .unwrap();
-    let expected = rows(&expected["embeddings"]);
+    let expected = as_rows(&expected["embeddings"]);
     let close = |got: &[Vec<f32>], want: &[Vec<f32>], what: &str| {
         assert_eq!(got.len(), want.len(), "{what}");
         for (i, (a, b)) in got.iter().zip(want).enumerate() {
@@ -88,12 +80,12 @@ async fn langchain_and_llamaindex_tei_embedders_match_v1_embed() {
         }
     };
     close(
-        &rows(&out["langchain_documents"]),
+        &as_rows(&out["langchain_documents"]),
         &expected,
         "LangChain embed_documents",
     );
     close(
-        &rows(&out["langchain_async"]),
+        &as_rows(&out["langchain_async"]),
         &expected,
         "LangChain aembed_documents",
     );
@@ -103,7 +95,7 @@ async fn langchain_and_llamaindex_tei_embedders_match_v1_embed() {
         "LangChain embed_query",
     );
     close(
-        &rows(&out["llamaindex_documents"]),
+        &as_rows(&out["llamaindex_documents"]),
         &expected,
         "LlamaIndex batch",
     );

@@ -389,9 +389,8 @@ impl BackendFactory for TorchFactory {
         let mut backend = TorchBackend::load(&self.bundle, self.device)?;
         let (batch, seq_len) = self.warm_up;
         backend.warm_up(batch, seq_len)?;
-        // Per thread: the OpenMP thread count belongs to the calling thread, the worker's. Set
-        // after the warm-up, so that warm-up passes never count as long ones.
-        backend.set_threads(self.threads.clone());
+        // Per thread: the OpenMP thread count belongs to the calling thread, the worker's.
+        backend.set_threads(self.threads);
         tracing::info!(
             worker,
             device = %device_name(self.device),

@@ -436,6 +436,15 @@ pub fn as_vec(v: &Value) -> Vec<f32> {
         .collect()
 }
 
+/// A JSON list of vectors (TEI's answers, `/v1/embed`'s `embeddings`) as rows.
+pub fn as_rows(v: &Value) -> Vec<Vec<f32>> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(as_vec)
+        .collect()
+}
+
 pub fn normalized(v: &[f32]) -> Vec<f32> {
     let n = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     v.iter().map(|x| (f64::from(*x) / n) as f32).collect()
