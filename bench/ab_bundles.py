@@ -18,18 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 from pathlib import Path
 
-from harness import log
+from harness.ab import POINTS, Side, alternate, parse_points, summarize
 from harness.bundles import bundle_spec
 from harness.corpus import body_files
-from harness.load import fmt_point, measure
 from harness.results import cpu
-from harness.servers import started
-
-POINTS = ("short", "mixed")
 
 
 def main() -> None:
@@ -46,53 +41,34 @@ def main() -> None:
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ab-bundles-"))
     bodies = body_files(work)
-    labels = ("A", "B")
-    points = [p for p in a.points.split(",") if p]
-    if not points or set(points) - set(POINTS):
-        raise SystemExit(f"--points: one or both of {POINTS}")
+    points = parse_points(a.points)
     binaries = a.binaries or (None, None)
     try:
         specs = [bundle_spec(b) for b in a.bundles]
     except ValueError as e:
         raise SystemExit(str(e)) from None
-    names = [f"{b} @ {x}" if x else str(b) for b, x in zip(a.bundles, binaries, strict=True)]
-    runs: dict[str, dict[str, list[dict]]] = {k: {p: [] for p in points} for k in labels}
-    for r in range(a.rounds):
-        for label, (bundle, flags), binary, name in zip(
-            labels, specs, binaries, names, strict=True
-        ):
-            with started("aft-serve", bundle, work, args=flags, binary=binary) as srv:
-                measure(srv, bodies["mixed"], 3.0, 16)  # warm-up, discarded
-                for point in points:
-                    res = measure(srv, bodies[point], a.seconds, a.connections)
-                    if res["errors"]:
-                        raise SystemExit(f"{name} {point}: {res['errors']} errors")
-                    runs[label][point].append(res)
-                    log(f"round {r + 1} {label} ({name}) {point}: {fmt_point(res)}")
-    summary = {}
+    sides = {
+        label: Side(f"{spec} @ {binary}" if binary else spec, bundle, flags, binary)
+        for label, spec, (bundle, flags), binary in zip(
+            ("A", "B"), a.bundles, specs, binaries, strict=True
+        )
+    }
+    runs = alternate(sides, bodies, points, a.rounds, a.seconds, a.connections, work)
     print(f"CPU: {cpu()['cpu']}")
-    for point in points:
-        med = {
-            b: {
-                k: statistics.median(x[k] for x in runs[b][point])
-                for k in ("ok_per_s", "p50_ms", "p99_ms")
-            }
-            for b in runs
-        }
-        ratio = med["B"]["ok_per_s"] / med["A"]["ok_per_s"]
-        summary[point] = {"medians": med, "ratio_b_over_a": ratio}
-        for (b, m), name in zip(med.items(), names, strict=True):
-            print(f"{point:5s} {b} ({name}): {m['ok_per_s']:.1f} req/s, "
-                  f"p50 {m['p50_ms']:.2f} ms, p99 {m['p99_ms']:.2f} ms "
-                  f"(median of {a.rounds})")  # fmt: skip
-        print(f"{point:5s} B/A requests/s: {ratio:.3f}")
+    summary = summarize(runs, sides)
     if a.json:
-        sides = {
-            label: {"bundle": str(bundle), "binary": str(binary or "release build")}
-            for label, bundle, binary in zip(labels, a.bundles, binaries, strict=True)
+        described = {
+            label: {
+                "bundle": str(s.bundle),
+                "flags": s.flags,
+                "binary": str(s.binary or "release build"),
+            }
+            for label, s in sides.items()
         }
         a.json.write_text(
-            json.dumps({"sides": sides, "runs": runs, "summary": summary, "cpu": cpu()}, indent=1)
+            json.dumps(
+                {"sides": described, "runs": runs, "summary": summary, "cpu": cpu()}, indent=1
+            )
         )
 
 

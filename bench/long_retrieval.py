@@ -107,6 +107,7 @@ class Plan:
     repeats: int | None = None  # None: repeats(size)
     seed: int = 0
     service: bool = True
+    server_args: tuple[str, ...] = ()  # more aft-serve flags for the service row
     retrieval: bool = True
 
 
@@ -366,7 +367,7 @@ def cost_service(
     (spans, and cosine to the in-process late chunk vectors)."""
     args = ["--model-dir", str(bundle), "--log-level", "warn"]
     args += ["--intra-op-threads", str(plan.threads), "--request-timeout", "1800s"]
-    args += ["--max-body-bytes", str(64 * MIB)]
+    args += ["--max-body-bytes", str(64 * MIB), *plan.server_args]
     chunking = {"tokens": plan.chunk_tokens, "overlap": plan.overlap}
     with ServeProcess(args=args, ready_timeout=600) as srv:
         embed = srv.url + "/v1/embed"
@@ -474,6 +475,9 @@ def main(argv=None) -> dict:
     p.add_argument("--no-cost", action="store_true", help="retrieval only")
     p.add_argument("--no-retrieval", action="store_true", help="cost only")
     p.add_argument("--no-service", action="store_true", help="no aft-serve cost row")
+    p.add_argument(
+        "--server-arg", action="append", default=[], help="extra aft-serve flag (service row)"
+    )
     p.add_argument("--json", type=Path, default=RESULTS / "long_retrieval.json")
     p.add_argument("--markdown", type=Path, help="write the report's tables here")
     a = p.parse_args(argv)
@@ -493,6 +497,7 @@ def main(argv=None) -> dict:
     plan = replace(plan, **{k: v for k, v in given.items() if v is not None})
     if a.no_service:
         plan = replace(plan, service=False)
+    plan = replace(plan, server_args=tuple(a.server_arg))
     if a.no_retrieval:
         plan = replace(plan, retrieval=False)
     cost_sizes = () if a.no_cost else (plan.cost_sizes or plan.sizes)
