@@ -193,7 +193,7 @@ def summary(answers: list[Answer]) -> dict:
 
 def serve(bundle: Path, args, extra: list[str]) -> ServeProcess:
     flags = ["--model-dir", str(bundle), "--log-level", "warn", *args.server_arg, *extra]
-    return ServeProcess(args=flags, ready_timeout=600)
+    return ServeProcess(args=flags, binary=args.binary, ready_timeout=600)
 
 
 # ----------------------------------------------------------------------------- main
@@ -221,6 +221,7 @@ def main(argv=None) -> None:
     p.add_argument("--stream-clients", type=int, help=f"document senders ({Plan.stream_clients})")
     p.add_argument("--contrast", action="store_true", help="also run with --long-workers 0")
     p.add_argument("--server-arg", action="append", default=[], help="extra aft-serve flag")
+    p.add_argument("--binary", type=Path, help="another aft-serve build than the release binary")
     p.add_argument("--out", type=Path, default=RESULTS / "long_docs.json")
     a = p.parse_args(argv)
     plan = QUICK if a.quick else Plan()

@@ -108,7 +108,9 @@ impl Model {
         let warm_up = batch_warm_up(self.bundle.manifest.max_seq_len, limits);
         let threads = LaneThreads {
             threads,
+            beside_short: threads,
             priority: Priority::Normal,
+            short_activity: Default::default(),
         };
         let factory = TorchFactory::new(self.bundle.clone(), Device::Cpu, threads, warm_up);
         Ok(factory.create(0)?)

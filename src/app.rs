@@ -124,7 +124,7 @@ pub fn load_model(
         factory: Arc::new(TorchFactory::new(
             bundle.clone(),
             device,
-            long_threads,
+            long_threads.clone(),
             (1, above.saturating_mul(2).min(max_input)),
         )),
     });
@@ -141,6 +141,7 @@ pub fn load_model(
         max_input_tokens = max_input,
         intra_op_threads = factory.threads().threads,
         long_lane_threads = long_threads.threads,
+        long_lane_threads_beside_short = long_threads.beside_short,
         scheduling = ?config.scheduling,
         "bundle verified; loading the model"
     );

@@ -90,8 +90,9 @@ pub struct Config {
 
     /// Threads libtorch uses inside one forward pass (per worker); 0 = number of CPUs / all
     /// short-input workers (workers x models), so that models busy at once do not oversubscribe
-    /// the CPUs; while a long-input pass runs, and always on a long lane, CPUs / every worker.
-    /// Either way, a pass too small to gain from threads runs on one (README, "Configuration").
+    /// the CPUs; on a long-input lane (which runs at background priority) CPUs / all long
+    /// workers, or CPUs / every worker for a pass starting within 1 s of a short one. Either
+    /// way, a pass too small to gain from threads runs on one (README, "Configuration").
     #[arg(long, env = "AFT_INTRA_OP_THREADS", default_value_t = 0)]
     pub intra_op_threads: usize,
 

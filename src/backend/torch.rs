@@ -104,8 +104,9 @@ impl TorchBackend {
         // the process-wide value that the last `set_num_threads` of any thread left. Trigger that
         // first (get does), so that a replica starting beside this one cannot set its count.
         let _ = tch::get_num_threads();
-        tch::set_num_threads(threads.threads as i32);
-        self.threads = Some((threads, threads.threads));
+        let n = threads.threads;
+        tch::set_num_threads(n as i32);
+        self.threads = Some((threads, n));
     }
 
     /// The OpenMP threads of the calling thread (libtorch keeps the count per thread).
@@ -123,6 +124,10 @@ impl TorchBackend {
         if n != *current {
             tch::set_num_threads(n as i32);
             *current = n;
+            tracing::debug!(
+                intra_op_threads = n,
+                "intra-op threads changed for this pass"
+            );
         }
     }
 
@@ -390,7 +395,7 @@ impl BackendFactory for TorchFactory {
         let (batch, seq_len) = self.warm_up;
         backend.warm_up(batch, seq_len)?;
         // Per thread: the OpenMP thread count belongs to the calling thread, the worker's.
-        backend.set_threads(self.threads);
+        backend.set_threads(self.threads.clone());
         tracing::info!(
             worker,
             device = %device_name(self.device),
