@@ -27,7 +27,7 @@ lint:           ## formatting checks and linters, without tests
 model:          ## retrain the default bundle models/aft-mini from registry packages (hours on 2 cores; resumes)
 	scripts/train-aft-mini
 
-model-base:     ## convert all-MiniLM-L6-v2 into models/aft-base (+ int8) with aft.convert (hours; resumes)
+model-base:     ## convert all-MiniLM-L6-v2 into models/aft-base with aft.convert (hours; resumes)
 	scripts/convert-aft-base
 
 bench:          ## every benchmark table and plot in docs/BENCHMARKS.md (~40 min, quiet machine)
