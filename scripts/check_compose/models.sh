@@ -61,7 +61,30 @@ check_threads() { # under the compose file's CPU limit, aft-serve's threads foll
   # One model, one short worker: it gets every usable CPU (the long lane shares them only
   # while a long document runs).
   [ "$logged" = "aft-mini $cpus" ] || die "with a CPU limit of $limit on $(docker info --format '{{.NCPU}}') CPUs, want 'aft-mini $cpus' threads, the log says '$logged'"
-  DETAIL="limit cpus $limit (NanoCpus), engine CPUs $(docker info --format '{{.NCPU}}'): aft-serve logs intra_op_threads=$cpus (the smaller of the two; cpu-limit below sets a limit under the CPUs)"
+  # The long lane runs below short work: SCHED_IDLE, or nice 19 where the container's seccomp
+  # profile refuses scheduler changes; "normal" means the server could lower neither.
+  local priorities
+  priorities="$(priorities_logged)"
+  case "$priorities" in
+    *SCHED_IDLE* | *"nice 19"*) ;;
+    *) die "no replica runs at background priority inside the container; the log says: $priorities" ;;
+  esac
+  DETAIL="limit cpus $limit (NanoCpus), engine CPUs $(docker info --format '{{.NCPU}}'): aft-serve logs intra_op_threads=$cpus (the smaller of the two; cpu-limit below sets a limit under the CPUs); replica priorities: $priorities"
+}
+
+priorities_logged() { # "worker N: PRIORITY" of every "model replica loaded and warm" line, joined
+  server_log | python3 -c '
+import json, sys
+seen = []
+for line in sys.stdin:
+    try:
+        rec = json.loads(line)
+        f = rec.get("fields", rec)
+    except ValueError:
+        continue
+    if f.get("message") == "model replica loaded and warm":
+        seen.append("worker %s: %s" % (f.get("worker"), f.get("priority")))
+print(", ".join(seen))'
 }
 
 check_cpu_limit() { # a lower CPU limit (1) than the machine's CPUs: the threads follow it down

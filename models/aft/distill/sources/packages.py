@@ -19,6 +19,20 @@ class MissingInputs(SystemExit):
     """A package or index the build needs is not there; the message says how to get it."""
 
 
+def download(debs: Path, packages: list[str]) -> None:
+    """`apt-get download` into debs; on a fresh machine the package lists can be older than the
+    mirror (a candidate version the mirror no longer has), so one failure refreshes them with
+    `apt-get update` and tries again."""
+    cmd = ["apt-get", "download", *packages]
+    print("+ (in", debs, ")", " ".join(cmd), flush=True)
+    if subprocess.run(cmd, cwd=debs).returncode == 0:
+        return
+    print("+ apt-get update (the package lists are stale), then again", flush=True)
+    if subprocess.run(["apt-get", "update", "-o", "Acquire::Languages=none"]).returncode != 0:
+        raise MissingInputs("apt-get download failed and apt-get update too (run it as root)")
+    subprocess.run(cmd, cwd=debs, check=True)
+
+
 def fetch(base: Path, packages: list[str]) -> dict[str, dict]:
     """Download the .debs (latest candidate) into base/debs and unpack them into base/root."""
     reserved = [p for p in packages if is_reserved_package(p)]
@@ -27,9 +41,7 @@ def fetch(base: Path, packages: list[str]) -> dict[str, dict]:
     debs, root = base / "debs", base / "root"
     debs.mkdir(parents=True, exist_ok=True)
     root.mkdir(parents=True, exist_ok=True)
-    cmd = ["apt-get", "download", *packages]
-    print("+ (in", debs, ")", " ".join(cmd), flush=True)
-    subprocess.run(cmd, cwd=debs, check=True)
+    download(debs, packages)
     manifest = fetched(base)  # earlier fetches stay listed
     for pkg in packages:
         found = sorted(debs.glob(f"{pkg}_*.deb"))
