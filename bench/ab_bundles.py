@@ -21,7 +21,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from harness.ab import POINTS, Side, alternate, parse_points, summarize
+from harness.ab import Side, add_arguments, alternate, parse_points, summarize
 from harness.bundles import bundle_spec
 from harness.corpus import body_files
 from harness.results import cpu
@@ -30,14 +30,10 @@ from harness.results import cpu
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bundles", nargs=2, help="DIR or DIR@PRECISION (auto, float, int8)")
-    ap.add_argument("--seconds", type=float, default=15.0)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--connections", type=int, default=128)
     ap.add_argument(
         "--binaries", type=Path, nargs=2, metavar=("BIN_A", "BIN_B"), help="aft-serve builds"
     )
-    ap.add_argument("--points", default=",".join(POINTS), help="short, mixed or both")
-    ap.add_argument("--json", type=Path, default=None)
+    add_arguments(ap)
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ab-bundles-"))
     bodies = body_files(work)

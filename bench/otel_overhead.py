@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from harness import ROOT
-from harness.ab import POINTS, Side, alternate, parse_points, summarize
+from harness.ab import Side, add_arguments, alternate, parse_points, summarize
 from harness.corpus import body_files
 from harness.otlp_sink import otlp_sink
 from harness.results import cpu
@@ -28,11 +28,7 @@ from harness.results import cpu
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path, default=ROOT / "models/aft-mini")
-    ap.add_argument("--seconds", type=float, default=15.0)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--connections", type=int, default=128)
-    ap.add_argument("--points", default=",".join(POINTS), help="short, mixed or both")
-    ap.add_argument("--json", type=Path, default=None)
+    add_arguments(ap)
     a = ap.parse_args()
     points = parse_points(a.points)
     work = Path(tempfile.mkdtemp(prefix="otel-overhead-"))

@@ -4,7 +4,7 @@
   corpus     the fixed texts, oha's request-body files and the corpus' make-up
   serve_process  starting an aft-serve process (or a peer), waiting until ready, stopping it:
              the one launcher, also for the deployment checks and the tests
-  servers    aft-serve and the Python peers on 127.0.0.1, through serve_process
+  servers    aft-serve, the Python peers and infinity on 127.0.0.1, through serve_process
   load       oha runs (closed and open loop) and their summary
   metrics    /metrics scrapes and the stage figures between two scrapes
   results    results/<part>.json, each with the run's facts (machine, model, plan); cpu() and

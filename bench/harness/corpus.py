@@ -23,16 +23,27 @@ def texts(n: int) -> list[str]:
     return [r["text"] for r in rows()[:n]]
 
 
-def body_files(results_dir: Path) -> dict[str, Path]:
+def request_body(texts: str | list[str], openai_model: str | None = None) -> dict:
+    """aft-serve's /v1/embed body, or with `openai_model` an OpenAI-style /embeddings body
+    (infinity's) asking that model for the same texts."""
+    if openai_model is None:
+        return {"inputs": texts}
+    return {"model": openai_model, "input": [texts] if isinstance(texts, str) else texts}
+
+
+def body_files(results_dir: Path, openai_model: str | None = None) -> dict[str, Path]:
     """Request-body files for oha -Z (one JSON body per line; oha picks one at random per
-    request): `mixed` = every corpus text once, `short` = the short texts only."""
+    request): `mixed` = every corpus text once, `short` = the short texts only. With
+    `openai_model`, OpenAI-style bodies of the same texts (request_body), in `openai-*.jsonl`."""
     out = results_dir / "bodies"
     out.mkdir(parents=True, exist_ok=True)
     selections = {"mixed": rows(), "short": [r for r in rows() if r["bucket"] == "short"]}
+    prefix = "openai-" if openai_model else ""
     paths = {}
     for name, sel in selections.items():
-        path = out / f"{name}.jsonl"
-        path.write_text("".join(json.dumps({"inputs": r["text"]}) + "\n" for r in sel))
+        path = out / f"{prefix}{name}.jsonl"
+        lines = (json.dumps(request_body(r["text"], openai_model)) + "\n" for r in sel)
+        path.write_text("".join(lines))
         paths[name] = path
     return paths
 

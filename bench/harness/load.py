@@ -130,10 +130,12 @@ def measure(
     connections: int,
     rate: float | None = None,
     latency_correction: bool = True,
+    path: str = EMBED,
 ) -> dict:
-    """One point: oha's summary plus the server's /metrics deltas, CPU and RSS."""
+    """One point: oha's summary plus the server's /metrics deltas, CPU and RSS; `path`: the
+    embeddings route of a server other than aft-serve."""
     m0, c0 = metrics.scrape(srv.url), srv.cpu_seconds()
-    o = run(srv.url + EMBED, bodies, seconds, connections, rate, latency_correction)
+    o = run(srv.url + path, bodies, seconds, connections, rate, latency_correction)
     m1, c1 = metrics.scrape(srv.url), srv.cpu_seconds()
     res = summarize(o, seconds)
     res.update(metrics.delta(m0, m1, seconds))

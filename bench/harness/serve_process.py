@@ -53,6 +53,7 @@ class ServeProcess:
     log_path: where stdout and stderr go; by default a temporary file, read into memory and
         removed at stop (log_text() still works afterwards).
     ready_timeout: seconds to wait for GET /health/ready to answer 200.
+    ready_path: the route that answers 200 once the server is ready (another server's: /health).
     cwd: working directory of the server; defaults to the repository root (so relative model
         directories such as models/aft-mini resolve).
     """
@@ -68,6 +69,7 @@ class ServeProcess:
         command: Sequence[str | os.PathLike] | None = None,
         cwd: str | os.PathLike | None = None,
         own_aft_env: bool = True,
+        ready_path: str = READY_PATH,
     ) -> None:
         if command is not None and binary is not None:
             raise ValueError("give either binary or command, not both")
@@ -89,6 +91,7 @@ class ServeProcess:
         self._port = int(port) if port and int(port) != 0 else None
         self.argv = [*program, *argv, *extra]
         self.ready_timeout = ready_timeout
+        self.ready_path = ready_path
         self.cwd = Path(cwd) if cwd else REPO_ROOT
         self._own_log = log_path is None
         self.log_path = Path(log_path) if log_path else None
@@ -210,7 +213,7 @@ class ServeProcess:
                 raise self._fail(f"exited with code {code} before it was ready")
             if not self.url:
                 self.url = self._find_url()
-            if self.url and _answers_ok(self.url + READY_PATH):
+            if self.url and _answers_ok(self.url + self.ready_path):
                 return
             if time.monotonic() > deadline:
                 where = self.url or "no listening address yet"
