@@ -249,21 +249,16 @@ def main(argv=None) -> None:
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), **cpu()},
             "load_average_before": os.getloadavg(),
         }
+        # Pairs of phases on one server: a single p99 of a few thousand probes moves by 2x
+        # between runs on a shared host, so the ratio is of the medians over the pairs.
+        results["pairs"] = []
         with serve(bundle, a, []) as srv:
             for i in range(a.pairs):
                 n = f"{i + 1}/{a.pairs}"
                 log(f"alone ({n}): short requests at {a.probe_rate}/s for {a.seconds} s")
                 alone = short_phase(srv, a)
                 log(f"stream ({n}): {a.stream_clients} client(s) of {a.doc_tokens}-token documents")
-                results.setdefault("pairs", []).append(
-                    {"alone": alone, "stream": stream_phase(srv, a, doc)}
-                )
-        # The first pair stays under its old keys; the ratio is of the medians over the pairs (a
-        # single p99 of a few thousand probes moves by 2x between runs on a shared host).
-        results["alone"], results["stream"] = (
-            results["pairs"][0]["alone"],
-            results["pairs"][0]["stream"],
-        )
+                results["pairs"].append({"alone": alone, "stream": stream_phase(srv, a, doc)})
         if a.contrast:
             with serve(bundle, a, ["--long-workers", "0"]) as srv:
                 log("nolane: the same stream with --long-workers 0")
@@ -279,19 +274,17 @@ def main(argv=None) -> None:
         results["p99_ratio"] = med["stream"] / med["alone"]
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=2) + "\n")
-    for phase in ("alone", "stream", "nolane"):
-        if phase in results:
-            log(f"{phase}: short {results[phase]['short']}")
-            if "documents" in results[phase]:
-                log(f"{phase}: documents {results[phase]['documents']}")
+    phases = [
+        (f"pair {i + 1} {k}", v) for i, pair in enumerate(results["pairs"]) for k, v in pair.items()
+    ]
+    if "nolane" in results:
+        phases.append(("nolane", results["nolane"]))
+    for name, phase in phases:
+        log(f"{name}: short {phase['short']}")
+        if "documents" in phase:
+            log(f"{name}: documents {phase['documents']}")
     if "p99_ratio" in results:
-        for i, pair in enumerate(results["pairs"]):
-            al, st = pair["alone"]["short"], pair["stream"]["short"]
-            log(
-                f"pair {i + 1}: short p99 alone {al['p99_ms']:.1f} ms, stream {st['p99_ms']:.1f} ms"
-            )
-        med = results["p99_ms_median"]
-        ratio = results["p99_ratio"]
+        med, ratio = results["p99_ms_median"], results["p99_ratio"]
         log(f"short p99, median of {a.pairs}: alone {med['alone']:.1f} ms, stream "
             f"{med['stream']:.1f} ms; stream / alone = {ratio:.2f} (target <= 1.25)")  # fmt: skip
     log(f"CPU: {results['machine']['cpu']}")

@@ -39,18 +39,21 @@ cpu_limit() { docker inspect --format '{{.HostConfig.NanoCpus}}' "$(ctr aft-serv
 # available_parallelism reads the cgroup quota, rounded down, at least 1).
 usable_cpus() { awk -v n="$(docker info --format '{{.NCPU}}')" -v l="$1" 'BEGIN {l = int(l); if (l < 1) l = 1; print (l < n ? l : n)}'; }
 
-threads_logged() { # the intra_op_threads of every model's "bundle verified" line, in order
+logged_fields() { # logged_fields MESSAGE FIELD...: the FIELDs of every server log line with MESSAGE, a line each, in order
   server_log | python3 -c '
 import json, sys
+message, fields = sys.argv[1], sys.argv[2:]
 for line in sys.stdin:
     try:
         rec = json.loads(line)
         f = rec.get("fields", rec)  # flattened (AFT_LOG_FORMAT=json) or not
     except ValueError:
         continue
-    if f.get("message") == "bundle verified; loading the model":
-        print(f.get("model"), f.get("intra_op_threads"))'
+    if f.get("message") == message:
+        print(*(f.get(k) for k in fields))' "$@"
 }
+
+threads_logged() { logged_fields "bundle verified; loading the model" model intra_op_threads; }
 
 check_threads() { # under the compose file's CPU limit, aft-serve's threads follow it
   local limit cpus logged
@@ -64,27 +67,12 @@ check_threads() { # under the compose file's CPU limit, aft-serve's threads foll
   # The long lane runs below short work: SCHED_IDLE, or nice 19 where the container's seccomp
   # profile refuses scheduler changes; "normal" means the server could lower neither.
   local priorities
-  priorities="$(priorities_logged)"
+  priorities="$(logged_fields "model replica loaded and warm" priority | paste -sd, - | sed 's/,/, /g')"
   case "$priorities" in
     *SCHED_IDLE* | *"nice 19"*) ;;
     *) die "no replica runs at background priority inside the container; the log says: $priorities" ;;
   esac
   DETAIL="limit cpus $limit (NanoCpus), engine CPUs $(docker info --format '{{.NCPU}}'): aft-serve logs intra_op_threads=$cpus (the smaller of the two; cpu-limit below sets a limit under the CPUs); replica priorities: $priorities"
-}
-
-priorities_logged() { # "worker N: PRIORITY" of every "model replica loaded and warm" line, joined
-  server_log | python3 -c '
-import json, sys
-seen = []
-for line in sys.stdin:
-    try:
-        rec = json.loads(line)
-        f = rec.get("fields", rec)
-    except ValueError:
-        continue
-    if f.get("message") == "model replica loaded and warm":
-        seen.append("worker %s: %s" % (f.get("worker"), f.get("priority")))
-print(", ".join(seen))'
 }
 
 check_cpu_limit() { # a lower CPU limit (1) than the machine's CPUs: the threads follow it down
