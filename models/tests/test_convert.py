@@ -186,3 +186,42 @@ def test_convert_command_aligns_distils_resumes_and_exports_a_bundle(bert, tmp_p
     assert emb.shape == (ids.shape[0], D) and torch.isfinite(emb).all()
     assert (bundle / "model-int8.pt").exists()
     assert json.loads((bundle / "manifest.json").read_text())["int8_model"] == "model-int8.pt"
+
+
+def test_leave_one_source_out_runs_share_stage_one_and_train_without_the_source(bert, tmp_path):
+    """--align-only stops after stage 1; --align-from starts stage 2 from it; --exclude-source
+    drops a source's texts (and nothing else); the evaluator reads the run as a LOSO run."""
+    from aft.distill.evaluate import loso_run
+
+    lines = write_texts(tmp_path / "plain.txt").read_text().splitlines()
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("".join(
+        json.dumps({"text": t, "source": "beta" if i % 3 == 0 else "alpha", "doc": f"d{i // 8}"})
+        + "\n" for i, t in enumerate(lines)))  # fmt: skip
+    common = ["--source", str(bert), "--texts", str(texts), "--align-steps", "4",
+              "--batch-size", "16", "--long-every", "0", "--eval-steps", "2", "--threads", "1",
+              "--max-seq-len", "512"]  # fmt: skip
+    stage1 = tmp_path / "stage1"
+    main(common + ["--out", str(stage1), "--exclude-source", "beta", "--align-only"])
+    assert (stage1 / "align.pt").exists() and not (stage1 / "distil.pt").exists()
+
+    runs = {}
+    for name, exclude in (("all", ""), ("without-beta", "beta")):
+        out = tmp_path / "loso" / name
+        main(common + ["--out", str(out), "--exclude-source", exclude, "--align-from",
+                       str(stage1), "--steps", "3", "--export", str(out / "bundle")])  # fmt: skip
+        assert (out / "align.pt").read_bytes() == (stage1 / "align.pt").read_bytes()
+        runs[name] = loso_run(out)
+    (_, all_log), (model, without_log) = runs["all"], runs["without-beta"]
+    assert all_log["sources"]["beta"] > 0 and "beta" not in without_log["sources"]
+    assert without_log["sources"]["alpha"] == all_log["sources"]["alpha"]
+    assert without_log["excluded"] == ["beta"] and without_log["steps"] == 3
+    ids, mask = batch(texts.with_name("plain.txt"), read_source(bert).tokenizer, 4)
+    assert model(ids, mask)[0].shape == (4, D)
+
+
+def test_align_from_a_run_without_stage_one_is_refused(bert, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["--source", str(bert), "--texts", str(write_texts(tmp_path / "t.txt")),
+              "--out", str(tmp_path / "run"), "--steps", "1",
+              "--align-from", str(tmp_path)])  # fmt: skip

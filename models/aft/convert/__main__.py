@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -37,6 +39,9 @@ def parser() -> argparse.ArgumentParser:
     data.add_argument("--corpus", type=Path, default=Path("../.work/corpus"))
     data.add_argument("--texts", type=Path, default=None, help="your own texts instead")
     ap.add_argument("--max-texts", type=int, default=400_000, help="training texts (0: all)")
+    ap.add_argument(
+        "--exclude-source", default="", help="corpus sources left out, comma-separated (LOSO)"
+    )
     ap.add_argument("--heads", type=int, default=0, help="decay heads (0: the source's heads)")
     ap.add_argument("--max-seq-len", type=int, default=65536, help="the bundle's length limit")
     ap.add_argument("--batch-size", type=int, default=64)
@@ -46,6 +51,11 @@ def parser() -> argparse.ArgumentParser:
     s1 = ap.add_argument_group("stage 1: align each mixer with its layer's attention")
     s1.add_argument("--align-steps", type=int, default=600)
     s1.add_argument("--align-lr", type=float, default=1e-3)
+    s1.add_argument("--align-only", action="store_true", help="stop after stage 1")
+    s1.add_argument(
+        "--align-from", type=Path, default=None,
+        help="start from another run's finished stage 1 (its run folder) instead of aligning",
+    )  # fmt: skip
     s2 = ap.add_argument_group("stage 2: distil end to end (budget: the furthest of the three)")
     s2.add_argument("--steps", type=int, default=0)
     s2.add_argument("--cpu-minutes", type=float, default=0.0)
@@ -77,8 +87,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     ap = parser()
     args = ap.parse_args(argv)
-    if not (args.steps or args.cpu_minutes or args.wall_minutes):
+    if not (args.steps or args.cpu_minutes or args.wall_minutes or args.align_only):
         ap.error("give stage 2 a budget: --steps, --cpu-minutes or --wall-minutes")
+    if args.align_from and not (args.align_from / "align.pt").exists():
+        ap.error(f"--align-from {args.align_from}: no finished stage 1 (align.pt) there")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -90,6 +102,11 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.time()
     train, held = file_records(args.texts) if args.texts else corpus_records(
         args.corpus, args.max_texts, args.seed)  # fmt: skip
+    # Leave-one-source-out: the other texts stay the same; the monitor, which picks the kept
+    # weights, sees none of a left-out source either.
+    exclude = frozenset(s for s in args.exclude_source.split(",") if s)
+    train = [r for r in train if r["source"] not in exclude]
+    held = [r for r in held if r["source"] not in exclude]
     label = teacher_labeller(teacher, src.pooling, args.bf16)
     data = text_set(train, tok, src.width, label)
     labels_path = args.out / "labels.npz"
@@ -103,7 +120,11 @@ def main(argv: list[str] | None = None) -> None:
     _, trace = teacher.trace(ids, mask)
     model = convert(src, teacher, heads, args.max_seq_len, layer_means(trace, mask))
     monitor = monitor_fn(model, mon_seqs, mon_vectors)
+    if args.align_from and not (args.out / "align.pt").exists():  # e.g. one for every LOSO run
+        shutil.copyfile(args.align_from / "align.pt", args.out / "align.pt")
     run_stage(align_stage(model, teacher, data, args), model, data, args.out, monitor)
+    if args.align_only:
+        return
     documents = None
     if args.long_every:
         cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
@@ -112,7 +133,12 @@ def main(argv: list[str] | None = None) -> None:
     progress = run_stage(
         stage, model, data, args.out, monitor, lambda: data.targets.save(labels_path)
     )
-    log = {"source": str(src.folder), "heads": heads, "progress": progress.__dict__}
+    log = {
+        "source": str(src.folder), "heads": heads, "excluded": sorted(exclude),
+        "align_from": str(args.align_from or ""), "steps": progress.step,
+        "train_texts": len(train), "sources": dict(Counter(r["source"] for r in train)),
+        "progress": progress.__dict__,
+    }  # fmt: skip
     (args.out / "convert_log.json").write_text(json.dumps(log, indent=1, default=str))
     if args.export:
         export(model.eval(), src, args, log)

@@ -163,23 +163,33 @@ def per_source(model, tok, recs: list[dict], t: np.ndarray) -> dict[str, dict]:
     return {name: source_metrics(s[src == name], t[src == name]) for name in sorted(set(src))}
 
 
+def loso_run(run: Path) -> tuple[AFTEncoder, dict]:
+    """(eager model, log with steps, train_texts and texts per source) of one leave-one-source-out
+    run: aft.distill.train's (student.pt, train_log.json) or aft.convert's (bundle/,
+    convert_log.json; exported with --export <run>/bundle)."""
+    if (run / "student.pt").exists():
+        return load_checkpoint_student(run / "student.pt"), json.loads(
+            (run / "train_log.json").read_text()
+        )
+    return load_eager(run / "bundle"), json.loads((run / "convert_log.json").read_text())
+
+
 def loso(loso_dir: Path, tok, recs: list[dict], t: np.ndarray, main_scores: dict) -> list[dict]:
-    """Leave-one-source-out: each `without-<source>/student.pt` under loso_dir, and the
-    same-budget `all/student.pt`, scored on the left-out source's held-out sample."""
+    """Leave-one-source-out: each run `without-<source>` under loso_dir, and the same-budget run
+    `all`, scored on the left-out source's held-out sample."""
     src = np.array([r["source"] for r in recs])
     texts = [r["text"] for r in recs]
-    base = load_checkpoint_student(loso_dir / "all" / "student.pt")
-    base_log = json.loads((loso_dir / "all" / "train_log.json").read_text())
+    base, base_log = loso_run(loso_dir / "all")
     rows = []
     for d in sorted(loso_dir.glob("without-*")):
         name = d.name.removeprefix("without-")
-        if not (d / "student.pt").exists() or name not in src:
+        if not any((d / f).exists() for f in ("student.pt", "bundle")) or name not in src:
             continue
         sel = src == name
         sub = [x for x, k in zip(texts, sel, strict=True) if k]
-        log = json.loads((d / "train_log.json").read_text())
+        without, log = loso_run(d)
         row = {"source": name, "train_texts_in_all": base_log["sources"].get(name, 0)}
-        for key, model in (("all", base), ("without", load_checkpoint_student(d / "student.pt"))):
+        for key, model in (("all", base), ("without", without)):
             e = F.normalize(embed_raw(model, [x.ids for x in tok.encode_batch(sub)]), dim=-1)
             row[key] = source_metrics(e.numpy(), t[sel])
         row["main"] = main_scores[name]
