@@ -7,7 +7,10 @@
            its parts (chunk layout, exp weights, edge sums and carries, intra-chunk bmm, carried
            terms, output), output projection, FFN, LayerNorms, pooling, span pooling, other
            (residual adds, the time between groups); checked against model.embed_spans
-  scripted model.pt's embed_spans in process, as the service runs it
+  scripted model.pt's embed_spans in process, as the service runs it (an AFT-decay bundle
+           exported since slice_tokens runs a long input slice by slice, models/aft/encoder.py)
+  whole    the same TorchScript with slice_tokens 0: the whole sequence at once (the eager
+           groups' pass, and model.pt of the bundles before slicing)
   service  aft-serve (target/release/aft-serve) answering POST /v1/embed with chunking: the
            request's wall time and its forward pass (aft_inference_duration_seconds), with
            `--precision float` (model.pt, as in process) unless `--precision` says otherwise:
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import statistics
@@ -50,6 +54,7 @@ from pathlib import Path
 import aft.decay as D
 import torch
 from aft.bundle import load_eager, load_scripted, load_tokenizer
+from aft.encoder import AFTEncoder
 from aft.modules import AFTDecay
 from harness import ROOT, log
 from harness.metrics import family, scrape
@@ -85,10 +90,10 @@ class Groups:
 
 
 def decay_mixing(attn: AFTDecay, q, k, v, mask, g: Groups):
-    """aft_decay's body (models/aft/decay.py) with each step in its group; _carries is opened
-    up into its edge product and its float64 log-sum-exp scans."""
+    """aft_decay's body (models/aft/decay.py) with each step in its group; decay_part is opened
+    up into its edge product and its float64 log-sum-exp scans (the whole sequence at once)."""
     with g("decay: chunk layout"):
-        ch = D._chunks(k, v, attn.rates(), mask, attn.chunk)
+        ch = D._chunks(k, v, attn.rates(), mask, attn.chunk, True)
     with g("decay: exp weights"):
         m, x = D._weighted_values(ch)
         w = D._decay_matrices(ch, attn.causal)
@@ -190,8 +195,16 @@ def service(bundle: Path, texts: dict[int, str], a) -> dict:
     return out
 
 
-def profile_T(net, scripted, ids, spans, a) -> dict:
-    """One length: the eager pass by group, the TorchScript pass, the matmul references."""
+def whole_sequence(net: AFTEncoder) -> torch.jit.ScriptModule:
+    """net scripted with slice_tokens 0: every input in one pass over the whole sequence."""
+    whole = AFTEncoder(dataclasses.replace(net.config, slice_tokens=0))
+    whole.load_state_dict(net.state_dict())
+    return torch.jit.script(whole.eval())
+
+
+def profile_T(net, scripted, whole, ids, spans, a) -> dict:
+    """One length: the eager pass by group, the TorchScript passes (model.pt, and the whole
+    sequence at once), the matmul references."""
     T = ids.shape[1]
     with torch.inference_mode():
         counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.baddbmm_: bmm_})
@@ -208,10 +221,16 @@ def profile_T(net, scripted, ids, spans, a) -> dict:
             g.seconds["other"] = time.perf_counter() - t0 - sum(g.seconds.values())
             runs += [g.seconds] if i >= a.warmup else []
         short, one = ids[:, :256], torch.tensor([[0, 0, 256]])
-        for _ in range(3):  # TorchScript's profiling executor optimises after its first runs
-            scripted.embed_spans(short, torch.ones_like(short), one)
         mask = torch.ones_like(ids)
-        script_s = timed(lambda: scripted.embed_spans(ids, mask, spans), a.warmup, a.repeats)
+        script_s: dict[str, list[float]] = {"scripted": [], "whole": []}
+        for m in (scripted, whole):
+            for _ in range(3):  # TorchScript's profiling executor optimises after its first runs
+                m.embed_spans(short, torch.ones_like(short), one)
+            for _ in range(a.warmup):
+                m.embed_spans(ids, mask, spans)
+        for _ in range(a.repeats):  # alternating, so that drift hits both alike
+            for name, m in (("scripted", scripted), ("whole", whole)):
+                script_s[name] += timed(lambda m=m: m.embed_spans(ids, mask, spans), 0, 1)
         if a.trace:
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 eager_pass(net, ids, spans, Groups())
@@ -228,7 +247,8 @@ def profile_T(net, scripted, ids, spans, a) -> dict:
         "groups": groups,
         "flops": sum(counted.flops.values()),
         "eager_s": statistics.median(sum(r.values()) for r in runs),
-        "scripted_s": statistics.median(script_s),
+        "scripted_s": statistics.median(script_s["scripted"]),
+        "whole_scripted_s": statistics.median(script_s["whole"]),
         "matmul_gflops": rates,
     }
 
@@ -249,7 +269,8 @@ def markdown(res: dict) -> str:
         f"{m['git_commit']}, {m['time']}; batch 1, {SPAN}-token spans, median of "
         f"{plan['repeats']} after {plan['warmup']} warm-up; service `--precision "
         f"{' '.join([plan['precision'] or '(its default)', *plan['server_arg']])}`; "
-        f"OMP_WAIT_POLICY {plan['omp_wait_policy']}:",
+        f"OMP_WAIT_POLICY {plan['omp_wait_policy']}; "
+        f"model.pt slice_tokens {plan['slice_tokens']}:",
         "",
     ]
     for T, r in res["tokens"].items():
@@ -273,15 +294,15 @@ def markdown(res: dict) -> str:
     out += [
         f"Whole pass (CPU: {m['cpu']})",
         "",
-        "| tokens | GFLOP | eager ms (GFLOP/s) | TorchScript in process ms (GFLOP/s) | service "
-        "forward ms (GFLOP/s) | service request ms | "
-        + "".join(f"{k} GFLOP/s | " for k in r["matmul_gflops"]).rstrip(),
-        "| ---: | ---: | ---: | ---: | ---: | ---: |" + " ---: |" * len(r["matmul_gflops"]),
+        "| tokens | GFLOP | eager, whole sequence ms (GFLOP/s) | TorchScript whole sequence ms "
+        "(GFLOP/s) | TorchScript model.pt ms (GFLOP/s) | service forward ms (GFLOP/s) | service "
+        "request ms | " + "".join(f"{k} GFLOP/s | " for k in r["matmul_gflops"]).rstrip(),
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + " ---: |" * len(r["matmul_gflops"]),
     ]
     for T, r in res["tokens"].items():
         f, svc = r["flops"], r.get("service") or {}
         cells = [f"{int(T):,}", gflop(f)]
-        for s in (r["eager_s"], r["scripted_s"], svc.get("forward_s")):
+        for s in (r["eager_s"], r["whole_scripted_s"], r["scripted_s"], svc.get("forward_s")):
             cells.append(f"{s * 1e3:,.0f} ({gf(f, s)})" if s else "–")
         cells.append(f"{svc['wall_s'] * 1e3:,.0f}" if svc else "–")
         cells += [f"{v:.1f}" for v in r["matmul_gflops"].values()]
@@ -306,6 +327,7 @@ def main(argv=None) -> dict:
     sizes = [int(t) for t in a.tokens.split(",")]
     facts = {"machine": machine(), "model": model(a.bundle)}
     net, scripted = load_eager(a.bundle), load_scripted(a.bundle)
+    whole = whole_sequence(net)
     if not isinstance(net.blocks[0].attn, AFTDecay) or net.blocks[0].post_norm:
         p.error(f"{a.bundle} is not a pre-LayerNorm AFT-decay bundle")
     tok = load_tokenizer(a.bundle)
@@ -316,12 +338,13 @@ def main(argv=None) -> dict:
         a.precision = "float" if "--precision" in usage else None  # older builds: model.pt only
     plan = {k: getattr(a, k) for k in ("threads", "warmup", "repeats", "precision", "server_arg")}
     plan["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
+    plan["slice_tokens"] = net.config.slice_tokens
     res = {"plan": plan | {"tokens": sizes}, "tokens": {}}
     for T in sizes:
         ids = torch.tensor([tok.encode(texts[T]).ids])
         spans = torch.tensor([[0, s, min(s + SPAN, T)] for s in range(0, T, SPAN)])
         log(f"{T:,} tokens ({ids.shape[1]:,} after tokenization): eager, TorchScript, matmul")
-        res["tokens"][str(T)] = profile_T(net, scripted, ids, spans, a)
+        res["tokens"][str(T)] = profile_T(net, scripted, whole, ids, spans, a)
     if not a.no_service:
         log("the same documents through aft-serve")
         for T, r in service(a.bundle, texts, a).items():

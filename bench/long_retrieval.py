@@ -108,6 +108,7 @@ class Plan:
     seed: int = 0
     service: bool = True
     server_args: tuple[str, ...] = ()  # more aft-serve flags for the service row
+    binary: str = ""  # the aft-serve to run (default: harness's, target/release/aft-serve)
     retrieval: bool = True
 
 
@@ -369,7 +370,7 @@ def cost_service(
     args += ["--intra-op-threads", str(plan.threads), "--request-timeout", "1800s"]
     args += ["--max-body-bytes", str(64 * MIB), *plan.server_args]
     chunking = {"tokens": plan.chunk_tokens, "overlap": plan.overlap}
-    with ServeProcess(args=args, ready_timeout=600) as srv:
+    with ServeProcess(binary=plan.binary or None, args=args, ready_timeout=600) as srv:
         embed = srv.url + "/v1/embed"
         with urllib.request.urlopen(srv.url + "/info", timeout=30) as r:
             lane = json.loads(r.read()).get("limits", {}).get("long_input_tokens")
@@ -480,6 +481,7 @@ def main(argv=None) -> dict:
     p.add_argument(
         "--server-arg", action="append", default=[], help="extra aft-serve flag (service row)"
     )
+    p.add_argument("--binary", type=Path, help="the aft-serve binary (service row)")
     p.add_argument("--json", type=Path, default=RESULTS / "long_retrieval.json")
     p.add_argument("--markdown", type=Path, help="write the report's tables here")
     a = p.parse_args(argv)
@@ -499,7 +501,7 @@ def main(argv=None) -> dict:
     plan = replace(plan, **{k: v for k, v in given.items() if v is not None})
     if a.no_service:
         plan = replace(plan, service=False)
-    plan = replace(plan, server_args=tuple(a.server_arg))
+    plan = replace(plan, server_args=tuple(a.server_arg), binary=str(a.binary or ""))
     if a.no_retrieval:
         plan = replace(plan, retrieval=False)
     cost_sizes = () if a.no_cost else (plan.cost_sizes or plan.sizes)

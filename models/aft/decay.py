@@ -27,7 +27,7 @@ class _Chunks(NamedTuple):
     masked: bool  # some key is masked out or padded
 
 
-class _Carry(NamedTuple):
+class Carry(NamedTuple):
     """Per chunk and channel, the keys beyond one edge of the chunk (all chunks before it, or all
     after it) as seen from that edge: weight sum exp(scale) and weighted average of V `avg`.
     `has` is 1 where there is any such key, else 0 (scale is then a huge negative, avg 0)."""
@@ -39,7 +39,7 @@ class _Carry(NamedTuple):
 
 def _carry(
     scale: Tensor, num: Tensor, den: Tensor, lam: Tensor, chunk: int, neg: float, reverse: bool
-) -> _Carry:
+) -> Carry:
     """Every chunk's carry from the chunks strictly before it (or, `reverse`, after it), given
     each chunk's own sums at that edge, exp(scale) [num, den] (B, n, d).
 
@@ -75,12 +75,12 @@ def _carry(
     none = torch.full((B, 1, d), neg, dtype=dtype, device=num.device)
     zero = torch.zeros(B, 1, d, dtype=dtype, device=num.device)
     if reverse:
-        return _Carry(
+        return Carry(
             torch.cat([scale[:, 1:], none], 1),
             torch.cat([avg[:, 1:], zero], 1),
             torch.cat([hasf[:, 1:], zero], 1),
         )
-    return _Carry(
+    return Carry(
         torch.cat([none, scale[:, :-1]], 1),
         torch.cat([zero, avg[:, :-1]], 1),
         torch.cat([zero, hasf[:, :-1]], 1),
@@ -115,8 +115,8 @@ def _decay_exact(
     vc: Tensor,
     mc: Tensor,
     lam: Tensor,
-    fwd: _Carry,
-    bwd: _Carry,
+    fwd: Carry,
+    bwd: Carry,
     causal: bool,
     b_idx: Tensor,
     t_idx: Tensor,
@@ -179,20 +179,107 @@ def aft_decay(
     every row falls back. Padded query rows are not recomputed: they give 0 where their fast form
     underflowed (nothing reads them: padded keys are masked everywhere). `causal` keeps t' <= t:
     the forward carry alone, the recurrence of `aft_decay_step`."""
-    ch = _chunks(k, v, decay, key_padding_mask, chunk)
+    part = decay_part(k, v, decay, key_padding_mask, causal, chunk, True)
+    many = part.ch.kc.shape[1] > 1
+    fwd, bwd = decay_carries([part], chunk, causal)[0] if many else _no_carries(part.m)
+    return decay_finish(q, part, fwd, bwd, many, causal, fallback)
+
+
+class DecayPart(NamedTuple):
+    """What aft_decay computes over one slice of whole chunks without the rest of the sequence:
+    the chunk layout, each chunk's own terms y (h, C, B n 2 g) and key maxima m (B, n, d), and
+    its weight sums as seen from its last row and from its first row (scale, num, den)."""
+
+    ch: _Chunks
+    m: Tensor
+    y: Tensor
+    last: tuple[Tensor, Tensor, Tensor]
+    first: tuple[Tensor, Tensor, Tensor]
+
+
+def decay_part(
+    k: Tensor,
+    v: Tensor,
+    decay: Tensor,
+    key_padding_mask: Tensor | None,
+    causal: bool,
+    chunk: int,
+    whole: bool,
+) -> DecayPart:
+    """aft_decay's work on the keys and values of one slice of a sequence (`whole`: all of it),
+    its length a multiple of `chunk` unless it ends the sequence: a long pass runs slice by slice
+    so that each stays in the cache, and only the chunks' edge sums cross slices
+    (`decay_carries`). A whole sequence of one chunk (a sentence) skips the edge sums."""
+    ch = _chunks(k, v, decay, key_padding_mask, chunk, whole)
     m, x = _weighted_values(ch)
     w = _decay_matrices(ch, causal)
-    fwd, bwd = _carries(ch, w, x, m, causal)
-    y = torch.bmm(w, x)
-    if ch.kc.shape[1] > 1:
-        y = _add_carried(y, ch, m, fwd, bwd, causal)
-    return _output(q, ch, y, fwd, bwd, causal, fallback)
+    B, n, C, d = ch.kc.shape
+    h = ch.rates.shape[0]
+    if whole and n == 1:  # a sentence: one chunk, nothing to carry
+        zero = torch.zeros_like(m)
+        return DecayPart(ch, m, torch.bmm(w, x), (m, zero, zero), (m, zero, zero))
+    edges = torch.bmm(torch.stack([w[:, C - 1], w[:, 0]], 1), x)  # (h, 2, B * n * 2 * g)
+    edges = edges.view(h, 2, B, n, 2, d // h).permute(1, 4, 2, 3, 0, 5).reshape(2, 2, B, n, d)
+    last = _edge_sums(ch.kc, ch.vc, ch.mc, ch.lam, m, edges[0, 0], edges[0, 1], C - 1)
+    first = last
+    if not causal:
+        first = _edge_sums(ch.kc, ch.vc, ch.mc, ch.lam, m, edges[1, 0], edges[1, 1], 0)
+    return DecayPart(ch, m, torch.bmm(w, x), last, first)
+
+
+def decay_carries(parts: list[DecayPart], chunk: int, causal: bool) -> list[tuple[Carry, Carry]]:
+    """The forward and backward carries into every chunk of every part (in sequence order):
+    each chunk's edge sums carried across all chunks of all parts. The backward carry is unused
+    (the forward one stands in) when causal."""
+    lam, neg = parts[0].ch.lam, limits(parts[0].m).neg
+    last = [torch.cat([p.last[i] for p in parts], 1) for i in range(3)]
+    fwd = _carry(last[0], last[1], last[2], lam, chunk, neg, False)
+    bwd = fwd
+    if not causal:
+        first = [torch.cat([p.first[i] for p in parts], 1) for i in range(3)]
+        bwd = _carry(first[0], first[1], first[2], lam, chunk, neg, True)
+    out: list[tuple[Carry, Carry]] = []
+    at = 0
+    for p in parts:
+        n = p.m.shape[1]
+        out.append((_carry_slice(fwd, at, n), _carry_slice(bwd, at, n)))
+        at += n
+    return out
+
+
+def decay_finish(
+    q: Tensor,
+    part: DecayPart,
+    fwd: Carry,
+    bwd: Carry,
+    carried: bool,
+    causal: bool,
+    fallback: bool,
+) -> Tensor:
+    """The part's output (B, slice, d): its chunks' own terms plus the carried ones (`carried`:
+    the sequence has more than one chunk), sigmoid(Q) num / den. A padded row of a part with no
+    real key gives 0 (nothing reads padded rows), whatever the rest of the sequence holds."""
+    y = part.y
+    if carried:
+        y = _add_carried(y, part.ch, part.m, fwd, bwd, causal)
+    return _output(q, part.ch, y, fwd, bwd, causal, fallback)
+
+
+def _no_carries(m: Tensor) -> tuple[Carry, Carry]:
+    nothing = torch.zeros_like(m)
+    none = Carry(torch.full_like(m, limits(m).neg), nothing, nothing)
+    return none, none
+
+
+def _carry_slice(c: Carry, at: int, n: int) -> Carry:
+    return Carry(c.scale[:, at : at + n], c.avg[:, at : at + n], c.has[:, at : at + n])
 
 
 def _chunks(
-    k: Tensor, v: Tensor, decay: Tensor, key_padding_mask: Tensor | None, chunk: int
+    k: Tensor, v: Tensor, decay: Tensor, key_padding_mask: Tensor | None, chunk: int, whole: bool
 ) -> _Chunks:
-    """The chunk layout: keys (masked ones a huge negative), values and mask in (B, n, C, .)."""
+    """The chunk layout: keys (masked ones a huge negative), values and mask in (B, n, C, .).
+    C is `chunk`, or the length of a whole sequence shorter than that."""
     B, T, d = v.shape
     h = decay.shape[0]
     if decay.dim() != 1 or d % h != 0 or k.shape != v.shape or chunk < 1:
@@ -204,7 +291,7 @@ def _chunks(
     rates = decay.to(k.dtype)
     lam = rates.repeat_interleave(g)  # (d,)
     mask = real_keys(k, key_padding_mask)
-    C = min(chunk, T)
+    C = min(chunk, T) if whole else chunk
     n = (T + C - 1) // C
     pad = n * C - T
     km = k if key_padding_mask is None else k.masked_fill(mask == 0, lim.neg)
@@ -246,30 +333,7 @@ def _decay_matrices(ch: _Chunks, causal: bool) -> Tensor:
     return w
 
 
-def _carries(ch: _Chunks, w: Tensor, x: Tensor, m: Tensor, causal: bool) -> tuple[_Carry, _Carry]:
-    """The forward and backward carries into every chunk: each chunk's sums at its last row
-    (forward) and first row (backward), carried across chunks. The backward carry is unused
-    (the forward one stands in) when causal."""
-    B, n, C, d = ch.kc.shape
-    h = ch.rates.shape[0]
-    neg = limits(ch.kc).neg
-    if n == 1:  # one chunk (every sentence): nothing to carry, skip the edge sums and scans
-        nothing = torch.zeros_like(m)
-        fwd = _Carry(torch.full_like(m, neg), nothing, nothing)
-        return fwd, fwd
-    edges = torch.bmm(torch.stack([w[:, C - 1], w[:, 0]], 1), x)  # (h, 2, B * n * 2 * g)
-    edges = edges.view(h, 2, B, n, 2, d // h).permute(1, 4, 2, 3, 0, 5).reshape(2, 2, B, n, d)
-    s, sn, sd = _edge_sums(ch.kc, ch.vc, ch.mc, ch.lam, m, edges[0, 0], edges[0, 1], C - 1)
-    fwd = _carry(s, sn, sd, ch.lam, C, neg, False)
-    if causal:
-        return fwd, fwd
-    s, sn, sd = _edge_sums(ch.kc, ch.vc, ch.mc, ch.lam, m, edges[1, 0], edges[1, 1], 0)
-    return fwd, _carry(s, sn, sd, ch.lam, C, neg, True)
-
-
-def _add_carried(
-    y: Tensor, ch: _Chunks, m: Tensor, fwd: _Carry, bwd: _Carry, causal: bool
-) -> Tensor:
+def _add_carried(y: Tensor, ch: _Chunks, m: Tensor, fwd: Carry, bwd: Carry, causal: bool) -> Tensor:
     """y (the chunks' own terms, (h, C, B n 2 g)) plus the carried terms, as two more columns
     of the same product, decayed into the chunk by exp(-lambda i) and exp(-lambda (C - 1 - i))."""
     B, n, C, d = ch.kc.shape
@@ -304,8 +368,8 @@ def _output(
     q: Tensor,
     ch: _Chunks,
     y: Tensor,
-    fwd: _Carry,
-    bwd: _Carry,
+    fwd: Carry,
+    bwd: Carry,
     causal: bool,
     fallback: bool,
 ) -> Tensor:

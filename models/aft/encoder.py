@@ -11,12 +11,14 @@ batch give the same output.
 """
 
 from dataclasses import dataclass
+from typing import Final
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from aft.decay import DecayPart, decay_carries
 from aft.modules import AFTConv, AFTDecay, AFTFull, AFTLocal, AFTSimple
 
 VARIANTS = ("full", "local", "simple", "conv", "decay")
@@ -48,6 +50,10 @@ class EncoderConfig:
     norm: str = "pre"  # "pre": x + f(LN(x)); "post" (BERT): LN(x + f(x)), no final LayerNorm
     embedding_norm: bool = False  # a LayerNorm on the token embeddings (BERT's)
     norm_eps: float = 1e-5
+    # decay: inputs longer than this run block by block over slices of this many positions
+    # (rounded down to whole chunks), so that each slice's activations stay in the CPU's cache
+    # (docs/LONG_DOCUMENTS.md); 0: always the whole sequence at once. Same outputs either way.
+    slice_tokens: int = 2048
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -92,14 +98,24 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self.after_mix(x, self.attn(self.mix_input(x), mask))
+
+    def mix_input(self, x: Tensor) -> Tensor:
+        """What the token mixing reads: x itself (post-norm) or LN(x) (pre-norm)."""
+        return x if self.post_norm else self.ln1(x)
+
+    def after_mix(self, x: Tensor, mixed: Tensor) -> Tensor:
+        """The rest of the block, position by position: residual, LayerNorm, feed-forward."""
         if self.post_norm:
-            x = self.ln1(x + self.drop(self.attn(x, mask)))
+            x = self.ln1(x + self.drop(mixed))
             return self.ln2(x + self.drop(self.ff(x)))
-        x = x + self.drop(self.attn(self.ln1(x), mask))
+        x = x + self.drop(mixed)
         return x + self.drop(self.ff(self.ln2(x)))
 
 
 class AFTEncoder(nn.Module):
+    sliced: Final[bool]  # a constant to TorchScript: other variants never compile _sliced_states
+
     def __init__(self, config: EncoderConfig):
         super().__init__()
         cfg = config
@@ -108,6 +124,8 @@ class AFTEncoder(nn.Module):
         self.cls_pooling = cfg.pooling == "cls"
         self.normalize = cfg.normalize
         self.has_head = cfg.num_labels > 0
+        self.sliced = cfg.variant == "decay" and cfg.slice_tokens > 0
+        self.slice_tokens = cfg.slice_tokens
         e = cfg.token_embedding_dim or cfg.d_model
         self.token_embedding = nn.Embedding(cfg.vocab_size, e)
         # Identity when not factorised, so the scripted graph has no optional submodule.
@@ -141,9 +159,38 @@ class AFTEncoder(nn.Module):
             raise ValueError("sequence longer than max_len")
         mask = attention_mask > 0
         x = self.drop(self.ln_embed(self.token_projection(self.token_embedding(input_ids))))
+        if self.sliced:
+            if T > self.slice_tokens:
+                return self.ln_f(self._sliced_states(x, mask))
         for block in self.blocks:
             x = block(x, mask)
         return self.ln_f(x)
+
+    def _sliced_states(self, x: Tensor, mask: Tensor) -> Tensor:
+        """The blocks over a long sequence, slice by slice (AFT-decay only): each block first
+        mixes every slice as far as it can alone (projections, its chunks' own sums), then
+        carries the chunks' edge sums across slices and finishes each slice (output projection,
+        feed-forward). Every step but the carries reads one slice, which fits in the cache; the
+        whole-sequence pass streams each activation of T x d through memory several times."""
+        T = x.shape[1]
+        chunk = self.blocks[0].attn.chunk
+        S = max(chunk, self.slice_tokens // chunk * chunk)
+        starts = list(range(0, T, S))
+        for block in self.blocks:
+            queries: list[Tensor] = []
+            parts: list[DecayPart] = []
+            for s in starts:
+                q, part = block.attn.begin(block.mix_input(x[:, s : s + S]), mask[:, s : s + S])
+                queries.append(q)
+                parts.append(part)
+            carries = decay_carries(parts, chunk, block.attn.causal)
+            slices: list[Tensor] = []
+            for i, s in enumerate(starts):
+                fwd, bwd = carries[i]
+                mixed = block.attn.finish(queries[i], parts[i], fwd, bwd)
+                slices.append(block.after_mix(x[:, s : s + S], mixed))
+            x = torch.cat(slices, 1)
+        return x
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
         x = self.token_states(input_ids, attention_mask)

@@ -3,6 +3,11 @@ manifest.json.
 
     python -m aft.export --checkpoint CKPT --tokenizer tokenizer.json --out DIR --name NAME \
         [--dtype float16] [--description TEXT] [--max-seq-len N]
+    python -m aft.export --rebuild DIR
+
+--rebuild writes a bundle's model.pt (and its int8 copy, if it has one) again from its own
+parameters with today's encoder code and settings (e.g. slice_tokens), keeping its name,
+description, labels, dtype and length limit: the outputs stay the same.
 
 CKPT is torch.save({"config": asdict(cfg), "state_dict": model.state_dict(), "labels": [...]}).
 With --dtype float16 the floating-point parameters are stored as half; loaders (the Rust service,
@@ -134,12 +139,33 @@ def export_bundle(
     return out
 
 
+def rebuild(bundle_dir) -> Path:
+    """Re-export a bundle in place from its own parameters (see the module doc)."""
+    from aft.bundle import load_eager, load_manifest
+    from aft.distill.quantize import add_int8
+
+    d = Path(bundle_dir)
+    m = load_manifest(d)
+    tok = d / "tokenizer.json"
+    tmp = d / "tokenizer.rebuild.json"
+    tmp.write_bytes(tok.read_bytes())  # export_bundle rewrites tokenizer.json from its source
+    try:
+        export_bundle(load_eager(d), tmp, d, m["name"], m["labels"] or None, m["dtype"],
+                      m["description"], m["max_seq_len"])  # fmt: skip
+    finally:
+        tmp.unlink()
+    if m.get("int8_model"):
+        add_int8(d)
+    return d
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--tokenizer", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--name", required=True)
+    p.add_argument("--rebuild", help="re-export this bundle in place; no other argument")
+    p.add_argument("--checkpoint")
+    p.add_argument("--tokenizer")
+    p.add_argument("--out")
+    p.add_argument("--name")
     p.add_argument("--dtype", default="float32", choices=list(DTYPES))
     p.add_argument("--description", default="")
     p.add_argument(
@@ -148,6 +174,12 @@ def main(argv=None):
         help="longest input the bundle accepts (simple, conv, decay only; default: max_len)",
     )
     a = p.parse_args(argv)
+    if a.rebuild:
+        print(f"rebuilt {rebuild(a.rebuild)}")
+        return
+    missing = [f"--{k}" for k in ("checkpoint", "tokenizer", "out", "name") if not getattr(a, k)]
+    if missing:
+        p.error(f"{', '.join(missing)} required (or --rebuild DIR)")
     ckpt = torch.load(a.checkpoint, map_location="cpu", weights_only=True)
     model = AFTEncoder(EncoderConfig(**ckpt["config"]))
     model.load_state_dict(ckpt["state_dict"])

@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from aft.decay import Carry, DecayPart, decay_finish, decay_part
 from aft.functional import aft_conv, aft_decay, aft_full, aft_local, aft_simple
 
 
@@ -122,3 +123,13 @@ class AFTDecay(_AFTLayer):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         q, k, v = self.qkv(x)
         return self.out(aft_decay(q, k, v, self.rates(), mask, self.causal, True, self.chunk))
+
+    def begin(self, x: Tensor, mask: Tensor) -> tuple[Tensor, DecayPart]:
+        """The first half of forward on one slice of a long sequence (aft.decay.decay_part):
+        the queries and the slice's part; `finish` completes it once every slice's carries
+        are known."""
+        q, k, v = self.qkv(x)
+        return q, decay_part(k, v, self.rates(), mask, self.causal, self.chunk, False)
+
+    def finish(self, q: Tensor, part: DecayPart, fwd: Carry, bwd: Carry) -> Tensor:
+        return self.out(decay_finish(q, part, fwd, bwd, True, self.causal, True))

@@ -142,3 +142,33 @@ def test_embed_spans_pools_parts_of_one_pass(pooling):
     for bad in ([[0, 5, 5]], [[2, 0, 1]], [[0, 0, 31]]):
         with pytest.raises(Exception, match="span outside"):
             scripted.embed_spans(ids, mask, torch.tensor(bad))
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("key_scale", [1.0, 100.0])
+def test_decay_sliced_long_pass_gives_the_whole_sequence_outputs(norm, causal, key_scale):
+    """A long input runs slice by slice (slice_tokens, whole chunks; chunks of 128 here): the
+    same embeddings, logits and span vectors as the whole sequence at once, eager and
+    scripted, for a padded batch whose short rows leave whole slices empty. key_scale 100
+    spreads the keys so that hundreds of rows underflow and take the exact fallback."""
+    torch.manual_seed(0)
+    cfg = dict(causal=causal, norm=norm, embedding_norm=norm == "post", max_len=65536)
+    sliced = AFTEncoder(config("decay", slice_tokens=300, num_labels=3, **cfg)).eval()
+    whole = AFTEncoder(config("decay", slice_tokens=0, num_labels=3, **cfg)).eval()
+    with torch.no_grad():
+        for p in sliced.parameters():
+            p.normal_(0, 0.3)
+        for b in sliced.blocks:
+            b.attn.to_k.weight.mul_(key_scale)
+    whole.load_state_dict(sliced.state_dict())
+    assert sliced.sliced and not whole.sliced
+    ids, mask = batch([1000, 700, 100])  # slices of 256 (2 chunks): [0, 256) ... [768, 1000)
+    spans = torch.tensor([[0, 0, 256], [0, 250, 900], [1, 600, 700], [2, 1, 99]])
+    with torch.no_grad():
+        expected = whole.embed_spans(ids, mask, spans)
+        for model in (sliced, torch.jit.script(sliced)):
+            for got, want in zip(model.embed_spans(ids, mask, spans), expected, strict=True):
+                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        short, _ = sliced(ids[2:, :100], mask[2:, :100])  # under slice_tokens: not sliced
+    torch.testing.assert_close(short[0], expected[0][2], rtol=1e-5, atol=1e-5)
