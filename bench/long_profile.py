@@ -8,9 +8,9 @@
            terms, output), output projection, FFN, LayerNorms, pooling, span pooling, other
            (residual adds, the time between groups); checked against model.embed_spans
   scripted model.pt's embed_spans in process, as the service runs it (an AFT-decay bundle
-           exported since slice_tokens runs a long input slice by slice, models/aft/encoder.py)
-  whole    the same TorchScript with slice_tokens 0: the whole sequence at once (the eager
-           groups' pass, and model.pt of the bundles before slicing)
+           exported since slice_tokens runs a long input slice by slice, models/aft/encoder.py);
+           the same TorchScript with slice_tokens 0 (the whole sequence at once, as the eager
+           groups and the bundles before slicing), and at each of --slice-tokens
   service  aft-serve (target/release/aft-serve) answering POST /v1/embed with chunking: the
            request's wall time and its forward pass (aft_inference_duration_seconds), with
            `--precision float` (model.pt, as in process) unless `--precision` says otherwise:
@@ -195,23 +195,23 @@ def service(bundle: Path, texts: dict[int, str], a) -> dict:
     return out
 
 
-def whole_sequence(net: AFTEncoder) -> torch.jit.ScriptModule:
-    """net scripted with slice_tokens 0: every input in one pass over the whole sequence."""
-    whole = AFTEncoder(dataclasses.replace(net.config, slice_tokens=0))
-    whole.load_state_dict(net.state_dict())
-    return torch.jit.script(whole.eval())
+def sliced(net: AFTEncoder, slice_tokens: int) -> torch.jit.ScriptModule:
+    """net scripted with another slice_tokens (0: every input in one pass, whole)."""
+    other = AFTEncoder(dataclasses.replace(net.config, slice_tokens=slice_tokens))
+    other.load_state_dict(net.state_dict())
+    return torch.jit.script(other.eval())
 
 
-def profile_T(net, scripted, whole, ids, spans, a) -> dict:
-    """One length: the eager pass by group, the TorchScript passes (model.pt, and the whole
-    sequence at once), the matmul references."""
+def profile_T(net, passes: dict, ids, spans, a) -> dict:
+    """One length: the eager pass by group, the TorchScript passes (`passes`: model.pt, the
+    whole sequence at once, other slice sizes), the matmul references."""
     T = ids.shape[1]
     with torch.inference_mode():
         counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.baddbmm_: bmm_})
         counted = Groups(counter)
         with counter:
             emb, pooled = eager_pass(net, ids, spans, counted)
-        ref = scripted.embed_spans(ids, torch.ones_like(ids), spans)
+        ref = passes["model.pt"].embed_spans(ids, torch.ones_like(ids), spans)
         torch.testing.assert_close((emb, pooled), (ref[0], ref[2]), rtol=1e-3, atol=1e-4)
         runs = []
         for i in range(a.warmup + a.repeats):
@@ -222,14 +222,14 @@ def profile_T(net, scripted, whole, ids, spans, a) -> dict:
             runs += [g.seconds] if i >= a.warmup else []
         short, one = ids[:, :256], torch.tensor([[0, 0, 256]])
         mask = torch.ones_like(ids)
-        script_s: dict[str, list[float]] = {"scripted": [], "whole": []}
-        for m in (scripted, whole):
+        script_s: dict[str, list[float]] = {name: [] for name in passes}
+        for m in passes.values():
             for _ in range(3):  # TorchScript's profiling executor optimises after its first runs
                 m.embed_spans(short, torch.ones_like(short), one)
             for _ in range(a.warmup):
                 m.embed_spans(ids, mask, spans)
-        for _ in range(a.repeats):  # alternating, so that drift hits both alike
-            for name, m in (("scripted", scripted), ("whole", whole)):
+        for _ in range(a.repeats):  # alternating, so that drift hits all alike
+            for name, m in passes.items():
                 script_s[name] += timed(lambda m=m: m.embed_spans(ids, mask, spans), 0, 1)
         if a.trace:
             with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -247,8 +247,9 @@ def profile_T(net, scripted, whole, ids, spans, a) -> dict:
         "groups": groups,
         "flops": sum(counted.flops.values()),
         "eager_s": statistics.median(sum(r.values()) for r in runs),
-        "scripted_s": statistics.median(script_s["scripted"]),
-        "whole_scripted_s": statistics.median(script_s["whole"]),
+        "scripted_s": statistics.median(script_s["model.pt"]),
+        "whole_scripted_s": statistics.median(script_s["slices of 0"]),
+        "passes_s": {name: statistics.median(v) for name, v in script_s.items()},
         "matmul_gflops": rates,
     }
 
@@ -307,6 +308,13 @@ def markdown(res: dict) -> str:
         cells.append(f"{svc['wall_s'] * 1e3:,.0f}" if svc else "–")
         cells += [f"{v:.1f}" for v in r["matmul_gflops"].values()]
         out.append("| " + " | ".join(cells) + " |")
+    names = list(next(iter(res["tokens"].values()))["passes_s"])
+    if len(names) > 2:  # --slice-tokens: TorchScript at each slice size, same runs
+        out += ["", f"TorchScript in process by slice_tokens, ms (CPU: {m['cpu']})", ""]
+        out += ["| tokens | " + " | ".join(names) + " |", "| ---: |" + " ---: |" * len(names)]
+        for T, r in res["tokens"].items():
+            cells = [f"{r['passes_s'][n] * 1e3:,.0f}" for n in names]
+            out.append(f"| {int(T):,} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 
@@ -321,13 +329,18 @@ def main(argv=None) -> dict:
     p.add_argument("--precision", help="aft-serve's --precision (default float where it has one)")
     p.add_argument("--server-arg", action="append", default=[], help="extra aft-serve flag")
     p.add_argument("--trace", type=Path, help="also write a chrome trace per length here")
+    p.add_argument(
+        "--slice-tokens", default="", help="also TorchScript at these slice_tokens (1024,4096)"
+    )
     p.add_argument("--results", type=Path, default=RESULTS)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     sizes = [int(t) for t in a.tokens.split(",")]
     facts = {"machine": machine(), "model": model(a.bundle)}
-    net, scripted = load_eager(a.bundle), load_scripted(a.bundle)
-    whole = whole_sequence(net)
+    net = load_eager(a.bundle)
+    passes = {"model.pt": load_scripted(a.bundle), "slices of 0": sliced(net, 0)}
+    for n in (int(x) for x in a.slice_tokens.split(",") if x):
+        passes[f"slices of {n}"] = sliced(net, n)
     if not isinstance(net.blocks[0].attn, AFTDecay) or net.blocks[0].post_norm:
         p.error(f"{a.bundle} is not a pre-LayerNorm AFT-decay bundle")
     tok = load_tokenizer(a.bundle)
@@ -344,7 +357,7 @@ def main(argv=None) -> dict:
         ids = torch.tensor([tok.encode(texts[T]).ids])
         spans = torch.tensor([[0, s, min(s + SPAN, T)] for s in range(0, T, SPAN)])
         log(f"{T:,} tokens ({ids.shape[1]:,} after tokenization): eager, TorchScript, matmul")
-        res["tokens"][str(T)] = profile_T(net, scripted, whole, ids, spans, a)
+        res["tokens"][str(T)] = profile_T(net, passes, ids, spans, a)
     if not a.no_service:
         log("the same documents through aft-serve")
         for T, r in service(a.bundle, texts, a).items():
