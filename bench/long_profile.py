@@ -247,8 +247,6 @@ def profile_T(net, passes: dict, ids, spans, a) -> dict:
         "groups": groups,
         "flops": sum(counted.flops.values()),
         "eager_s": statistics.median(sum(r.values()) for r in runs),
-        "scripted_s": statistics.median(script_s["model.pt"]),
-        "whole_scripted_s": statistics.median(script_s["slices of 0"]),
         "passes_s": {name: statistics.median(v) for name, v in script_s.items()},
         "matmul_gflops": rates,
     }
@@ -303,7 +301,8 @@ def markdown(res: dict) -> str:
     for T, r in res["tokens"].items():
         f, svc = r["flops"], r.get("service") or {}
         cells = [f"{int(T):,}", gflop(f)]
-        for s in (r["eager_s"], r["whole_scripted_s"], r["scripted_s"], svc.get("forward_s")):
+        passes = r["passes_s"]
+        for s in (r["eager_s"], passes["slices of 0"], passes["model.pt"], svc.get("forward_s")):
             cells.append(f"{s * 1e3:,.0f} ({gf(f, s)})" if s else "–")
         cells.append(f"{svc['wall_s'] * 1e3:,.0f}" if svc else "–")
         cells += [f"{v:.1f}" for v in r["matmul_gflops"].values()]
